@@ -1,0 +1,69 @@
+"""Per-run knobs of the query agent (LangGraph ``context_schema``).
+
+Every field is a JSON value with a description, so LangGraph Studio shows and edits them, and a
+run started through the server API can set them in ``context``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+
+@dataclass(frozen=True, kw_only=True)
+class Context:
+    """The agent's run-time configuration."""
+
+    max_refinements: int = field(
+        default=2,
+        metadata={"description": "Most check -> refine rounds after the first draft (0 = single turn)."},
+    )
+    top_k: int = field(
+        default=10, metadata={"description": "Products retrieved from the catalog per query."}
+    )
+    check_k: int = field(
+        default=5,
+        metadata={"description": "Top retrieved products scored by the consistency check."},
+    )
+    fit_threshold: float = field(
+        default=0.55,
+        metadata={
+            "description": "Consistency score (0-1) at or above which the query is accepted "
+            "without refining."
+        },
+    )
+    temperature: float = field(
+        default=0.0, metadata={"description": "Drafter sampling temperature; 0 = greedy."}
+    )
+    top_p: float = field(default=1.0, metadata={"description": "Drafter nucleus sampling mass."})
+    max_new_tokens: int = field(
+        default=24, metadata={"description": "Most tokens the drafter writes per query."}
+    )
+    seed: int | None = field(
+        default=None, metadata={"description": "Sampling seed for reproducible runs."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.max_refinements < 0:
+            raise ValueError(
+                f"max_refinements must be >= 0, got {self.max_refinements}; use 0 for single turn"
+            )
+        if self.top_k < 1 or self.check_k < 1:
+            raise ValueError(f"top_k and check_k must be >= 1, got {self.top_k}, {self.check_k}")
+        if not 0.0 <= self.fit_threshold <= 1.0:
+            raise ValueError(f"fit_threshold is a score in [0, 1], got {self.fit_threshold}")
+        if self.temperature < 0.0 or not 0.0 < self.top_p <= 1.0:
+            raise ValueError(
+                f"need temperature >= 0 and 0 < top_p <= 1, got {self.temperature}, {self.top_p}"
+            )
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any] | None) -> Context:
+        """Build from a (possibly partial) mapping, ignoring unknown keys' absence of value."""
+        names = {f.name for f in fields(cls)}
+        unknown = set(values or {}) - names
+        if unknown:
+            raise ValueError(f"unknown context keys {sorted(unknown)}; valid: {sorted(names)}")
+        return cls(**(values or {}))

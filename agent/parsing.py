@@ -1,0 +1,54 @@
+"""Completion -> search query. One parser, shared by the draft/refine nodes and the format reward."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# A recommended query is a short search string; longer output is the model rambling or echoing
+# its prompt, which the paper's format reward counts as malformed.
+MAX_QUERY_WORDS = 10
+MAX_QUERY_CHARS = 100
+
+_PREFIX = re.compile(r"^\s*(?:search\s+)?query\s*[:=\-]\s*", re.IGNORECASE)
+_WRAPPERS = "\"'`*_[](){}<>"
+_WORD = re.compile(r"[a-z0-9]", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class ParsedQuery:
+    """The parse result: ``query`` on success, otherwise ``error`` says why (kept as data)."""
+
+    query: str | None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.query is not None
+
+
+def parse_query(completion: str) -> ParsedQuery:
+    """Extract the query from a drafter completion.
+
+    Accepted forms: ``Query: <words>`` anywhere on a line (preferred), otherwise the first
+    non-empty line. The query is lower-cased, unwrapped from quotes/markdown and whitespace-
+    normalized; it must hold 1-10 words and some letter or digit.
+    """
+    lines = [line.strip() for line in completion.splitlines() if line.strip()]
+    if not lines:
+        return ParsedQuery(None, "empty completion")
+    tagged = [line for line in lines if _PREFIX.search(_strip_wrappers(line))]
+    line = tagged[0] if tagged else lines[0]
+    text = _PREFIX.sub("", _strip_wrappers(line), count=1)
+    text = _strip_wrappers(text).rstrip(".;,!").strip()
+    text = " ".join(text.lower().split())
+    if not text or not _WORD.search(text):
+        return ParsedQuery(None, "no query text in completion")
+    n_words = len(text.split())
+    if n_words > MAX_QUERY_WORDS or len(text) > MAX_QUERY_CHARS:
+        return ParsedQuery(None, f"query too long ({n_words} words); expected at most {MAX_QUERY_WORDS}")
+    return ParsedQuery(text)
+
+
+def _strip_wrappers(text: str) -> str:
+    return text.strip().strip(_WRAPPERS).strip()

@@ -1,0 +1,76 @@
+"""Pydantic records that cross a boundary: graph state, CLI JSON, trajectory files.
+
+The attempts list in the graph state (a list of ``QueryAttempt``) is the chain-of-retrieval
+trajectory of the paper: every draft or refinement, what it retrieved and how well that fit.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from memory_store.products import Product
+
+__all__ = [
+    "ConsistencyReport",
+    "Generation",
+    "Product",
+    "ProductScore",
+    "QueryAttempt",
+    "RetrievedProduct",
+]
+
+
+class RetrievedProduct(Product):
+    """A product returned by the catalog for a query. ``score`` is a similarity: higher is better."""
+
+    rank: int = Field(ge=1)
+    score: float
+
+
+class Generation(BaseModel):
+    """One completion from a drafter, with the token ids recorded at generation time.
+
+    Training needs the ids exactly as generated; re-tokenizing the text does not round-trip.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    text: str
+    prompt_token_ids: list[int] = Field(default_factory=list)
+    completion_token_ids: list[int] = Field(default_factory=list)
+
+
+class ProductScore(BaseModel):
+    """How one retrieved product fits the shopper's profile (each part in [0, 1])."""
+
+    item_id: str
+    category_match: float
+    brand_match: float
+    similarity: float
+    score: float
+    fits: bool
+
+
+class ConsistencyReport(BaseModel):
+    """The check of retrieved products against the profile; ``feedback`` goes to the refine prompt."""
+
+    score: float
+    products: list[ProductScore] = Field(default_factory=list)
+    feedback: str = ""
+
+
+class QueryAttempt(BaseModel):
+    """One step of the chain of retrieval. A model mistake is kept as data (``error``), not raised."""
+
+    turn: int = Field(ge=0, description="0 for the draft, then 1, 2, ... for refinements")
+    kind: Literal["draft", "refine"]
+    messages: list[dict[str, str]]
+    completion: str
+    prompt_token_ids: list[int] = Field(default_factory=list)
+    completion_token_ids: list[int] = Field(default_factory=list)
+    query: str | None = None
+    error: str | None = None
+    products: list[RetrievedProduct] = Field(default_factory=list)
+    consistency: ConsistencyReport | None = None

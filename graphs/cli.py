@@ -1,0 +1,140 @@
+"""``queryagent``: ingest a data set, recommend a query for a shopper.
+
+    queryagent ingest [--data DIR] [--home DIR]
+    queryagent recommend --user ID [--json] [--model ID_OR_PATH] [--home DIR]
+
+Argument parsing uses the standard library's argparse (maintained, no extra dependency).
+Errors a user can cause (unknown user, bad data file, empty catalog) print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from agent.context import Context
+from agent.nodes import CATALOG_NAMESPACE, CATALOG_STATS_KEY
+from memory_store import DataError, UnknownUserError, UserMemory, load_dataset, open_store
+from memory_store.paths import queryagent_home
+
+BUNDLED_DATA = Path(__file__).resolve().parent.parent / "data" / "amazon-scientific"
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """A user-caused problem: reported as one line, exit code 2."""
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from agent.catalog import ChromaCatalog
+
+    t0 = time.perf_counter()
+    dataset = load_dataset(args.data)  # validates everything before anything is written
+    catalog = ChromaCatalog.from_env(home=args.home)
+    n_products = catalog.upsert(dataset.products.values())
+    t_catalog = time.perf_counter() - t0
+    store = open_store(args.home)
+    memory = UserMemory(store)
+    memory.ingest_dataset(dataset)
+    counts = Counter(
+        p.category for p in dataset.products.values() if p.category
+    )
+    popular = [_query_of(c) for c, _ in counts.most_common(10)]
+    store.put(CATALOG_NAMESPACE, CATALOG_STATS_KEY, {"popular_categories": popular, "data": str(dataset.root)})
+    elapsed = time.perf_counter() - t0
+    n_events = sum(len(s) for s in dataset.sequences.values())
+    print(
+        f"ingested {dataset.name}: {n_products} products into the catalog ({t_catalog:.1f} s), "
+        f"{len(dataset.users)} shoppers and {n_events} events into memory; {elapsed:.1f} s in all; "
+        f"home {queryagent_home(args.home)}"
+    )
+    return 0
+
+
+def _query_of(category: str) -> str:
+    from memory_store import strip_root
+
+    return " ".join(strip_root(category).lower().split())
+
+
+def _recommend(args: argparse.Namespace) -> int:
+    from agent.catalog import CatalogError
+    from graphs.query_agent import build_graph, default_deps
+
+    store = open_store(args.home)
+    memory = UserMemory(store)
+    if not memory.known(args.user):
+        raise CliError(
+            f"unknown user {args.user!r}: not in the ingested data set "
+            "(use an id from the first column of the data set's user2index file; "
+            "run `queryagent ingest` first)"
+        )
+    try:
+        context = Context(max_refinements=args.max_refinements, seed=args.seed)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    deps = default_deps(args.model, home=args.home)
+    graph = build_graph(deps).compile(store=store, name="QueryAgent")
+    t0 = time.perf_counter()
+    try:
+        result = graph.invoke({"user_id": args.user}, context=context)
+    except CatalogError as exc:
+        raise CliError(str(exc)) from exc
+    result["latency_s"] = round(time.perf_counter() - t0, 3)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        _print_text(result, memory.profile(args.user))
+    return 0
+
+
+def _print_text(result: dict[str, Any], profile: Any) -> None:
+    print(f"shopper {result['user_id']}: {profile.latent_identity}")
+    score = result.get("consistency")
+    score_text = f"{score:.2f}" if score is not None else "n/a"
+    print(
+        f"  recommended query: {result.get('query')!r}  (consistency {score_text}, "
+        f"{result.get('refinements', 0)} refinements, source {result.get('source')}, "
+        f"{result['latency_s']:.1f} s)"
+    )
+    for p in result.get("products", [])[:5]:
+        print(f"    {p['rank']:>2}. {p['title'][:80]}  [{p['brand'] or '-'}]  {p['score']:.3f}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="queryagent", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    ingest = sub.add_parser("ingest", help="load a data set into the catalog and the memory")
+    ingest.add_argument("--data", type=Path, default=BUNDLED_DATA, help="data set folder (default: bundled Amazon Scientific)")
+    ingest.add_argument("--home", type=Path, default=None, help="QueryAgent home (default: $QUERYAGENT_HOME or ~/.queryagent)")
+    ingest.set_defaults(func=_ingest)
+
+    rec = sub.add_parser("recommend", help="recommend the next search query for a shopper")
+    rec.add_argument("--user", required=True, help="shopper id (first column of user2index)")
+    rec.add_argument("--json", action="store_true", help="print the graph's output as JSON")
+    rec.add_argument("--model", default=None, help="drafter: Hugging Face id or local path (default: bundled SmolLM2-135M-Instruct)")
+    rec.add_argument("--home", type=Path, default=None, help="QueryAgent home")
+    rec.add_argument("--max-refinements", type=int, default=Context.max_refinements, help="most refine rounds (0 = single turn)")
+    rec.add_argument("--seed", type=int, default=None, help="sampling seed")
+    rec.set_defaults(func=_recommend)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (CliError, DataError, UnknownUserError) as exc:
+        print(f"queryagent: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""The QueryAgent-R1 LangGraph state machine.
+
+    recall_memory -> draft_query -> retrieve_products -> check_consistency
+        -> (refine_query -> retrieve_products -> check_consistency)* -> finalize
+
+``build_graph(deps)`` returns the uncompiled builder (tests compile it with their own store,
+checkpointer and fakes). ``graph`` is the module-level compiled graph that ``langgraph.json``
+points at for ``langgraph dev`` / Studio; it is compiled without a checkpointer or store (the
+server supplies them; see ``graphs/studio.py`` for the store that shares the CLI's memory).
+Importing this module loads no model: the default drafter and catalog open on first use.
+
+    langgraph dev --port 8123 --no-browser     # then open Studio (see README)
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Generic, TypeVar
+
+from langgraph.graph import END, START, StateGraph
+
+from agent import nodes
+from agent.catalog import Catalog
+from agent.context import Context
+from agent.drafter import QueryDrafter
+from agent.state import InputState, OutputState, State
+
+MODEL_ENV = "QUERYAGENT_MODEL"
+
+T = TypeVar("T")
+
+
+@dataclass
+class Deps:
+    """What the nodes need besides the state and the store."""
+
+    drafter: QueryDrafter
+    catalog: Catalog
+
+
+def build_graph(deps: Deps) -> StateGraph:
+    """The agent's graph, uncompiled."""
+    builder = StateGraph(State, input_schema=InputState, output_schema=OutputState, context_schema=Context)
+    builder.add_node("recall_memory", nodes.recall_memory)
+    builder.add_node("draft_query", partial(nodes.draft_query, drafter=deps.drafter))
+    builder.add_node("retrieve_products", partial(nodes.retrieve_products, catalog=deps.catalog))
+    builder.add_node("check_consistency", partial(nodes.check_consistency, catalog=deps.catalog))
+    builder.add_node("refine_query", partial(nodes.refine_query, drafter=deps.drafter))
+    builder.add_node("finalize", partial(nodes.finalize, catalog=deps.catalog))
+    builder.add_edge(START, "recall_memory")
+    builder.add_edge("recall_memory", "draft_query")
+    builder.add_edge("draft_query", "retrieve_products")
+    builder.add_edge("retrieve_products", "check_consistency")
+    builder.add_conditional_edges("check_consistency", nodes.route_after_check)
+    builder.add_edge("refine_query", "retrieve_products")
+    builder.add_edge("finalize", END)
+    return builder
+
+
+class _Lazy(Generic[T]):
+    """Builds the real object on first attribute access, so importing this module stays fast."""
+
+    def __init__(self, factory: Callable[[], T]) -> None:
+        self._factory = factory
+        self._obj: T | None = None
+        self._lock = threading.Lock()
+
+    def _get(self) -> T:
+        with self._lock:
+            if self._obj is None:
+                self._obj = self._factory()
+            return self._obj
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._get(), name)
+
+
+def default_deps(model: str | None = None, home: str | None = None) -> Deps:
+    """The real drafter (``model`` or ``$QUERYAGENT_MODEL`` or the bundled SmolLM2) and the Chroma
+    catalog in the QueryAgent home (or the server named by ``$QUERYAGENT_CHROMA_HOST``)."""
+    from agent.catalog import ChromaCatalog
+    from agent.drafter import HFDrafter
+
+    model = model or os.environ.get(MODEL_ENV) or None
+    drafter = HFDrafter(model, home=home)  # lazy: loads on the first generate()
+    catalog: Catalog = _Lazy(lambda: ChromaCatalog.from_env(home=home))  # type: ignore[assignment]
+    return Deps(drafter=drafter, catalog=catalog)
+
+
+graph = build_graph(default_deps()).compile(name="QueryAgent")
