@@ -11,7 +11,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 from agent.records import ConsistencyReport, ProductScore, RetrievedProduct
-from memory_store import UserProfile
+from memory_store import UserProfile, category_name
 
 # Weights of the three signals in a product's score (sum to 1). Category carries most: the
 # ground-truth query of the paper's protocol is the category path.
@@ -64,14 +64,16 @@ def score_products(
         return ConsistencyReport(score=0.0, feedback="The query retrieved no products.")
     embeddings = embeddings or {}
     cat_nodes = [(n.name, n.weight) for n in profile.interest_graph.nodes if n.kind == "category"]
-    brand_nodes = {n.name.lower(): n.weight for n in profile.interest_graph.nodes if n.kind == "brand"}
+    brand_nodes = {
+        n.name.lower(): n.weight for n in profile.interest_graph.nodes if n.kind == "brand"
+    }
     top_cat = max((w for _, w in cat_nodes), default=0.0)
     top_brand = max(brand_nodes.values(), default=0.0)
     recent = [embeddings[i.item_id] for i in profile.latest_intent if i.item_id in embeddings]
 
     scores: list[ProductScore] = []
     for product in products:
-        category = profile.strip_root(product.category)
+        category = category_name(product.category)
         cat = max(
             (category_overlap(category, name) * (0.5 + 0.5 * w / top_cat) for name, w in cat_nodes),
             default=0.0,
@@ -106,7 +108,10 @@ def _feedback(
     misfits = [p for p, s in zip(products, scores, strict=True) if not s.fits]
     if not misfits:
         return "All checked products fit the shopper."
-    shown = "; ".join(f"{p.title[:40]} ({p.category.split(' ')[-1] if p.category else 'no category'})" for p in misfits[:3])
+    shown = "; ".join(
+        f"{p.title[:40]} ({p.category.split(' ')[-1] if p.category else 'no category'})"
+        for p in misfits[:3]
+    )
     interests = ", ".join(name for name, _ in sorted(cat_nodes, key=lambda x: -x[1])[:3])
     text = f"{len(misfits)} of {len(products)} products do not fit the shopper: {shown}."
     if interests:

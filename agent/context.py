@@ -16,7 +16,9 @@ class Context:
 
     max_refinements: int = field(
         default=2,
-        metadata={"description": "Most check -> refine rounds after the first draft (0 = single turn)."},
+        metadata={
+            "description": "Most check -> refine rounds after the first draft (0 = single turn)."
+        },
     )
     top_k: int = field(
         default=10, metadata={"description": "Products retrieved from the catalog per query."}

@@ -46,7 +46,9 @@ def recall_memory(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     update: dict[str, Any] = {"profile": profile.model_dump(mode="json")}
     if profile.n_events == 0:
         item = runtime.store.get(CATALOG_NAMESPACE, CATALOG_STATS_KEY)  # type: ignore[union-attr]
-        update["popular_categories"] = list((item.value if item else {}).get("popular_categories", []))
+        update["popular_categories"] = list(
+            (item.value if item else {}).get("popular_categories", [])
+        )
     return update
 
 
@@ -63,7 +65,9 @@ def _generate(
     return gen.text, list(gen.prompt_token_ids), list(gen.completion_token_ids)
 
 
-def _attempt(turn: int, kind: str, messages: list[dict[str, str]], gen: tuple[str, list[int], list[int]]) -> dict[str, Any]:
+def _attempt(
+    turn: int, kind: str, messages: list[dict[str, str]], gen: tuple[str, list[int], list[int]]
+) -> dict[str, Any]:
     text, prompt_ids, completion_ids = gen
     parsed = parse_query(text)
     return QueryAttempt(
@@ -78,14 +82,20 @@ def _attempt(turn: int, kind: str, messages: list[dict[str, str]], gen: tuple[st
     ).model_dump(mode="json")
 
 
-def draft_query(state: State, runtime: Runtime[Context], *, drafter: QueryDrafter) -> dict[str, Any]:
+def draft_query(
+    state: State, runtime: Runtime[Context], *, drafter: QueryDrafter
+) -> dict[str, Any]:
     """Draft a first query from the shopper's memory."""
     profile = UserProfile.model_validate(state.profile)
     messages = draft_messages(profile, state.popular_categories)
-    return {"current": _attempt(0, "draft", messages, _generate(drafter, messages, _context(runtime)))}
+    return {
+        "current": _attempt(0, "draft", messages, _generate(drafter, messages, _context(runtime)))
+    }
 
 
-def retrieve_products(state: State, runtime: Runtime[Context], *, catalog: Catalog) -> dict[str, Any]:
+def retrieve_products(
+    state: State, runtime: Runtime[Context], *, catalog: Catalog
+) -> dict[str, Any]:
     """Search the catalog with the current query (nothing to search when it did not parse)."""
     current = dict(state.current or {})
     query = current.get("query")
@@ -94,12 +104,16 @@ def retrieve_products(state: State, runtime: Runtime[Context], *, catalog: Catal
     return {"current": current}
 
 
-def check_consistency(state: State, runtime: Runtime[Context], *, catalog: Catalog) -> dict[str, Any]:
+def check_consistency(
+    state: State, runtime: Runtime[Context], *, catalog: Catalog
+) -> dict[str, Any]:
     """Score the retrieved products against the profile and close the attempt."""
     ctx = _context(runtime)
     current = dict(state.current or {})
     profile = UserProfile.model_validate(state.profile)
-    products = [RetrievedProduct.model_validate(p) for p in current.get("products", [])][: ctx.check_k]
+    products = [RetrievedProduct.model_validate(p) for p in current.get("products", [])][
+        : ctx.check_k
+    ]
     if current.get("query") is None:
         report = ConsistencyReport(score=0.0, feedback=f"Not a query: {current.get('error')}.")
     elif profile.n_events == 0:
@@ -114,7 +128,9 @@ def check_consistency(state: State, runtime: Runtime[Context], *, catalog: Catal
     return {"attempts": [current], "current": None}
 
 
-def route_after_check(state: State, runtime: Runtime[Context]) -> Literal["refine_query", "finalize"]:
+def route_after_check(
+    state: State, runtime: Runtime[Context]
+) -> Literal["refine_query", "finalize"]:
     """Refine while the products do not fit and the refinement budget lasts."""
     ctx = _context(runtime)
     last = state.attempts[-1]
@@ -127,10 +143,14 @@ def route_after_check(state: State, runtime: Runtime[Context]) -> Literal["refin
     return "refine_query"
 
 
-def refine_query(state: State, runtime: Runtime[Context], *, drafter: QueryDrafter) -> dict[str, Any]:
+def refine_query(
+    state: State, runtime: Runtime[Context], *, drafter: QueryDrafter
+) -> dict[str, Any]:
     """Write a better query, seeing what the last one retrieved and what did not fit."""
     last = state.attempts[-1]
-    report = ConsistencyReport.model_validate(last["consistency"]) if last.get("consistency") else None
+    report = (
+        ConsistencyReport.model_validate(last["consistency"]) if last.get("consistency") else None
+    )
     messages = refine_messages(
         last["messages"],
         last["completion"],
@@ -138,12 +158,14 @@ def refine_query(state: State, runtime: Runtime[Context], *, drafter: QueryDraft
         [RetrievedProduct.model_validate(p) for p in last.get("products", [])],
         report,
     )
-    attempt = _attempt(state.refinements + 1, "refine", messages, _generate(drafter, messages, _context(runtime)))
+    attempt = _attempt(
+        state.refinements + 1, "refine", messages, _generate(drafter, messages, _context(runtime))
+    )
     return {"current": attempt, "refinements": 1}
 
 
 def finalize(state: State, runtime: Runtime[Context], *, catalog: Catalog) -> dict[str, Any]:
-    """Recommend the best-fitting parsed query; fall back to the strongest interest if none parsed."""
+    """Recommend the best-fitting parsed query; else fall back to the strongest interest."""
     valid = [a for a in state.attempts if a.get("query")]
     if valid:
         # Highest consistency wins; on a tie the later (more refined) attempt.
@@ -155,7 +177,8 @@ def finalize(state: State, runtime: Runtime[Context], *, catalog: Catalog) -> di
             "source": "model",
         }
     profile = UserProfile.model_validate(state.profile)
-    query = profile.top_category_query() or (state.popular_categories or [""])[0].lower()
+    top = profile.interest_graph.top("category", 1)
+    query = top[0].name.lower() if top else (state.popular_categories or [""])[0]
     products = catalog.search(query, k=_context(runtime).top_k) if query else []
     return {
         "query": query or None,

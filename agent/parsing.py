@@ -1,4 +1,4 @@
-"""Completion -> search query. One parser, shared by the draft/refine nodes and the format reward."""
+"""Completion -> search query: one parser for the draft/refine nodes and the format reward."""
 
 from __future__ import annotations
 
@@ -46,7 +46,9 @@ def parse_query(completion: str) -> ParsedQuery:
         return ParsedQuery(None, "no query text in completion")
     n_words = len(text.split())
     if n_words > MAX_QUERY_WORDS or len(text) > MAX_QUERY_CHARS:
-        return ParsedQuery(None, f"query too long ({n_words} words); expected at most {MAX_QUERY_WORDS}")
+        return ParsedQuery(
+            None, f"query too long ({n_words} words); expected at most {MAX_QUERY_WORDS}"
+        )
     return ParsedQuery(text)
 
 

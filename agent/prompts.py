@@ -30,8 +30,7 @@ def draft_messages(
     if profile.n_events == 0:
         popular = "; ".join(popular_categories[:5]) or "unknown"
         memory = (
-            "New shopper with no purchase history.\n"
-            f"Popular categories in the store: {popular}"
+            f"New shopper with no purchase history.\nPopular categories in the store: {popular}"
         )
     else:
         memory = profile.to_text()

@@ -23,7 +23,7 @@ __all__ = [
 
 
 class RetrievedProduct(Product):
-    """A product returned by the catalog for a query. ``score`` is a similarity: higher is better."""
+    """A product the catalog returned for a query; ``score`` is a similarity (higher is better)."""
 
     rank: int = Field(ge=1)
     score: float
@@ -54,7 +54,7 @@ class ProductScore(BaseModel):
 
 
 class ConsistencyReport(BaseModel):
-    """The check of retrieved products against the profile; ``feedback`` goes to the refine prompt."""
+    """Retrieved products checked against the profile; ``feedback`` feeds the refine prompt."""
 
     score: float
     products: list[ProductScore] = Field(default_factory=list)
@@ -62,7 +62,7 @@ class ConsistencyReport(BaseModel):
 
 
 class QueryAttempt(BaseModel):
-    """One step of the chain of retrieval. A model mistake is kept as data (``error``), not raised."""
+    """One step of the chain of retrieval; a model mistake is kept as data (``error``)."""
 
     turn: int = Field(ge=0, description="0 for the draft, then 1, 2, ... for refinements")
     kind: Literal["draft", "refine"]

@@ -1,4 +1,4 @@
-"""Graph state. ``attempts`` (a list of ``QueryAttempt`` dicts) is the chain-of-retrieval trajectory.
+"""Graph state. ``attempts`` (``QueryAttempt`` dicts) is the chain-of-retrieval trajectory.
 
 State values are plain JSON (``QueryAttempt.model_dump(mode="json")`` and friends), so the
 checkpointer, the LangGraph server and Studio carry them without custom serializers.

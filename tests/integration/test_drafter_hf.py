@@ -1,0 +1,163 @@
+"""HFDrafter on real transformers: a tiny local Llama, and (slow) the bundled SmolLM2."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from agent import drafter as drafter_module
+from agent.drafter import HFDrafter
+from tests.helpers.tiny_models import build_tiny_causal_lm
+
+pytestmark = pytest.mark.integration
+
+
+def _chat(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+# Three prompts of different lengths. With the tiny model's seed-0 weights, greedy decoding ends
+# "gift ideas" with eos after 3 tokens while the others run to max_new_tokens: the batch then has
+# both left padding (prompts) and right padding (a finished row).
+PROMPTS = [
+    _chat("cheap wireless headphones"),
+    _chat("write a search query for a yoga mat for women and kids under 50 dollars"),
+    _chat("gift ideas"),
+]
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing here may reach a hub (tests/conftest.py sets the variable before any import)."""
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_causal_lm(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="module")
+def drafter(tiny_model: Path) -> HFDrafter:
+    return HFDrafter(str(tiny_model), device="cpu")
+
+
+def test_tokenizer_pads_left_with_eos(drafter: HFDrafter) -> None:
+    assert drafter.tokenizer.padding_side == "left"
+    assert drafter.tokenizer.pad_token == drafter.tokenizer.eos_token
+    assert drafter.model_name_or_path == drafter.name
+
+
+def test_batched_greedy_equals_one_at_a_time(drafter: HFDrafter) -> None:
+    batched = drafter.generate(PROMPTS, max_new_tokens=12)
+    single = [drafter.generate([p], max_new_tokens=12)[0] for p in PROMPTS]
+    assert batched == single
+    eos = drafter.tokenizer.eos_token_id
+    lengths = [len(g.completion_token_ids) for g in batched]
+    assert any(g.completion_token_ids[-1] == eos for g in batched), (
+        f"no row ended with eos ({lengths}); pick prompts that do, to cover right padding"
+    )
+    assert len(set(lengths)) > 1
+
+
+def test_token_ids_are_the_generated_ones(drafter: HFDrafter) -> None:
+    tok = drafter.tokenizer
+    eos = tok.eos_token_id
+    for messages, g in zip(PROMPTS, drafter.generate(PROMPTS, max_new_tokens=12), strict=True):
+        rendered = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        assert g.prompt_token_ids == tok(rendered, add_special_tokens=False)["input_ids"]
+        assert tok.decode(g.completion_token_ids, skip_special_tokens=True).strip() == g.text
+        assert 1 <= len(g.completion_token_ids) <= 12
+        assert eos not in g.completion_token_ids[:-1]
+
+
+def test_chunking_does_not_change_results(drafter: HFDrafter, tiny_model: Path) -> None:
+    chunked = HFDrafter(str(tiny_model), device="cpu", batch_size=2)
+    assert chunked.generate(PROMPTS, max_new_tokens=8) == drafter.generate(
+        PROMPTS, max_new_tokens=8
+    )
+
+
+def test_seeded_sampling_is_reproducible(drafter: HFDrafter) -> None:
+    def sample(seed: int) -> list[list[int]]:
+        out = drafter.generate(PROMPTS, max_new_tokens=12, temperature=1.0, top_p=0.9, seed=seed)
+        return [g.completion_token_ids for g in out]
+
+    assert sample(1) == sample(1)
+    assert sample(1) != sample(2)
+
+
+def test_concurrent_generate_is_safe(drafter: HFDrafter) -> None:
+    expected = drafter.generate(PROMPTS, max_new_tokens=6)
+    results: list[object] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            results.append(drafter.generate(PROMPTS, max_new_tokens=6))
+        except BaseException as err:  # noqa: BLE001 - reported by the assert below
+            errors.append(err)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert results == [expected] * 4
+
+
+def test_peft_adapter_folder_loads(tiny_model: Path, tmp_path: Path) -> None:
+    peft = pytest.importorskip("peft")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model)
+    lora = peft.get_peft_model(
+        base, peft.LoraConfig(r=2, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    )
+    lora.save_pretrained(tmp_path)
+    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(tmp_path)
+    drafter = HFDrafter(str(tmp_path), device="cpu")
+    [g] = drafter.generate(PROMPTS[:1], max_new_tokens=4)
+    assert g.completion_token_ids
+    assert type(drafter.model).__name__.startswith("Peft")
+
+
+@pytest.mark.slow
+def test_default_smollm2_converts_once_then_loads_from_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    pytest.importorskip("gguf")
+    request.addfinalizer(lambda: shutil.rmtree(tmp_path / "models", ignore_errors=True))  # 0.5 GB
+    try:
+        drafter_module.default_gguf_path()
+    except drafter_module.DrafterError as err:
+        pytest.skip(str(err))
+    first = HFDrafter(home=tmp_path, device="cpu")
+    prompt = [{"role": "user", "content": "Write a short search query for wireless headphones."}]
+    [g1] = first.generate([prompt], max_new_tokens=12)
+    cache = tmp_path / "models" / "smollm2-135m-instruct"
+    assert (cache / "model.safetensors").is_file()
+    assert (cache / "queryagent.meta.json").is_file()
+    assert not [p for p in cache.parent.iterdir() if p.name.startswith(".")]  # no temp left
+
+    def no_conversion(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the cached conversion should have been reused")
+
+    monkeypatch.setattr(drafter_module, "_convert_gguf", no_conversion)
+    started = time.perf_counter()
+    second = HFDrafter(home=tmp_path, device="cpu")
+    [g2] = second.generate([prompt], max_new_tokens=12)
+    assert time.perf_counter() - started < 15
+    assert g2.text
+    assert g2 == g1  # greedy, same weights
+    assert second.tokenizer.decode(g2.completion_token_ids, skip_special_tokens=True).strip() == (
+        g2.text
+    )

@@ -1,0 +1,141 @@
+"""``queryagent-train``: evaluate methods against the baselines (and, later, train the drafter).
+
+    queryagent-train eval --data data/amazon-scientific --split test --limit 1000 \
+        --methods popular,last-category,swing,dense-query,llm-direct,agent-single-turn,agent \
+        --out reports/test.json [--model ID_OR_PATH] [--seed 0]
+
+Writes ``report.json``, ``report.md`` and ``report.png``; per-method results are cached in
+``report.cache/`` so an interrupted run resumes. Argument parsing uses the standard library's
+argparse. User errors print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from memory_store import DataError, load_dataset
+
+EXIT_USAGE = 2
+
+
+def _code_version() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from training.evaluation.report import write_report
+    from training.evaluation.runner import EvalConfig, Evaluator, parse_methods
+
+    specs = parse_methods(args.methods, args.model)  # fail on a bad name before loading anything
+    if args.limit is not None and args.limit < 1:
+        raise EvalUsageError(f"--limit must be >= 1, got {args.limit}")
+    dataset = load_dataset(args.data)
+    config = EvalConfig(
+        data=str(args.data),
+        split=args.split,
+        limit=args.limit,
+        seed=args.seed,
+        model=args.model,
+        batch_size=args.batch_size,
+        max_refinements=args.max_refinements,
+        home=str(args.home) if args.home else None,
+    )
+    out = Path(args.out)
+    t0 = time.perf_counter()
+    evaluator = Evaluator(dataset, config, cache_dir=out.with_suffix(".cache"))
+    results = [evaluator.run(spec) for spec in specs]
+    header = {
+        "command": " ".join(sys.argv),
+        "config": vars(config),
+        "code_version": _code_version(),
+        "data_name": dataset.name,
+        "split": args.split,
+        "users": len(evaluator.pairs),
+        "skipped_no_category": evaluator.skipped,
+        "wall_s": round(time.perf_counter() - t0, 1),
+    }
+    paths = write_report(out, header, results)
+    print(paths["md"].read_text())
+    print(f"wrote {paths['json']}, {paths['md']}, {paths['png']}")
+    return 0
+
+
+class EvalUsageError(Exception):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from training.evaluation.runner import METHODS
+
+    parser = argparse.ArgumentParser(
+        prog="queryagent-train", description="Evaluate and train QueryAgent's drafter."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    ev = sub.add_parser("eval", help="offline evaluation against the baselines")
+    ev.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="data set folder (UniSRec files or products.jsonl + sequences.jsonl)",
+    )
+    ev.add_argument(
+        "--split", default="test", choices=["valid", "test"], help="leave-one-out split"
+    )
+    ev.add_argument(
+        "--limit", type=int, default=None, help="evaluate this many users (a seeded sample)"
+    )
+    ev.add_argument(
+        "--methods",
+        default=",".join(METHODS),
+        help=f"comma list of {', '.join(METHODS)}; a model method may name a model: agent@PATH",
+    )
+    ev.add_argument(
+        "--model", default=None, help="drafter for the model methods (HF id or local path)"
+    )
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument(
+        "--batch-size", type=int, default=16, help="users whose model calls are batched together"
+    )
+    ev.add_argument(
+        "--max-refinements", type=int, default=2, help="refinement budget of the full agent"
+    )
+    ev.add_argument(
+        "--out",
+        type=Path,
+        default=Path("report.json"),
+        help="report path (.json; .md and .png beside it)",
+    )
+    ev.add_argument(
+        "--home", type=Path, default=None, help="QueryAgent home (catalog, converted models)"
+    )
+    ev.set_defaults(func=_eval)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from training.evaluation.runner import EvalError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (DataError, EvalError, EvalUsageError) as exc:
+        print(f"queryagent-train: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

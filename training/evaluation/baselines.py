@@ -1,0 +1,148 @@
+"""Query-only baselines of the paper's table. Each maps a shopper's history to one query.
+
+popular        the most frequent ground-truth query of the training split
+last-category  the query of the last history item's category
+swing          Swing item-to-item co-occurrence (Alibaba) over training sequences; the query
+               of the top co-occurring item's category
+dense-query    the nearest training-split ground-truth query to the embedded recent history
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from itertools import combinations
+
+import numpy as np
+
+from agent.catalog import Catalog
+from memory_store import Dataset, Example
+from training.queries import ground_truth_query
+
+# Recent history items embedded for dense-query (the paper's latest intent is short too).
+DENSE_RECENT = 5
+
+
+class QueryOracle:
+    """Ground-truth queries of a data set's items (category path minus the common root)."""
+
+    def __init__(self, dataset: Dataset, root: str) -> None:
+        self.dataset = dataset
+        self.root = root
+
+    def of_item(self, item_id: str) -> str | None:
+        return ground_truth_query(self.dataset.products[item_id].category, self.root)
+
+    def last_query(self, history: Sequence[str]) -> str | None:
+        """Query of the most recent history item that has a category."""
+        for item_id in reversed(history):
+            query = self.of_item(item_id)
+            if query:
+                return query
+        return None
+
+
+class Popular:
+    name = "popular"
+
+    def __init__(self, oracle: QueryOracle) -> None:
+        counts = Counter(
+            q for ex in oracle.dataset.examples("train") if (q := oracle.of_item(ex.target))
+        )
+        if not counts:
+            raise ValueError("the training split has no target with a category")
+        # Ties go to the alphabetically first query, so the baseline is deterministic.
+        self.query = min(counts.items(), key=lambda kv: (-kv[1], kv[0]))[0]
+
+    def __call__(self, examples: Sequence[Example]) -> list[str | None]:
+        return [self.query for _ in examples]
+
+
+class LastCategory:
+    name = "last-category"
+
+    def __init__(self, oracle: QueryOracle, fallback: Popular) -> None:
+        self.oracle = oracle
+        self.fallback = fallback.query
+
+    def __call__(self, examples: Sequence[Example]) -> list[str | None]:
+        return [self.oracle.last_query(ex.history) or self.fallback for ex in examples]
+
+
+class Swing:
+    """Swing similarity: sim(i, j) = sum over user pairs (u, v) who both bought i and j of
+    1 / (alpha + |I_u & I_v|), with user weights 1 / sqrt(|I_u|) (Yang et al., 2020)."""
+
+    name = "swing"
+
+    def __init__(self, oracle: QueryOracle, fallback: LastCategory, *, alpha: float = 1.0) -> None:
+        self.oracle = oracle
+        self.fallback = fallback
+        # Each user's longest training sequence: its items before the valid and test targets.
+        longest: dict[str, set[str]] = defaultdict(set)
+        for ex in oracle.dataset.examples("train"):
+            longest[ex.user_id].update(ex.history)
+            longest[ex.user_id].add(ex.target)
+        users = {u: frozenset(items) for u, items in longest.items()}
+        by_item: dict[str, list[str]] = defaultdict(list)
+        for u, items in users.items():
+            for i in items:
+                by_item[i].append(u)
+        weight = {u: 1.0 / math.sqrt(len(items)) for u, items in users.items()}
+        self.sim: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        for i, buyers in by_item.items():
+            for u, v in combinations(buyers, 2):
+                common = users[u] & users[v]
+                w = weight[u] * weight[v] / (alpha + len(common))
+                for j in common:
+                    if j != i:
+                        self.sim[i][j] += w
+
+    def __call__(self, examples: Sequence[Example]) -> list[str | None]:
+        return [self._one(ex) for ex in examples]
+
+    def _one(self, ex: Example) -> str | None:
+        scores: dict[str, float] = defaultdict(float)
+        seen = set(ex.history)
+        for age, i in enumerate(reversed(ex.history)):
+            for j, s in self.sim.get(i, {}).items():
+                if j not in seen:
+                    scores[j] += s * 0.8**age  # recent items count more
+        for j, _ in sorted(scores.items(), key=lambda kv: -kv[1]):
+            query = self.oracle.of_item(j)
+            if query:
+                return query
+        return self.fallback([ex])[0]
+
+
+class DenseQuery:
+    """Nearest training-split query to the mean embedding of the last few history items."""
+
+    name = "dense-query"
+
+    def __init__(self, oracle: QueryOracle, catalog: Catalog) -> None:
+        self.catalog = catalog
+        pool = sorted(
+            {q for ex in oracle.dataset.examples("train") if (q := oracle.of_item(ex.target))}
+        )
+        self.pool = pool
+        self.pool_vectors = _unit(np.array(catalog.embed(pool), dtype=np.float32))
+
+    def __call__(self, examples: Sequence[Example]) -> list[str | None]:
+        recent = [list(ex.history[-DENSE_RECENT:]) for ex in examples]
+        vectors = self.catalog.embeddings(sorted({i for r in recent for i in r}))
+        out: list[str | None] = []
+        for items in recent:
+            vs = [vectors[i] for i in items if i in vectors]
+            if not vs:
+                out.append(None)
+                continue
+            user = _unit(np.mean(np.array(vs, dtype=np.float32), axis=0, keepdims=True))
+            out.append(self.pool[int(np.argmax(self.pool_vectors @ user[0]))])
+        return out
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(norms == 0, 1.0, norms)

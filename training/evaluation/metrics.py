@@ -1,0 +1,127 @@
+"""Offline metrics of the paper's table, per user, with 95% bootstrap confidence intervals.
+
+Ranking metrics come from ir-measures (Success@K is I_Hit@K with one relevant item, nDCG@10),
+ROUGE-L from Google's rouge-score, the bootstrap from SciPy: maintained implementations, so the
+numbers match what other papers compute.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import ir_measures
+import numpy as np
+from ir_measures import Success, nDCG
+from rouge_score import rouge_scorer
+from scipy.stats import bootstrap
+
+from training.queries import normalize_query
+
+HIT_KS = (1, 5, 10)
+# Metrics in the order the report shows them.
+METRICS = (
+    "q_em",
+    "rouge_l",
+    "i_hit@1",
+    "i_hit@5",
+    "i_hit@10",
+    "ndcg@10",
+    "cons@1",
+    "cons@10",
+    "format_valid",
+    "refinements",
+    "latency_s",
+)
+_MEASURES = [Success @ k for k in HIT_KS] + [nDCG @ 10]
+_ROUGE = rouge_scorer.RougeScorer(["rougeL"])
+
+
+@dataclass
+class UserOutcome:
+    """What one method did for one user: its query and what the shared retrieval returned."""
+
+    user_id: str
+    target: str
+    truth: str
+    query: str | None
+    retrieved: list[str] = field(default_factory=list)
+    format_valid: bool = True
+    refinements: int = 0
+    latency_s: float = 0.0
+
+
+def rouge_l(prediction: str, reference: str) -> float:
+    """ROUGE-L F1 between two (normalized) queries; 0 when either is empty."""
+    if not prediction.strip() or not reference.strip():
+        return 0.0
+    return float(_ROUGE.score(reference, prediction)["rougeL"].fmeasure)
+
+
+def ranking_metrics(outcomes: Sequence[UserOutcome]) -> dict[str, dict[str, float]]:
+    """I_Hit@K and nDCG@10 of each user's target among the retrieved ids (0 when absent)."""
+    qrels = [ir_measures.Qrel(o.user_id, o.target, 1) for o in outcomes]
+    run = [
+        # Scores decrease with rank so ir-measures keeps the retrieval order.
+        ir_measures.ScoredDoc(o.user_id, doc, float(len(o.retrieved) - i))
+        for o in outcomes
+        for i, doc in enumerate(dict.fromkeys(o.retrieved))
+    ]
+    out: dict[str, dict[str, float]] = {o.user_id: {} for o in outcomes}
+    names = {Success @ k: f"i_hit@{k}" for k in HIT_KS} | {nDCG @ 10: "ndcg@10"}
+    for metric in ir_measures.iter_calc(_MEASURES, qrels, run):
+        out[metric.query_id][names[metric.measure]] = float(metric.value)
+    for row in out.values():
+        for name in names.values():
+            row.setdefault(name, 0.0)
+    return out
+
+
+def score_outcomes(outcomes: Sequence[UserOutcome]) -> list[dict[str, float]]:
+    """Per-user metric rows (same order as ``outcomes``)."""
+    if len({o.user_id for o in outcomes}) != len(outcomes):
+        raise ValueError("one outcome per user expected")
+    ranks = ranking_metrics(outcomes)
+    rows = []
+    for o in outcomes:
+        query = normalize_query(o.query or "")
+        em = float(bool(query) and query == o.truth)
+        r = ranks[o.user_id]
+        rows.append(
+            {
+                "q_em": em,
+                "rouge_l": rouge_l(query, o.truth),
+                **r,
+                "cons@1": em * r["i_hit@1"],
+                "cons@10": em * r["i_hit@10"],
+                "format_valid": float(o.format_valid),
+                "refinements": float(o.refinements),
+                "latency_s": float(o.latency_s),
+            }
+        )
+    return rows
+
+
+def aggregate(
+    rows: Sequence[dict[str, float]], *, seed: int = 0, resamples: int = 1000
+) -> dict[str, dict[str, float]]:
+    """Mean and 95% percentile-bootstrap interval of every metric over users."""
+    summary: dict[str, dict[str, float]] = {}
+    rng = np.random.default_rng(seed)
+    for name in METRICS:
+        values = np.array([row[name] for row in rows], dtype=float)
+        mean = float(values.mean()) if len(values) else float("nan")
+        if len(values) > 1 and np.ptp(values) > 0:
+            ci = bootstrap(
+                (values,),
+                np.mean,
+                n_resamples=resamples,
+                confidence_level=0.95,
+                method="percentile",
+                random_state=rng,
+            ).confidence_interval
+            low, high = float(ci.low), float(ci.high)
+        else:  # a constant sample has a degenerate interval
+            low = high = mean
+        summary[name] = {"mean": mean, "low": low, "high": high}
+    return summary

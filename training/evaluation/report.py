@@ -1,0 +1,111 @@
+"""The evaluation report: JSON (everything), a markdown table and a PNG bar chart."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from training.evaluation.metrics import METRICS
+
+TABLE_METRICS = (
+    "q_em",
+    "rouge_l",
+    "i_hit@1",
+    "i_hit@10",
+    "ndcg@10",
+    "cons@1",
+    "cons@10",
+    "format_valid",
+    "refinements",
+    "latency_s",
+)
+CHART_METRICS = ("q_em", "rouge_l", "i_hit@1", "i_hit@10", "ndcg@10", "cons@1", "cons@10")
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def markdown_table(methods: dict[str, dict[str, Any]]) -> str:
+    """Mean with the 95% bootstrap interval under it, one row per method."""
+    head = "| method | " + " | ".join(TABLE_METRICS) + " |"
+    rule = "|---|" + "---|" * len(TABLE_METRICS)
+    rows = [head, rule]
+    for label, result in methods.items():
+        cells = []
+        for name in TABLE_METRICS:
+            m = result["metrics"][name]
+            if name == "latency_s":
+                cells.append(f"{m['mean']:.3f}")
+            elif name == "refinements":
+                cells.append(f"{m['mean']:.2f}")
+            else:
+                cells.append(f"{m['mean']:.3f} [{m['low']:.3f}, {m['high']:.3f}]")
+        rows.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def bar_chart(methods: dict[str, dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    labels = list(methods)
+    x = np.arange(len(CHART_METRICS))
+    width = 0.8 / max(len(labels), 1)
+    fig, ax = plt.subplots(figsize=(max(8, 1.6 * len(CHART_METRICS)), 4.5))
+    for k, label in enumerate(labels):
+        ms = methods[label]["metrics"]
+        means = np.array([ms[n]["mean"] for n in CHART_METRICS])
+        err = np.array(
+            [
+                [ms[n]["mean"] - ms[n]["low"] for n in CHART_METRICS],
+                [ms[n]["high"] - ms[n]["mean"] for n in CHART_METRICS],
+            ]
+        )
+        ax.bar(
+            x + (k - (len(labels) - 1) / 2) * width, means, width, yerr=err, capsize=2, label=label
+        )
+    ax.set_xticks(x, CHART_METRICS)
+    ax.set_ylabel("mean over users (95% CI)")
+    ax.set_title(title)
+    ax.legend(fontsize=8, ncols=2)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
+    os.close(fd)
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def write_report(out: Path, header: dict[str, Any], results: Sequence[Any]) -> dict[str, Path]:
+    """Write ``out`` (JSON), ``out`` with .md and .png beside it; returns the three paths."""
+    methods = {
+        r.spec.label: {
+            "method": r.spec.method,
+            "model": r.spec.model,
+            "wall_s": round(r.wall_s, 2),
+            "metrics": {n: r.metrics[n] for n in METRICS},
+        }
+        for r in results
+    }
+    report = {**header, "methods": methods}
+    paths = {"json": out, "md": out.with_suffix(".md"), "png": out.with_suffix(".png")}
+    _atomic_write(paths["json"], json.dumps(report, indent=2).encode())
+    title = (
+        f"{header.get('data_name', '')} {header.get('split', '')}: {header.get('users', 0)} users"
+    )
+    _atomic_write(paths["md"], (f"{title}\n\n" + markdown_table(methods)).encode())
+    bar_chart(methods, paths["png"], title)
+    return paths

@@ -1,0 +1,337 @@
+"""Offline evaluation: every method writes one query per held-out shopper; the same catalog
+retrieval turns each query into a ranked list; the paper's metrics compare them.
+
+Protocol (leave-one-out, HEM ground-truth queries): the target is the last item of each user in
+the test split (second to last in valid); the memory the agent sees is built from the items
+before the target only; users whose target has no category are skipped and counted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from agent.catalog import Catalog, ChromaCatalog
+from agent.context import Context
+from agent.parsing import parse_query
+from agent.prompts import draft_messages
+from memory_store import Dataset, Example, build_profile, events_from_sequence
+from training.evaluation.baselines import DenseQuery, LastCategory, Popular, QueryOracle, Swing
+from training.evaluation.metrics import UserOutcome, aggregate, score_outcomes
+from training.queries import common_root
+
+BASELINES = ("popular", "last-category", "swing", "dense-query")
+MODEL_METHODS = ("llm-direct", "agent-single-turn", "agent")
+METHODS = BASELINES + MODEL_METHODS
+RETRIEVE_K = 10
+
+
+class EvalError(Exception):
+    """A user-caused problem with an evaluation request (one line for the CLI)."""
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A method, and for model methods the drafter it uses (``agent@path/to/checkpoint``)."""
+
+    method: str
+    model: str | None = None
+
+    @property
+    def label(self) -> str:
+        if self.method in MODEL_METHODS and self.model:
+            return f"{self.method}@{Path(self.model).name or self.model}"
+        return self.method
+
+
+def parse_methods(text: str, default_model: str | None = None) -> list[MethodSpec]:
+    """``"popular,agent,agent@ckpt/sft"`` -> specs; unknown names list the valid ones."""
+    specs = []
+    for raw in (t.strip() for t in text.split(",")):
+        if not raw:
+            continue
+        method, _, model = raw.partition("@")
+        if method not in METHODS:
+            raise EvalError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
+        if model and method not in MODEL_METHODS:
+            raise EvalError(f"method {method!r} uses no model, so {raw!r} names none")
+        specs.append(
+            MethodSpec(method, (model or default_model) if method in MODEL_METHODS else None)
+        )
+    if not specs:
+        raise EvalError(f"no method given; valid methods: {', '.join(METHODS)}")
+    return specs
+
+
+def select_examples(
+    dataset: Dataset, split: str, limit: int | None, seed: int, oracle: QueryOracle
+) -> tuple[list[tuple[Example, str]], int]:
+    """The evaluated (example, truth query) pairs and how many users were skipped (no category)."""
+    if split not in ("valid", "test"):
+        raise EvalError(f"split must be 'valid' or 'test' (leave-one-out targets), got {split!r}")
+    pairs, skipped = [], 0
+    for ex in dataset.examples(split):
+        truth = oracle.of_item(ex.target)
+        if truth is None:
+            skipped += 1
+        else:
+            pairs.append((ex, truth))
+    if limit is not None and limit < len(pairs):
+        keep = sorted(random.Random(seed).sample(range(len(pairs)), limit))
+        pairs = [pairs[i] for i in keep]
+    return pairs, skipped
+
+
+def dataset_fingerprint(dataset: Dataset) -> str:
+    digest = hashlib.sha256()
+    for item_id in sorted(dataset.products):
+        digest.update(dataset.products[item_id].document().encode())
+    return digest.hexdigest()[:12]
+
+
+def open_eval_catalog(dataset: Dataset, home: str | Path | None) -> ChromaCatalog:
+    """The data set's catalog in its own collection (embedded once, reused by later runs)."""
+    collection = f"eval-{dataset.name.lower()}-{dataset_fingerprint(dataset)}"
+    catalog = ChromaCatalog.from_env(home=home, collection=collection)
+    if catalog.count() != len(dataset.products):
+        catalog.upsert(dataset.products.values())
+    return catalog
+
+
+@dataclass
+class EvalConfig:
+    data: str
+    split: str = "test"
+    limit: int | None = None
+    seed: int = 0
+    model: str | None = None
+    batch_size: int = 16
+    max_refinements: int = Context.max_refinements
+    home: str | None = None
+
+
+@dataclass
+class MethodResult:
+    spec: MethodSpec
+    outcomes: list[UserOutcome]
+    wall_s: float
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+class Evaluator:
+    """Runs methods on one data set split, caching each method's per-user outcomes."""
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        config: EvalConfig,
+        *,
+        cache_dir: Path,
+        catalog: Catalog | None = None,
+        drafter_factory: Callable[[str | None], Any] | None = None,
+    ) -> None:
+        self.dataset = dataset
+        self.config = config
+        self.cache_dir = cache_dir
+        self.oracle = QueryOracle(
+            dataset, common_root(p.category for p in dataset.products.values())
+        )
+        self.pairs, self.skipped = select_examples(
+            dataset, config.split, config.limit, config.seed, self.oracle
+        )
+        self.catalog = catalog or open_eval_catalog(dataset, config.home)
+        self._drafter_factory = drafter_factory
+        self._drafters: dict[str | None, Any] = {}
+        self._baselines: dict[str, Any] = {}
+        self._store: Any = None
+
+    # -- caching ----------------------------------------------------------------------------
+    def _cache_key(self, spec: MethodSpec) -> dict[str, Any]:
+        return {
+            "method": spec.method,
+            "model": spec.model,
+            "split": self.config.split,
+            "seed": self.config.seed,
+            "max_refinements": self.config.max_refinements,
+            "data": dataset_fingerprint(self.dataset),
+        }
+
+    def _cache_path(self, spec: MethodSpec) -> Path:
+        return self.cache_dir / f"{spec.label.replace('/', '_')}.jsonl"
+
+    def _load_cache(self, spec: MethodSpec) -> dict[str, UserOutcome]:
+        path = self._cache_path(spec)
+        if not path.exists():
+            return {}
+        lines = path.read_text().splitlines()
+        try:
+            header = json.loads(lines[0]) if lines else None
+        except json.JSONDecodeError:
+            header = None
+        if header != self._cache_key(spec):
+            path.unlink()  # made by another configuration: start over
+            return {}
+        done: dict[str, UserOutcome] = {}
+        for line in lines[1:]:
+            try:
+                outcome = UserOutcome(**json.loads(line))
+            except (json.JSONDecodeError, TypeError):
+                continue  # a line cut short by an interruption; that user runs again
+            done[outcome.user_id] = outcome
+        return done
+
+    # -- methods ----------------------------------------------------------------------------
+    def run(self, spec: MethodSpec, progress: bool = True) -> MethodResult:
+        done = self._load_cache(spec)
+        todo = [(ex, truth) for ex, truth in self.pairs if ex.user_id not in done]
+        path = self._cache_path(spec)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            path.write_text(json.dumps(self._cache_key(spec)) + "\n")
+        t0 = time.perf_counter()
+        bar = tqdm(
+            total=len(self.pairs),
+            initial=len(self.pairs) - len(todo),
+            desc=spec.label,
+            disable=not progress,
+        )
+        step = self.config.batch_size if spec.method in MODEL_METHODS else 256
+        with path.open("a") as cache:
+            for start in range(0, len(todo), step):
+                chunk = todo[start : start + step]
+                for outcome in self._outcomes(spec, chunk):
+                    done[outcome.user_id] = outcome
+                    cache.write(json.dumps(asdict(outcome)) + "\n")
+                cache.flush()
+                bar.update(len(chunk))
+        bar.close()
+        outcomes = [done[ex.user_id] for ex, _ in self.pairs]
+        result = MethodResult(spec, outcomes, time.perf_counter() - t0)
+        result.metrics = aggregate(score_outcomes(outcomes), seed=self.config.seed)
+        return result
+
+    def _outcomes(
+        self, spec: MethodSpec, chunk: Sequence[tuple[Example, str]]
+    ) -> list[UserOutcome]:
+        examples = [ex for ex, _ in chunk]
+        t0 = time.perf_counter()
+        valid: list[bool]
+        refinements: list[int]
+        if spec.method in BASELINES:
+            queries = self._baseline(spec.method)(examples)
+            valid, refinements = [True] * len(examples), [0] * len(examples)
+        elif spec.method == "llm-direct":
+            queries, valid = self._llm_direct(spec.model, examples)
+            refinements = [0] * len(examples)
+        else:
+            queries, valid, refinements = self._agent(spec, examples)
+        per_user = (time.perf_counter() - t0) / max(len(examples), 1)
+        retrieved = self.catalog.search_many([q or "" for q in queries], k=RETRIEVE_K)
+        return [
+            UserOutcome(
+                user_id=ex.user_id,
+                target=ex.target,
+                truth=truth,
+                query=q,
+                retrieved=[p.item_id for p in r] if q else [],
+                format_valid=v,
+                refinements=n,
+                latency_s=per_user,
+            )
+            for (ex, truth), q, r, v, n in zip(
+                chunk, queries, retrieved, valid, refinements, strict=True
+            )
+        ]
+
+    def _baseline(self, name: str) -> Any:
+        if name not in self._baselines:
+            popular = Popular(self.oracle)
+            last = LastCategory(self.oracle, popular)
+            builders = {
+                "popular": lambda: popular,
+                "last-category": lambda: last,
+                "swing": lambda: Swing(self.oracle, last),
+                "dense-query": lambda: DenseQuery(self.oracle, self.catalog),
+            }
+            self._baselines[name] = builders[name]()
+        return self._baselines[name]
+
+    def _drafter(self, model: str | None) -> Any:
+        if model not in self._drafters:
+            if self._drafter_factory is not None:
+                self._drafters[model] = self._drafter_factory(model)
+            else:
+                from agent.drafter import HFDrafter
+
+                self._drafters[model] = HFDrafter(
+                    model, home=self.config.home, batch_size=self.config.batch_size
+                )
+        return self._drafters[model]
+
+    def _position(self, ex: Example) -> int:
+        """Where the target sits in the shopper's full sequence: the memory sees items before it.
+
+        Not ``len(ex.history)``: the UniSRec files cap histories at 50 items, while the memory
+        holds the whole sequence.
+        """
+        sequence = self.dataset.sequences[ex.user_id]
+        position = len(sequence) - (1 if self.config.split == "test" else 2)
+        prefix = tuple(sequence[:position])
+        if sequence[position] != ex.target or (
+            ex.history and prefix[-len(ex.history) :] != ex.history
+        ):
+            raise EvalError(
+                f"user {ex.user_id}: the {self.config.split} example does not match the sequence"
+            )
+        return position
+
+    def _llm_direct(
+        self, model: str | None, examples: Sequence[Example]
+    ) -> tuple[list[str | None], list[bool]]:
+        prompts = []
+        for ex in examples:
+            sequence = self.dataset.sequences[ex.user_id][: self._position(ex)]
+            events = events_from_sequence(ex.user_id, sequence, self.dataset.products)
+            prompts.append(draft_messages(build_profile(ex.user_id, events)))
+        ctx = Context(seed=self.config.seed)
+        gens = self._drafter(model).generate(
+            prompts,
+            max_new_tokens=ctx.max_new_tokens,
+            temperature=ctx.temperature,
+            top_p=ctx.top_p,
+            seed=ctx.seed,
+        )
+        parsed = [parse_query(g.text) for g in gens]
+        return [p.query for p in parsed], [p.ok for p in parsed]
+
+    def _agent(
+        self, spec: MethodSpec, examples: Sequence[Example]
+    ) -> tuple[list[str | None], list[bool], list[int]]:
+        from langgraph.store.memory import InMemoryStore
+
+        from agent.batching import MicroBatchingDrafter
+        from graphs.query_agent import Deps, build_graph
+        from memory_store import UserMemory
+
+        if self._store is None:
+            self._store = InMemoryStore()
+            UserMemory(self._store).ingest_dataset(self.dataset, progress=False)
+        drafter = MicroBatchingDrafter(self._drafter(spec.model), max_batch=self.config.batch_size)
+        graph = build_graph(Deps(drafter=drafter, catalog=self.catalog)).compile(store=self._store)
+        refinements = 0 if spec.method == "agent-single-turn" else self.config.max_refinements
+        ctx = Context(max_refinements=refinements, seed=self.config.seed, top_k=RETRIEVE_K)
+        inputs = [{"user_id": ex.user_id, "before": self._position(ex)} for ex in examples]
+        outputs = graph.batch(inputs, config={"max_concurrency": len(inputs)}, context=ctx)
+        return (
+            [o.get("query") for o in outputs],
+            [o.get("source") == "model" for o in outputs],
+            [int(o.get("refinements", 0)) for o in outputs],
+        )
