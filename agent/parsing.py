@@ -13,6 +13,9 @@ MAX_QUERY_CHARS = 100
 _PREFIX = re.compile(r"^\s*(?:search\s+)?query\s*[:=\-]\s*", re.IGNORECASE)
 _WRAPPERS = "\"'`*_[](){}<>"
 _WORD = re.compile(r"[a-z0-9]", re.IGNORECASE)
+# Pieces of the prompt template that an untrained model copies back instead of answering. A
+# real search query holds none of them (nor a colon, which only the template's labels use).
+TEMPLATE_ECHOES = ("2 to 6 words", "<words>", "shopper", "identity", "latest intent", "categories")
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,8 @@ def parse_query(completion: str) -> ParsedQuery:
     text = " ".join(text.lower().split())
     if not text or not _WORD.search(text):
         return ParsedQuery(None, "no query text in completion")
+    if ":" in text or any(echo in text for echo in TEMPLATE_ECHOES):
+        return ParsedQuery(None, "completion echoes the prompt instead of writing a query")
     n_words = len(text.split())
     if n_words > MAX_QUERY_WORDS or len(text) > MAX_QUERY_CHARS:
         return ParsedQuery(

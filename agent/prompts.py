@@ -18,8 +18,28 @@ FEEDBACK_PRODUCTS = 5
 TITLE_CHARS = 60
 
 SYSTEM_PROMPT = (
-    "You are a shopping assistant. Write the one search query this shopper is most likely to "
-    "search next: 2 to 6 words naming a product type. Reply with one line: Query: <words>"
+    "You are a shopping assistant. Given a shopper's memory, write the search query they are "
+    "most likely to type next: 2 to 6 words naming a product type. "
+    "Reply with one line: Query: <words>"
+)
+
+# Two worked turns before the real one. An untrained 135M model copies its prompt back without
+# them; with them it answers in the expected form (measured on 12 bundled shoppers: 11 of 12
+# completions parsed, against none with the bare instruction). The shoppers are made up.
+FEW_SHOT: tuple[tuple[str, str], ...] = (
+    (
+        "Identity: Buys mostly Glassware & Labware Beakers; 5 purchases.\n"
+        "Latest intent (oldest first): Pyrex Griffin Beaker 250 ml | Glass Stirring Rod 10 in\n"
+        "Categories: Lab & Scientific Products Glassware & Labware Beakers (1.80)",
+        "Query: glass beakers",
+    ),
+    (
+        "Identity: Buys mostly 3D Printing Filament; 4 purchases.\n"
+        "Latest intent (oldest first): HATCHBOX PLA Filament 1.75 mm | SUNLU PETG Filament\n"
+        "Categories: Additive Manufacturing Products 3D Printing Supplies 3D Printing Filament "
+        "(2.40)",
+        "Query: pla filament",
+    ),
 )
 
 
@@ -30,14 +50,19 @@ def draft_messages(
     if profile.n_events == 0:
         popular = "; ".join(popular_categories[:5]) or "unknown"
         memory = (
-            f"New shopper with no purchase history.\nPopular categories in the store: {popular}"
+            "Identity: New shopper with no purchase history.\n"
+            f"Popular categories in the store: {popular}"
         )
     else:
         memory = profile.to_text()
-    return [
-        {"role": "system", "content": SYSTEM_PROMPT},
-        {"role": "user", "content": f"Shopper memory:\n{memory}\n\nQuery:"},
-    ]
+    messages = [{"role": "system", "content": SYSTEM_PROMPT}]
+    for shopper, answer in FEW_SHOT:
+        messages += [
+            {"role": "user", "content": shopper},
+            {"role": "assistant", "content": answer},
+        ]
+    messages.append({"role": "user", "content": memory})
+    return messages
 
 
 def refine_messages(

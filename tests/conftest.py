@@ -33,3 +33,21 @@ def _isolated_home(
 ) -> None:
     """Every test gets its own QueryAgent home unless it sets one itself."""
     monkeypatch.setenv("QUERYAGENT_HOME", str(tmp_path_factory.mktemp("home")))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random causal LM with its tokenizer, built locally (no hub)."""
+    from tests.helpers.tiny_models import build_tiny_causal_lm
+
+    return build_tiny_causal_lm(tmp_path_factory.mktemp("tiny-lm"))
+
+
+@pytest.fixture(scope="session")
+def ingested_home(tmp_path_factory: pytest.TempPathFactory, tiny_recbole_dir: Path) -> Path:
+    """A QueryAgent home with the tiny data set ingested through the CLI (real Chroma + MiniLM)."""
+    from graphs.cli import main
+
+    home = tmp_path_factory.mktemp("ingested-home")
+    assert main(["ingest", "--data", str(tiny_recbole_dir), "--home", str(home)]) == 0
+    return home

@@ -47,7 +47,7 @@ def test_fitting_draft_is_accepted_without_refinement(tiny_dataset, store) -> No
     assert out["consistency"] == attempt.consistency.score
     assert catalog.queries == ["glass beaker set"]
     # the memory reached the prompt
-    assert "Beakers" in drafter.calls[0][1]["content"]
+    assert "Beakers" in drafter.calls[0][-1]["content"]
 
 
 def test_unparseable_draft_is_recorded_and_refined(tiny_dataset, store) -> None:
@@ -104,8 +104,8 @@ def test_cold_start_user_gets_an_answer(tiny_dataset, store) -> None:
     out = graph.invoke({"user_id": COLD_USER}, context=Context())
     assert out["query"] == "duct tape"
     assert len(out["attempts"]) == 1
-    assert "New shopper" in drafter.calls[0][1]["content"]
-    assert "duct tape" in drafter.calls[0][1]["content"]  # popular categories offered
+    assert "New shopper" in drafter.calls[0][-1]["content"]
+    assert "duct tape" in drafter.calls[0][-1]["content"]  # popular categories offered
 
 
 def test_unknown_user_raises(tiny_dataset, store) -> None:
@@ -118,7 +118,7 @@ def test_history_cutoff_hides_later_items(tiny_dataset, store) -> None:
     graph, drafter, _ = compile_graph(tiny_dataset, store, ["Query: filament"])
     out = graph.invoke({"user_id": FILAMENT_USER, "before": 2}, context=Context(max_refinements=0))
     assert out["attempts"]
-    prompt = drafter.calls[0][1]["content"]
+    prompt = drafter.calls[0][-1]["content"]
     assert "Beakers" not in prompt  # the beaker is the third item, after the cutoff
     assert "Filament" in prompt
 

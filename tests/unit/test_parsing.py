@@ -28,6 +28,9 @@ def test_parse_accepts_queries(completion: str, expected: str) -> None:
         ("   \n ", "empty"),
         ("Query: ***", "no query text"),
         ("Query: " + " ".join(["word"] * (MAX_QUERY_WORDS + 1)), "too long"),
+        ("Query: 2 to 6 words: 2 to 6 words:", "echoes the prompt"),
+        ("Shopper Memory:\nMG Chemicals 4860P", "echoes the prompt"),
+        ("Identity: Buys mostly filament", "echoes the prompt"),
     ],
 )
 def test_parse_rejects_non_queries(completion: str, reason: str) -> None:

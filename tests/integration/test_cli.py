@@ -1,0 +1,108 @@
+"""The ``queryagent`` CLI end to end: real Chroma, real MiniLM, a tiny local causal LM."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent.catalog import ChromaCatalog
+from graphs.cli import main
+from memory_store import UserMemory, open_store
+
+pytestmark = pytest.mark.integration
+
+
+def test_ingest_fills_catalog_and_memory_idempotently(
+    ingested_home: Path, tiny_recbole_dir, capsys
+) -> None:
+    catalog = ChromaCatalog(home=ingested_home)
+    assert catalog.count() == 12
+    memory = UserMemory(open_store(ingested_home))
+    assert memory.known("A1TINYUSER01") and memory.n_events("A1TINYUSER01") == 5
+    assert main(["ingest", "--data", str(tiny_recbole_dir), "--home", str(ingested_home)]) == 0
+    assert ChromaCatalog(home=ingested_home).count() == 12
+    assert UserMemory(open_store(ingested_home)).n_events("A1TINYUSER01") == 5
+    assert "12 products" in capsys.readouterr().out
+
+
+def test_recommend_json(ingested_home: Path, tiny_model_dir: Path, capsys) -> None:
+    code = main(
+        [
+            "recommend",
+            "--user",
+            "A1TINYUSER01",
+            "--json",
+            "--model",
+            str(tiny_model_dir),
+            "--home",
+            str(ingested_home),
+            "--max-refinements",
+            "1",
+        ]
+    )
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["user_id"] == "A1TINYUSER01"
+    assert out["query"]  # from the model, or the strongest interest when nothing parsed
+    assert out["source"] in {"model", "fallback"}
+    assert 1 <= len(out["attempts"]) <= 2
+    first = out["attempts"][0]
+    assert first["prompt_token_ids"] and first["completion_token_ids"]
+    assert len(out["products"]) == 10 and out["products"][0]["rank"] == 1
+    assert {"item_id", "title", "category", "brand", "score"} <= set(out["products"][0])
+
+
+def test_recommend_cold_start_user(ingested_home: Path, tiny_model_dir: Path, capsys) -> None:
+    code = main(
+        [
+            "recommend",
+            "--user",
+            "A1TINYUSER04",
+            "--model",
+            str(tiny_model_dir),
+            "--home",
+            str(ingested_home),
+        ]
+    )
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "New shopper" in text and "recommended query" in text
+
+
+def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "graphs.cli", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_unknown_user_is_one_line_exit_2(ingested_home: Path) -> None:
+    proc = _run_cli("recommend", "--user", "NOBODY", "--home", str(ingested_home))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0
+    assert "unknown user 'NOBODY'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_bad_data_is_one_line_exit_2_and_stores_nothing(
+    tmp_path: Path, tiny_recbole_dir: Path
+) -> None:
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for f in tiny_recbole_dir.iterdir():
+        (bad / f.name).write_text(f.read_text())
+    lines = (bad / "Tiny.test.inter").read_text().splitlines()
+    lines[3] = "2\t6 8 x\t4"
+    (bad / "Tiny.test.inter").write_text("\n".join(lines) + "\n")
+    home = tmp_path / "home"
+    proc = _run_cli("ingest", "--data", str(bad), "--home", str(home))
+    assert proc.returncode == 2
+    assert "Tiny.test.inter:4" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0
+    assert not (home / "chroma").exists() and not (home / "memory.sqlite").exists()
+
+    missing = tmp_path / "missing"
+    proc = _run_cli("ingest", "--data", str(missing), "--home", str(home))
+    assert proc.returncode == 2 and "missing" in proc.stderr
