@@ -39,7 +39,7 @@ class Context:
     )
     top_p: float = field(default=1.0, metadata={"description": "Drafter nucleus sampling mass."})
     max_new_tokens: int = field(
-        default=24, metadata={"description": "Most tokens the drafter writes per query."}
+        default=16, metadata={"description": "Most tokens the drafter writes per query."}
     )
     seed: int | None = field(
         default=None, metadata={"description": "Sampling seed for reproducible runs."}

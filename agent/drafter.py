@@ -75,8 +75,10 @@ class QueryDrafter(Protocol):
         temperature: float = 0.0,
         top_p: float = 1.0,
         seed: int | None = None,
+        stop: Sequence[str] = (),
     ) -> list[Generation]:
-        """One ``Generation`` per prompt, in order. ``temperature == 0`` means greedy decoding."""
+        """One ``Generation`` per prompt, in order. ``temperature == 0`` means greedy decoding;
+        generation of a prompt ends after the first of the ``stop`` strings it writes."""
         ...
 
 
@@ -118,6 +120,7 @@ class ScriptedDrafter:
         temperature: float = 0.0,
         top_p: float = 1.0,
         seed: int | None = None,
+        stop: Sequence[str] = (),
     ) -> list[Generation]:
         out: list[Generation] = []
         with self._lock:
@@ -218,6 +221,42 @@ def _default_model_dir(home: str | os.PathLike[str] | None) -> Path:
 
 
 # --------------------------------------------------------------------------- Hugging Face drafter
+
+
+def _stop_on_text(tokenizer: Any, stop: tuple[str, ...], prompt_len: int) -> Any:
+    """A stopping criterion that ends each row once its decoded completion holds a stop string.
+
+    Written here rather than using ``generate(stop_strings=...)``: transformers' version
+    pre-computes token strings with a probe that fails on word-level tokenizers, and decoding
+    the few generated tokens per step costs nothing next to the model.
+    """
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class StopOnText(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            done = [
+                any(
+                    s in tokenizer.decode(row[prompt_len:], skip_special_tokens=False) for s in stop
+                )
+                for row in input_ids.tolist()
+            ]
+            return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([StopOnText()])
+
+
+def _cut_at_stop(ids: list[int], stop: tuple[str, ...], tokenizer: Any) -> list[int]:
+    """Ids up to and including the token that completes the first stop string.
+
+    ``generate`` pads a row once it stops, and the pad token need not be eos, so the cut is made
+    on the decoded text rather than on token values.
+    """
+    for k in range(1, len(ids) + 1):
+        text = tokenizer.decode(ids[:k], skip_special_tokens=False)
+        if any(s in text for s in stop):
+            return ids[:k]
+    return ids
 
 
 def _completion_ids(row: Sequence[int], eos_ids: set[int]) -> list[int]:
@@ -356,6 +395,7 @@ class HFDrafter:
         temperature: float = 0.0,
         top_p: float = 1.0,
         seed: int | None = None,
+        stop: Sequence[str] = (),
     ) -> list[Generation]:
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
@@ -372,7 +412,9 @@ class HFDrafter:
             out: list[Generation] = []
             for start in range(0, len(prompts), self.batch_size):
                 chunk = prompts[start : start + self.batch_size]
-                out.extend(self._generate_chunk(chunk, max_new_tokens, temperature, top_p))
+                out.extend(
+                    self._generate_chunk(chunk, max_new_tokens, temperature, top_p, tuple(stop))
+                )
             return out
 
     def _generate_chunk(
@@ -381,6 +423,7 @@ class HFDrafter:
         max_new_tokens: int,
         temperature: float,
         top_p: float,
+        stop: tuple[str, ...] = (),
     ) -> list[Generation]:
         model, tokenizer = self.model, self.tokenizer
         texts = [
@@ -407,6 +450,10 @@ class HFDrafter:
             kwargs.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if stop:
+            kwargs["stopping_criteria"] = _stop_on_text(
+                tokenizer, stop, batch["input_ids"].shape[1]
+            )
         output = model.generate(**batch, **kwargs)  # type: ignore[operator]
 
         prompt_len = batch["input_ids"].shape[1]
@@ -415,6 +462,8 @@ class HFDrafter:
             mask = batch["attention_mask"][i].bool()
             prompt_ids = batch["input_ids"][i][mask].tolist()
             completion_ids = _completion_ids(output[i, prompt_len:].tolist(), eos_ids)
+            if stop:
+                completion_ids = _cut_at_stop(completion_ids, stop, tokenizer)
             text = str(tokenizer.decode(completion_ids, skip_special_tokens=True)).strip()
             results.append(
                 Generation(

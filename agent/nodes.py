@@ -18,7 +18,7 @@ from agent.consistency import score_products
 from agent.context import Context
 from agent.drafter import QueryDrafter
 from agent.parsing import parse_query
-from agent.prompts import draft_messages, refine_messages
+from agent.prompts import STOP, draft_messages, refine_messages
 from agent.records import ConsistencyReport, QueryAttempt, RetrievedProduct
 from agent.state import State
 from memory_store import UnknownUserError, UserMemory, UserProfile
@@ -61,6 +61,7 @@ def _generate(
         temperature=ctx.temperature,
         top_p=ctx.top_p,
         seed=ctx.seed,
+        stop=STOP,
     )[0]
     return gen.text, list(gen.prompt_token_ids), list(gen.completion_token_ids)
 

@@ -20,7 +20,14 @@ from typing import Any
 
 from agent.context import Context
 from agent.nodes import CATALOG_NAMESPACE, CATALOG_STATS_KEY
-from memory_store import DataError, UnknownUserError, UserMemory, load_dataset, open_store
+from memory_store import (
+    DataError,
+    StoreError,
+    UnknownUserError,
+    UserMemory,
+    load_dataset,
+    open_store,
+)
 from memory_store.paths import queryagent_home
 
 BUNDLED_DATA = Path(__file__).resolve().parent.parent / "data" / "amazon-scientific"
@@ -66,7 +73,6 @@ def _query_of(category: str) -> str:
 
 
 def _recommend(args: argparse.Namespace) -> int:
-    from agent.catalog import CatalogError
     from graphs.query_agent import build_graph, default_deps
 
     store = open_store(args.home)
@@ -84,10 +90,7 @@ def _recommend(args: argparse.Namespace) -> int:
     deps = default_deps(args.model, home=args.home)
     graph = build_graph(deps).compile(store=store, name="QueryAgent")
     t0 = time.perf_counter()
-    try:
-        result = graph.invoke({"user_id": args.user}, context=context)
-    except CatalogError as exc:
-        raise CliError(str(exc)) from exc
+    result = graph.invoke({"user_id": args.user}, context=context)
     result["latency_s"] = round(time.perf_counter() - t0, 3)
     if args.json:
         print(json.dumps(result, indent=2))
@@ -149,10 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from agent.catalog import CatalogError
+
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (CliError, DataError, UnknownUserError) as exc:
+    except (CliError, DataError, UnknownUserError, StoreError, CatalogError) as exc:
         print(f"queryagent: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
 

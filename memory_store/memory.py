@@ -101,14 +101,18 @@ def events_namespace(user_id: str) -> tuple[str, ...]:
     return (*EVENTS_NAMESPACE, user_id)
 
 
+STORE_URL_ENV = "QUERYAGENT_STORE_URL"
+
+
 def open_store(home: str | os.PathLike[str] | None = None, url: str | None = None) -> BaseStore:
     """Open the memory's store.
 
     Args:
         home: the QueryAgent home folder (see ``queryagent_home``); the default store is the
             SQLite file ``memory.sqlite`` in it.
-        url: instead, ``sqlite:///<path>`` (``sqlite:///:memory:`` for a throwaway store) or a
-            ``postgresql://`` URL (needs ``pip install langgraph-checkpoint-postgres``).
+        url: instead (or ``$QUERYAGENT_STORE_URL``), ``sqlite:///<path>``
+            (``sqlite:///:memory:`` for a throwaway store) or a ``postgresql://`` URL (needs
+            ``pip install langgraph-checkpoint-postgres``).
 
     Returns:
         A ready store (tables created).
@@ -116,6 +120,7 @@ def open_store(home: str | os.PathLike[str] | None = None, url: str | None = Non
     Raises:
         StoreError: an unsupported URL or a missing Postgres driver.
     """
+    url = url or os.environ.get(STORE_URL_ENV) or None
     if url is None:
         return _sqlite_store(str(queryagent_home(home) / STORE_FILE))
     if url.startswith("sqlite:///"):

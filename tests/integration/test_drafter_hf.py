@@ -78,6 +78,26 @@ def test_token_ids_are_the_generated_ones(drafter: HFDrafter) -> None:
         assert eos not in g.completion_token_ids[:-1]
 
 
+def test_stop_string_ends_each_row_where_it_is_written(drafter: HFDrafter) -> None:
+    free = drafter.generate(PROMPTS[:2], max_new_tokens=12)
+    long_row = max(free, key=lambda g: len(g.completion_token_ids))
+    words = long_row.text.split()
+    assert len(words) >= 3, long_row.text
+    stop_word = words[1]
+    stopped = drafter.generate(PROMPTS[:2], max_new_tokens=12, stop=(stop_word,))
+    for before, after in zip(free, stopped, strict=True):
+        # the stopped completion is a prefix of the free one, cut right after the stop word
+        assert (
+            before.completion_token_ids[: len(after.completion_token_ids)]
+            == after.completion_token_ids
+        )
+        if stop_word in before.text:
+            assert after.text.endswith(stop_word)
+            assert len(after.completion_token_ids) < len(before.completion_token_ids)
+        else:
+            assert after == before
+
+
 def test_chunking_does_not_change_results(drafter: HFDrafter, tiny_model: Path) -> None:
     chunked = HFDrafter(str(tiny_model), device="cpu", batch_size=2)
     assert chunked.generate(PROMPTS, max_new_tokens=8) == drafter.generate(

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from agent.catalog import Catalog, ChromaCatalog
 from agent.context import Context
 from agent.parsing import parse_query
-from agent.prompts import draft_messages
+from agent.prompts import STOP, draft_messages
 from memory_store import Dataset, Example, build_profile, events_from_sequence
 from training.evaluation.baselines import DenseQuery, LastCategory, Popular, QueryOracle, Swing
 from training.evaluation.metrics import UserOutcome, aggregate, score_outcomes
@@ -308,6 +308,7 @@ class Evaluator:
             temperature=ctx.temperature,
             top_p=ctx.top_p,
             seed=ctx.seed,
+            stop=STOP,
         )
         parsed = [parse_query(g.text) for g in gens]
         return [p.query for p in parsed], [p.ok for p in parsed]

@@ -1,0 +1,151 @@
+"""``queryagent-train eval`` end to end on the tiny fixtures: real Chroma and MiniLM, the scripted
+drafter in place of the language model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import agent.drafter
+from agent.drafter import ScriptedDrafter
+from training.cli import main
+from training.evaluation.runner import METHODS
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture()
+def scripted(monkeypatch: pytest.MonkeyPatch) -> list[ScriptedDrafter]:
+    made: list[ScriptedDrafter] = []
+
+    def factory(model=None, **kwargs):
+        drafter = ScriptedDrafter(["Query: duct tape"])
+        made.append(drafter)
+        return drafter
+
+    monkeypatch.setattr(agent.drafter, "HFDrafter", factory)
+    return made
+
+
+def test_all_methods_write_json_markdown_and_chart(
+    tmp_path: Path, tiny_recbole_dir: Path, scripted
+) -> None:
+    out = tmp_path / "report.json"
+    code = main(
+        [
+            "eval",
+            "--data",
+            str(tiny_recbole_dir),
+            "--split",
+            "test",
+            "--methods",
+            ",".join(METHODS),
+            "--out",
+            str(out),
+            "--home",
+            str(tmp_path / "home"),
+            "--batch-size",
+            "4",
+        ]
+    )
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert list(report["methods"]) == list(METHODS)
+    assert report["users"] == 6 and report["skipped_no_category"] == 0
+    for label, result in report["methods"].items():
+        m = result["metrics"]
+        for name in ("q_em", "i_hit@1", "i_hit@10", "ndcg@10", "cons@1", "cons@10", "format_valid"):
+            assert 0.0 <= m[name]["low"] <= m[name]["mean"] <= m[name]["high"] <= 1.0, (label, name)
+    # the scripted drafter always says "duct tape": a valid query, never the category-path truth
+    assert report["methods"]["llm-direct"]["metrics"]["format_valid"]["mean"] == 1.0
+    assert report["methods"]["agent"]["metrics"]["q_em"]["mean"] == 0.0
+    # two of six test targets are duct tapes: the query retrieves them among the top 10
+    assert report["methods"]["llm-direct"]["metrics"]["i_hit@10"]["mean"] > 0
+    assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+    table = out.with_suffix(".md").read_text()
+    assert "| agent-single-turn |" in table and "cons@10" in table
+
+
+def test_interrupted_run_resumes_from_cache(
+    tmp_path: Path, tiny_recbole_dir: Path, scripted
+) -> None:
+    out = tmp_path / "r.json"
+    args = [
+        "eval",
+        "--data",
+        str(tiny_recbole_dir),
+        "--methods",
+        "llm-direct",
+        "--out",
+        str(out),
+        "--home",
+        str(tmp_path / "home"),
+        "--batch-size",
+        "2",
+    ]
+    assert main(args) == 0
+    first = json.loads(out.read_text())["methods"]["llm-direct"]["metrics"]
+    first.pop("latency_s")  # wall time: differs run to run
+    cache = out.with_suffix(".cache") / "llm-direct.jsonl"
+    lines = cache.read_text().splitlines()
+    assert len(lines) == 1 + 6  # header and one line per user
+    cache.write_text("\n".join(lines[:3]) + "\n" + lines[3][:20])  # two users kept, one cut short
+    assert main(args) == 0
+    prompts = sum(len(call) for d in scripted for call in [d.calls])
+    assert prompts == 6 + 4  # the first run, then only the four users not cached
+    again = json.loads(out.read_text())["methods"]["llm-direct"]["metrics"]
+    again.pop("latency_s")
+    assert again == first
+
+
+def test_jsonl_folder_loads_unchanged(tmp_path: Path, scripted) -> None:
+    data = Path(__file__).parents[1] / "fixtures" / "tiny-jsonl"
+    out = tmp_path / "j.json"
+    assert (
+        main(
+            [
+                "eval",
+                "--data",
+                str(data),
+                "--methods",
+                "popular,last-category",
+                "--out",
+                str(out),
+                "--home",
+                str(tmp_path / "home"),
+            ]
+        )
+        == 0
+    )
+    assert json.loads(out.read_text())["users"] == 6
+
+
+def test_unknown_method_lists_valid_ones(tmp_path: Path, tiny_recbole_dir: Path, capsys) -> None:
+    code = main(
+        [
+            "eval",
+            "--data",
+            str(tiny_recbole_dir),
+            "--methods",
+            "popular,bm25",
+            "--out",
+            str(tmp_path / "x.json"),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "unknown method 'bm25'" in err and "last-category" in err
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_missing_file_is_named(tmp_path: Path, tiny_recbole_dir: Path, capsys) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    for f in tiny_recbole_dir.iterdir():
+        if not f.name.endswith(".item2index"):
+            (data / f.name).write_text(f.read_text())
+    code = main(
+        ["eval", "--data", str(data), "--methods", "popular", "--out", str(tmp_path / "x.json")]
+    )
+    assert code == 2 and "Tiny.item2index" in capsys.readouterr().err
