@@ -2,7 +2,13 @@ import math
 
 import pytest
 
-from training.evaluation.metrics import UserOutcome, aggregate, rouge_l, score_outcomes
+from training.evaluation.metrics import (
+    UserOutcome,
+    aggregate,
+    distinct_ratio,
+    rouge_l,
+    score_outcomes,
+)
 
 
 def outcome(user, query, truth, retrieved, target="T", **kw) -> UserOutcome:
@@ -57,3 +63,12 @@ def test_aggregate_means_and_intervals() -> None:
 def test_duplicate_users_rejected() -> None:
     with pytest.raises(ValueError, match="one outcome per user"):
         score_outcomes([outcome("a", "q", "q", []), outcome("a", "q", "q", [])])
+
+
+def test_distinct_ratio_counts_normalized_queries() -> None:
+    outs = [
+        outcome("a", "Duct Tape", "x", []),
+        outcome("b", "duct  tape!", "x", []),
+        outcome("c", "glue", "x", []),
+    ]
+    assert distinct_ratio(outs) == pytest.approx(2 / 3)

@@ -102,6 +102,13 @@ def score_outcomes(outcomes: Sequence[UserOutcome]) -> list[dict[str, float]]:
     return rows
 
 
+def distinct_ratio(outcomes: Sequence[UserOutcome]) -> float:
+    """Distinct normalized queries per user (1.0: every user got a different query)."""
+    if not outcomes:
+        return 0.0
+    return len({normalize_query(o.query or "") for o in outcomes}) / len(outcomes)
+
+
 def aggregate(
     rows: Sequence[dict[str, float]], *, seed: int = 0, resamples: int = 1000
 ) -> dict[str, dict[str, float]]:

@@ -36,8 +36,8 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 def markdown_table(methods: dict[str, dict[str, Any]]) -> str:
     """Mean with the 95% bootstrap interval under it, one row per method."""
-    head = "| method | " + " | ".join(TABLE_METRICS) + " |"
-    rule = "|---|" + "---|" * len(TABLE_METRICS)
+    head = "| method | " + " | ".join(TABLE_METRICS) + " | distinct queries / users |"
+    rule = "|---|" + "---|" * (len(TABLE_METRICS) + 1)
     rows = [head, rule]
     for label, result in methods.items():
         cells = []
@@ -49,6 +49,7 @@ def markdown_table(methods: dict[str, dict[str, Any]]) -> str:
                 cells.append(f"{m['mean']:.2f}")
             else:
                 cells.append(f"{m['mean']:.3f} [{m['low']:.3f}, {m['high']:.3f}]")
+        cells.append(f"{result['distinct_ratio']:.3f}")
         rows.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(rows) + "\n"
 
@@ -96,6 +97,7 @@ def write_report(out: Path, header: dict[str, Any], results: Sequence[Any]) -> d
             "method": r.spec.method,
             "model": r.spec.model,
             "wall_s": round(r.wall_s, 2),
+            "distinct_ratio": round(r.distinct_ratio, 4),
             "metrics": {n: r.metrics[n] for n in METRICS},
         }
         for r in results

@@ -25,7 +25,7 @@ from agent.parsing import parse_query
 from agent.prompts import STOP, draft_messages
 from memory_store import Dataset, Example, build_profile, events_from_sequence
 from training.evaluation.baselines import DenseQuery, LastCategory, Popular, QueryOracle, Swing
-from training.evaluation.metrics import UserOutcome, aggregate, score_outcomes
+from training.evaluation.metrics import UserOutcome, aggregate, distinct_ratio, score_outcomes
 from training.queries import common_root
 
 BASELINES = ("popular", "last-category", "swing", "dense-query")
@@ -124,6 +124,7 @@ class MethodResult:
     outcomes: list[UserOutcome]
     wall_s: float
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    distinct_ratio: float = 0.0
 
 
 class Evaluator:
@@ -216,6 +217,7 @@ class Evaluator:
         outcomes = [done[ex.user_id] for ex, _ in self.pairs]
         result = MethodResult(spec, outcomes, time.perf_counter() - t0)
         result.metrics = aggregate(score_outcomes(outcomes), seed=self.config.seed)
+        result.distinct_ratio = distinct_ratio(outcomes)
         return result
 
     def _outcomes(

@@ -1,0 +1,77 @@
+"""Micro-batching merges concurrent drafter calls and keeps each caller's results apart."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from agent.batching import MicroBatchingDrafter
+from agent.drafter import ScriptedDrafter
+
+
+def test_concurrent_calls_are_merged_and_answered_in_order() -> None:
+    inner = ScriptedDrafter(lambda messages: "Query: " + messages[-1]["content"])
+    calls: list[int] = []
+    original = inner.generate
+
+    def counting(prompts, **kw):
+        calls.append(len(prompts))
+        return original(prompts, **kw)
+
+    inner.generate = counting  # type: ignore[method-assign]
+    drafter = MicroBatchingDrafter(inner, max_batch=8, max_wait_s=0.5)
+    results: dict[int, str] = {}
+    barrier = threading.Barrier(6)
+
+    def work(i: int) -> None:
+        barrier.wait()
+        results[i] = drafter.generate([[{"role": "user", "content": f"q{i}"}]], max_new_tokens=8)[
+            0
+        ].text
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == {i: f"Query: q{i}" for i in range(6)}
+    assert sum(calls) == 6 and len(calls) < 6  # fewer model calls than callers
+    assert drafter.batch_sizes == calls
+
+
+def test_different_sampling_settings_are_not_mixed() -> None:
+    seen: list[tuple[int, float]] = []
+    inner = ScriptedDrafter(["Query: x"])
+    original = inner.generate
+
+    def recording(prompts, **kw):
+        seen.append((len(prompts), kw["temperature"]))
+        return original(prompts, **kw)
+
+    inner.generate = recording  # type: ignore[method-assign]
+    drafter = MicroBatchingDrafter(inner, max_batch=8, max_wait_s=0.3)
+    barrier = threading.Barrier(4)
+
+    def work(t: float) -> None:
+        barrier.wait()
+        drafter.generate([[{"role": "user", "content": "a"}]], temperature=t)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in (0.0, 0.0, 0.7, 0.7)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(seen) == [(2, 0.0), (2, 0.7)]
+
+
+def test_errors_reach_every_caller() -> None:
+    class Broken:
+        name = "broken"
+
+        def generate(self, prompts, **kw):
+            raise RuntimeError("model crashed")
+
+    drafter = MicroBatchingDrafter(Broken(), max_wait_s=0.01)
+    with pytest.raises(RuntimeError, match="model crashed"):
+        drafter.generate([[{"role": "user", "content": "a"}]])
