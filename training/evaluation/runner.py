@@ -72,11 +72,25 @@ def parse_methods(text: str, default_model: str | None = None) -> list[MethodSpe
 
 
 def select_examples(
-    dataset: Dataset, split: str, limit: int | None, seed: int, oracle: QueryOracle
+    dataset: Dataset,
+    split: str,
+    limit: int | None,
+    seed: int,
+    oracle: QueryOracle,
+    *,
+    splits: Sequence[str] = ("valid", "test"),
 ) -> tuple[list[tuple[Example, str]], int]:
-    """The evaluated (example, truth query) pairs and how many users were skipped (no category)."""
-    if split not in ("valid", "test"):
-        raise EvalError(f"split must be 'valid' or 'test' (leave-one-out targets), got {split!r}")
+    """The evaluated (example, truth query) pairs and how many were skipped (no category).
+
+    ``splits`` are the accepted split names: evaluation takes the leave-one-out targets only;
+    the trajectory export also takes ``"train"`` (every history -> next item row).
+    """
+    if split not in splits:
+        if tuple(splits) == ("valid", "test"):
+            raise EvalError(
+                f"split must be 'valid' or 'test' (leave-one-out targets), got {split!r}"
+            )
+        raise EvalError(f"split must be one of {', '.join(splits)}, got {split!r}")
     pairs, skipped = [], 0
     for ex in dataset.examples(split):
         truth = oracle.of_item(ex.target)
@@ -104,6 +118,35 @@ def open_eval_catalog(dataset: Dataset, home: str | Path | None) -> ChromaCatalo
     if catalog.count() != len(dataset.products):
         catalog.upsert(dataset.products.values())
     return catalog
+
+
+def example_position(dataset: Dataset, ex: Example, split: str) -> int:
+    """Where ``ex.target`` sits in the shopper's full sequence: the memory sees items before it.
+
+    Not ``len(ex.history)`` in general: the UniSRec files cap histories at 50 items, while the
+    memory holds the whole sequence. ``test`` and ``valid`` targets are the last and second to
+    last items; a ``train`` row is ``sequence[:k] -> sequence[k]`` with the history clipped to its
+    last items, so ``k`` is the first position from ``len(history)`` on where the row matches.
+
+    Raises:
+        EvalError: the example does not line up with the sequence.
+    """
+    sequence, history = dataset.sequences[ex.user_id], ex.history
+
+    def lines_up(position: int) -> bool:
+        before = tuple(sequence[:position])
+        return sequence[position] == ex.target and (
+            not history or before[-len(history) :] == history
+        )
+
+    if split == "train":
+        candidates = range(len(history), len(sequence))
+    else:
+        candidates = range(len(sequence) - (1 if split == "test" else 2), len(sequence))[:1]
+    for position in candidates:
+        if position >= 0 and lines_up(position):
+            return position
+    raise EvalError(f"user {ex.user_id}: the {split} example does not match the sequence")
 
 
 @dataclass
@@ -284,16 +327,7 @@ class Evaluator:
         Not ``len(ex.history)``: the UniSRec files cap histories at 50 items, while the memory
         holds the whole sequence.
         """
-        sequence = self.dataset.sequences[ex.user_id]
-        position = len(sequence) - (1 if self.config.split == "test" else 2)
-        prefix = tuple(sequence[:position])
-        if sequence[position] != ex.target or (
-            ex.history and prefix[-len(ex.history) :] != ex.history
-        ):
-            raise EvalError(
-                f"user {ex.user_id}: the {self.config.split} example does not match the sequence"
-            )
-        return position
+        return example_position(self.dataset, ex, self.config.split)
 
     def _llm_direct(
         self, model: str | None, examples: Sequence[Example]

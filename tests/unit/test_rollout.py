@@ -1,0 +1,88 @@
+"""Rendering a trajectory as one conversation: model tokens kept, environment tokens masked."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers.tiny_models import build_tiny_tokenizer
+from training.rollout import RolloutError, render_conversation
+
+SYSTEM = {"role": "system", "content": "you are a shopping assistant"}
+USER = {"role": "user", "content": "write a search query for the yoga mat"}
+FEEDBACK = "products retrieved did not match profile"
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return build_tiny_tokenizer()
+
+
+def ids(tok, text: str) -> list[int]:
+    return list(tok(text, add_special_tokens=False)["input_ids"])
+
+
+def step(tok, messages, reply: str, turn: int) -> dict:
+    prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return {
+        "turn": turn,
+        "messages": messages,
+        "completion": reply,
+        "prompt_token_ids": ids(tok, prompt),
+        # as generated: the reply, then eos
+        "completion_token_ids": ids(tok, reply) + [tok.eos_token_id],
+    }
+
+
+def test_two_turns_render_as_the_full_conversation(tok) -> None:
+    draft = step(tok, [SYSTEM, USER], "yoga mat", 0)
+    refine_msgs = [
+        SYSTEM,
+        USER,
+        {"role": "assistant", "content": "yoga mat"},
+        {"role": "user", "content": FEEDBACK},
+    ]
+    refine = step(tok, refine_msgs, "running shoes women", 1)
+    out = render_conversation([draft, refine], tok)
+
+    assert out.prompt_ids == draft["prompt_token_ids"]
+    # prompt + completion is exactly the template's rendering of the whole conversation
+    full = tok.apply_chat_template(
+        refine_msgs + [{"role": "assistant", "content": "running shoes women"}], tokenize=False
+    )
+    assert out.prompt_ids + out.completion_ids == ids(tok, full)
+    # the model's tokens are the generated ones, unmasked; the feedback turn is masked
+    n0 = len(draft["completion_token_ids"])
+    n1 = len(refine["completion_token_ids"])
+    assert (
+        out.completion_ids[:n0] == draft["completion_token_ids"] and out.env_mask[:n0] == [1] * n0
+    )
+    assert (
+        out.completion_ids[-n1:] == refine["completion_token_ids"]
+        and out.env_mask[-n1:] == [1] * n1
+    )
+    env = [t for t, m in zip(out.completion_ids, out.env_mask, strict=True) if m == 0]
+    assert tok.decode(env).split() == [
+        "<|im_start|>",
+        "user",
+        *FEEDBACK.split(),
+        "<|im_end|>",
+        "<|im_start|>",
+        "assistant",
+    ]
+    assert len(out.env_mask) == len(out.completion_ids)
+    assert out.turns == 2
+
+
+def test_single_turn_has_no_masked_tokens(tok) -> None:
+    draft = step(tok, [SYSTEM, USER], "yoga mat", 0)
+    out = render_conversation([draft], tok)
+    assert out.completion_ids == draft["completion_token_ids"] and set(out.env_mask) == {1}
+
+
+def test_inconsistent_turns_are_refused(tok) -> None:
+    draft = step(tok, [SYSTEM, USER], "yoga mat", 0)
+    other = step(tok, [SYSTEM, {"role": "user", "content": "gift ideas"}], "x", 1)
+    with pytest.raises(RolloutError):
+        render_conversation([draft, other], tok)
+    with pytest.raises(RolloutError):
+        render_conversation([], tok)

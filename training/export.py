@@ -1,0 +1,266 @@
+"""Export agent trajectories over a data split: the raw material of SFT and GRPO.
+
+    queryagent-train export --data data/amazon-scientific --split train --limit 2000 \
+        --out runs/train-trajectories.jsonl [--model ID_OR_PATH] [--seed 0] [--batch-size 16] \
+        [--max-refinements 2] [--home DIR]
+
+Runs the full agent (the graph, micro-batched drafter, the evaluation's catalog collection) on
+every selected example with the memory cut just before its target (no leakage: the profile only
+sees the items the shopper had before), records each run with ``graphs.trajectories``' recorder,
+fills ``target`` (held-out item and its HEM ground-truth query) and writes the JSONL file plus
+its ``.meta.json`` sidecar atomically. ``valid`` / ``test`` take the leave-one-out targets, like
+``queryagent-train eval``; ``train`` takes every ``history -> next item`` row of the training
+split (``before`` = the row's position in the full sequence). Examples whose target has no
+category have no ground-truth query and are skipped (counted in the sidecar), as in the
+evaluation. Output: ``wrote N trajectories to FILE (S skipped: no category)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from agent.catalog import Catalog
+from agent.context import Context
+from graphs.trajectories import (
+    Target,
+    TrajectoryError,
+    TrajectoryRecord,
+    TrajectoryRecorder,
+    TrajectoryWriter,
+)
+from memory_store import SPLITS, Dataset, Example, load_dataset
+from training.evaluation.baselines import QueryOracle
+from training.evaluation.runner import (
+    RETRIEVE_K,
+    EvalError,
+    example_position,
+    open_eval_catalog,
+    select_examples,
+)
+from training.queries import common_root
+
+# Graph runs handed to one ``graph.batch`` call, in multiples of the drafter batch: enough to keep
+# the micro-batcher full, few enough that a chunk's records are small and progress is smooth.
+CHUNK_BATCHES = 4
+
+
+@dataclass
+class ExportConfig:
+    """What an export ran with (written into the sidecar's ``config``)."""
+
+    data: str
+    split: str = "train"
+    limit: int | None = None
+    seed: int = 0
+    model: str | None = None
+    batch_size: int = 16
+    max_refinements: int = Context.max_refinements
+    home: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.split not in SPLITS:
+            raise EvalError(f"--split must be one of {', '.join(SPLITS)}, got {self.split!r}")
+        if self.limit is not None and self.limit < 1:
+            raise EvalError(f"--limit must be >= 1, got {self.limit}")
+        if self.batch_size < 1:
+            raise EvalError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.max_refinements < 0:
+            raise EvalError(
+                f"--max-refinements must be >= 0 (0 = single turn), got {self.max_refinements}"
+            )
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    records: int
+    skipped_no_category: int
+    wall_s: float
+
+
+def export_trajectories(
+    dataset: Dataset,
+    config: ExportConfig,
+    out: str | Path,
+    *,
+    catalog: Catalog | None = None,
+    drafter: Any = None,
+    command: str | None = None,
+    progress: bool = True,
+) -> ExportResult:
+    """Run the agent over ``config.split`` of ``dataset`` and write the trajectories to ``out``.
+
+    Args:
+        dataset: the loaded data set.
+        config: split, sample, model and batching.
+        out: the ``.jsonl`` file (its folder must exist); ``<out>.meta.json`` is written beside.
+        catalog: the catalog to search (default: the evaluation's collection for this data set).
+        drafter: the drafter (default: ``HFDrafter(config.model)``).
+        command: recorded in the sidecar (default: this process's argv).
+        progress: show a tqdm bar.
+
+    Raises:
+        EvalError: a bad split or an example that does not line up with its sequence.
+        TrajectoryError: the output folder does not exist.
+    """
+    from langgraph.store.memory import InMemoryStore
+
+    from agent.batching import MicroBatchingDrafter
+    from graphs.query_agent import Deps, build_graph
+    from memory_store import UserMemory
+
+    t0 = time.perf_counter()
+    out = Path(out)
+    if not out.parent.is_dir():  # before any model or catalog work
+        raise TrajectoryError(f"{out}: folder {out.parent} does not exist")
+    oracle = QueryOracle(dataset, common_root(p.category for p in dataset.products.values()))
+    pairs, skipped = select_examples(
+        dataset, config.split, config.limit, config.seed, oracle, splits=SPLITS
+    )
+    # Positions first: a misaligned example fails before any model work.
+    runs = [(ex, truth, example_position(dataset, ex, config.split)) for ex, truth in pairs]
+    if catalog is None:
+        catalog = open_eval_catalog(dataset, config.home)
+    if drafter is None:
+        from agent.drafter import HFDrafter
+
+        drafter = HFDrafter(config.model, home=config.home, batch_size=config.batch_size)
+    model = config.model or getattr(drafter, "name", None)
+
+    # The whole data set in memory; each run's profile is cut at its ``before``.
+    store = InMemoryStore()
+    UserMemory(store).ingest_dataset(dataset, progress=False)
+    batched = MicroBatchingDrafter(drafter, max_batch=config.batch_size)
+    graph = build_graph(Deps(drafter=batched, catalog=catalog)).compile(
+        store=store, name="QueryAgent"
+    )
+    ctx = Context(max_refinements=config.max_refinements, seed=config.seed, top_k=RETRIEVE_K)
+
+    bar = tqdm(total=len(runs), desc=f"export {config.split}", unit="run", disable=not progress)
+    recorder = TrajectoryRecorder(model=model, on_record=lambda _: bar.update(1))
+    meta = {
+        "command": command if command is not None else " ".join(sys.argv),
+        "config": asdict(config),
+        "catalog": _catalog_meta(catalog),
+        "data_name": dataset.name,
+        "split": config.split,
+        "skipped_no_category": skipped,
+    }
+    chunk_size = config.batch_size * CHUNK_BATCHES
+    try:
+        with TrajectoryWriter(out, meta) as writer:
+            for start in range(0, len(runs), chunk_size):
+                chunk = runs[start : start + chunk_size]
+                inputs = [{"user_id": ex.user_id, "before": pos} for ex, _, pos in chunk]
+                graph.batch(
+                    inputs,
+                    config={"callbacks": [recorder], "max_concurrency": config.batch_size},
+                    context=ctx,
+                )
+                writer.write(_with_targets(recorder.drain(), chunk, dataset, recorder.errors))
+    finally:
+        bar.close()
+    return ExportResult(out, writer.count, skipped, time.perf_counter() - t0)
+
+
+def _with_targets(
+    records: Sequence[TrajectoryRecord],
+    chunk: Sequence[tuple[Example, str, int]],
+    dataset: Dataset,
+    errors: Sequence[str],
+) -> list[TrajectoryRecord]:
+    """The chunk's records in input order, each with its held-out target filled in."""
+    by_key = {(r.user_id, r.before): r for r in records}
+    out = []
+    for ex, truth, position in chunk:
+        record = by_key.get((ex.user_id, position))
+        if record is None:  # the recorder could not record a run: never write a partial file
+            detail = f": {errors[-1]}" if errors else ""
+            raise RuntimeError(f"no trajectory recorded for {ex.user_id} at {position}{detail}")
+        target = {"item_id": ex.target, "title": dataset.products[ex.target].title, "query": truth}
+        out.append(record.model_copy(update={"target": Target.model_validate(target)}))
+    return out
+
+
+def _catalog_meta(catalog: Any) -> dict[str, Any]:
+    return {
+        "kind": type(catalog).__name__,
+        "location": getattr(catalog, "location", None),
+        "collection": getattr(catalog, "collection_name", None),
+        "products": catalog.count(),
+    }
+
+
+def _export(args: argparse.Namespace) -> int:
+    config = ExportConfig(
+        data=str(args.data),
+        split=args.split,
+        limit=args.limit,
+        seed=args.seed,
+        model=args.model,
+        batch_size=args.batch_size,
+        max_refinements=args.max_refinements,
+        home=str(args.home) if args.home else None,
+    )  # validates the flags before the data set loads
+    try:
+        if not args.out.parent.is_dir():  # before the data set loads
+            raise TrajectoryError(f"{args.out}: folder {args.out.parent} does not exist")
+        dataset = load_dataset(args.data)
+        result = export_trajectories(dataset, config, args.out)
+    except TrajectoryError as exc:  # reported like the other user errors of queryagent-train
+        raise EvalError(str(exc)) from exc
+    print(
+        f"wrote {result.records} trajectories to {result.path} "
+        f"({result.skipped_no_category} skipped: no category; {result.wall_s:.1f} s)"
+    )
+    return 0
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register ``export`` on ``queryagent-train``'s subparsers."""
+    ex = subparsers.add_parser(
+        "export", help="run the agent over a data split and write its trajectories (JSONL)"
+    )
+    ex.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="data set folder (UniSRec files or products.jsonl + sequences.jsonl)",
+    )
+    # Checked by ExportConfig rather than argparse ``choices``: a bad value is one line, exit 2.
+    ex.add_argument(
+        "--split", default="train", metavar="{train,valid,test}", help="data split (default train)"
+    )
+    ex.add_argument(
+        "--out", type=Path, required=True, help="trajectory file (.jsonl; .meta.json beside it)"
+    )
+    ex.add_argument(
+        "--limit", type=int, default=None, help="export this many examples (a seeded sample)"
+    )
+    ex.add_argument("--seed", type=int, default=0, help="sample and sampling seed")
+    ex.add_argument(
+        "--model",
+        default=None,
+        help="drafter: Hugging Face id or local path (default: bundled SmolLM2-135M-Instruct)",
+    )
+    ex.add_argument(
+        "--home", type=Path, default=None, help="QueryAgent home (catalog, converted models)"
+    )
+    ex.add_argument(
+        "--batch-size", type=int, default=16, help="concurrent runs whose model calls are batched"
+    )
+    ex.add_argument(
+        "--max-refinements",
+        type=int,
+        default=Context.max_refinements,
+        help="refinement budget per run (0 = single turn)",
+    )
+    ex.set_defaults(func=_export)

@@ -1,0 +1,295 @@
+"""The paper's consistency reward, r = r_format + r_tool + r_query + r_item, as TRL rewards.
+
+Each function follows TRL's convention (``trl/rewards/``): ``f(completions, **kwargs) ->
+list[float | None]``, one value per completion, ``None`` meaning "cannot score" (TRL then leaves
+that function out for that sample). A function scores the whole agent rollout, not just the
+completion text: the rollout arrives as the keyword ``trajectory`` (one
+``queryagent.trajectory/v1`` dict per completion, written by ``graphs/trajectories.py``), and the
+shopper's real next item as the data-set columns ``target_item``, ``target_query`` and
+``target_title`` (falling back to the trajectory's own ``target``).
+
+Terms, each in [0, 1], so r is in [0, 4] (the paper gives no weights; equal weights inferred):
+
+================  ============================================================================
+format_reward     fraction of the rollout's turns (draft and refinements) whose completion
+                  parses as a query (``agent.parsing.parse_query``, the node's own parser);
+                  0 for a rollout with no turn
+tool_reward       0.5 if the memory was fetched + 0.5 if the catalog was searched with a valid
+                  query (some turn has a parsed query and retrieved products)
+query_reward      0.5 * exact match + 0.5 * ROUGE-L F1 of the final query against the real next
+                  query, both normalized (``training.queries.normalize_query``); an exact match
+                  scores 1.0, a near miss at most 0.5
+item_reward       0.5 * hit (the real next item is in the final query's top K, K = 10)
+                  + 0.5 * best ROUGE-L F1 between those K titles and the real item's title
+================  ============================================================================
+
+A final query that the graph took from its fallback (``final.source == "fallback"``: no turn
+parsed, the strongest interest-graph category was used) earns no query or item reward: the
+policy did not write it, and crediting it would pay a model for never producing a valid query.
+
+Under GDPO (``optimiser_kwargs("gdpo")``) TRL normalizes each function within its group of
+rollouts before summing, so the functions' scales do not weigh them against each other; the
+0.5/0.5 splits inside query_reward and item_reward do.
+
+Example::
+
+    from trl import GRPOConfig
+    from training.rewards import CONSISTENCY_REWARDS, optimiser_kwargs
+    config = GRPOConfig(output_dir="out", **optimiser_kwargs("gdpo"))
+    # GRPOTrainer(..., reward_funcs=CONSISTENCY_REWARDS, args=config)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, Protocol
+
+from agent.parsing import parse_query
+from training.evaluation.metrics import rouge_l
+from training.queries import normalize_query
+
+__all__ = [
+    "CONSISTENCY_REWARDS",
+    "DEFAULT_HIT_K",
+    "TRAJECTORY_SCHEMA",
+    "FormatReward",
+    "ItemReward",
+    "QueryReward",
+    "RewardFunction",
+    "ToolReward",
+    "format_reward",
+    "item_reward",
+    "optimiser_kwargs",
+    "query_reward",
+    "tool_reward",
+]
+
+TRAJECTORY_SCHEMA = "queryagent.trajectory/v1"
+# The item hit is judged on the final query's top 10, the same cut-off as the evaluation's
+# I_Hit@10 and the graph's default retrieval depth.
+DEFAULT_HIT_K = 10
+
+Trajectory = Mapping[str, Any]
+
+
+class RewardFunction(Protocol):
+    """What TRL's ``GRPOTrainer(reward_funcs=...)`` calls; ``__name__`` names it in the logs."""
+
+    __name__: str
+
+    def __call__(self, completions: Sequence[Any], **kwargs: Any) -> list[float | None]: ...
+
+
+# --------------------------------------------------------------------------- kwargs helpers
+
+
+def _trajectories(completions: Sequence[Any], kwargs: Mapping[str, Any]) -> list[Any]:
+    """The ``trajectory`` keyword, one per completion (a dict, its JSON text, or ``None``)."""
+    if "trajectory" not in kwargs:
+        raise ValueError(
+            "consistency rewards score whole agent rollouts: pass trajectory=[...] (one "
+            f"{TRAJECTORY_SCHEMA} dict per completion), e.g. as a column the rollout returns"
+        )
+    trajectories = list(kwargs["trajectory"])
+    if len(trajectories) != len(completions):
+        raise ValueError(
+            f"got {len(trajectories)} trajectories for {len(completions)} completions; "
+            "pass one per completion, in the same order"
+        )
+    return [json.loads(t) if isinstance(t, str | bytes) else t for t in trajectories]
+
+
+def _target(kwargs: Mapping[str, Any], i: int, trajectory: Trajectory, field: str) -> Any:
+    """The target's ``field`` ("item_id", "query", "title"): the data-set column, else the
+    trajectory's own ``target``; ``None`` when neither has it."""
+    column = kwargs.get(f"target_{'item' if field == 'item_id' else field}")
+    if column is not None and i < len(column) and column[i] is not None:
+        return column[i]
+    target = trajectory.get("target") or {}
+    return target.get(field)
+
+
+def _steps(trajectory: Trajectory) -> list[Mapping[str, Any]]:
+    return list(trajectory.get("steps") or [])
+
+
+def _final(trajectory: Trajectory) -> Mapping[str, Any]:
+    return trajectory.get("final") or {}
+
+
+def _model_final_query(trajectory: Trajectory) -> str | None:
+    """The final recommended query when the policy wrote it; ``None`` for none or a fallback."""
+    final = _final(trajectory)
+    if final.get("source") == "fallback":
+        return None
+    query = final.get("query")
+    return query if query else None
+
+
+# --------------------------------------------------------------------------- r_format, r_tool
+
+
+class FormatReward:
+    """r_format: the fraction of turns whose completion parses as a query; 0 with no turn.
+
+    Every turn counts, not only the last: GRPO trains on the tokens of every turn, and a
+    last-turn-only score would not penalize turns wasted on malformed output.
+    """
+
+    __name__ = "format_reward"
+
+    def __call__(self, completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
+        out: list[float | None] = []
+        for trajectory in _trajectories(completions, kwargs):
+            if trajectory is None:
+                out.append(None)
+                continue
+            steps = _steps(trajectory)
+            if not steps:
+                out.append(0.0)
+                continue
+            parsed = sum(parse_query(step.get("completion") or "").ok for step in steps)
+            out.append(parsed / len(steps))
+        return out
+
+
+class ToolReward:
+    """r_tool: ``memory_weight`` if the memory was fetched, plus ``search_weight`` if the catalog
+    was searched with a valid query (a turn with a parsed query and retrieved products)."""
+
+    __name__ = "tool_reward"
+
+    def __init__(self, memory_weight: float = 0.5, search_weight: float = 0.5) -> None:
+        self.memory_weight = memory_weight
+        self.search_weight = search_weight
+
+    def __call__(self, completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
+        out: list[float | None] = []
+        for trajectory in _trajectories(completions, kwargs):
+            if trajectory is None:
+                out.append(None)
+                continue
+            recalled = bool(trajectory.get("memory_recalled"))
+            searched = any(
+                step.get("query") and step.get("retrieved") for step in _steps(trajectory)
+            )
+            out.append(self.memory_weight * recalled + self.search_weight * searched)
+        return out
+
+
+# --------------------------------------------------------------------------- r_query
+
+
+class QueryReward:
+    """r_query: ``hard_weight`` * exact match + ``soft_weight`` * ROUGE-L F1 of the final query
+    against the target query, both normalized. ``None`` when the target query is unknown."""
+
+    __name__ = "query_reward"
+
+    def __init__(self, hard_weight: float = 0.5, soft_weight: float = 0.5) -> None:
+        self.hard_weight = hard_weight
+        self.soft_weight = soft_weight
+
+    def __call__(self, completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
+        out: list[float | None] = []
+        for i, trajectory in enumerate(_trajectories(completions, kwargs)):
+            if trajectory is None:
+                out.append(None)
+                continue
+            truth = _target(kwargs, i, trajectory, "query")
+            truth = normalize_query(truth) if truth else ""
+            if not truth:
+                out.append(None)
+                continue
+            query = _model_final_query(trajectory)
+            query = normalize_query(query) if query else ""
+            if not query:
+                out.append(0.0)
+                continue
+            exact = float(query == truth)
+            out.append(self.hard_weight * exact + self.soft_weight * rouge_l(query, truth))
+        return out
+
+
+# --------------------------------------------------------------------------- r_item
+
+
+class ItemReward:
+    """r_item: ``hit_weight`` * (target item among the final query's top ``k``) +
+    ``title_weight`` * the best ROUGE-L F1 between those ``k`` titles and the target title.
+
+    The final query's products are those of the last turn whose query equals it; when no turn
+    does, ``final.product_ids`` (their titles looked up among every turn's retrieved products).
+    ROUGE-L uses rouge-score's tokenizer, which lower-cases and splits off punctuation.
+    ``None`` when the target item or its title is unknown.
+    """
+
+    __name__ = "item_reward"
+
+    def __init__(
+        self, k: int = DEFAULT_HIT_K, hit_weight: float = 0.5, title_weight: float = 0.5
+    ) -> None:
+        if k < 1:
+            raise ValueError(f"k (the hit cut-off) must be >= 1, got {k}")
+        self.k = k
+        self.hit_weight = hit_weight
+        self.title_weight = title_weight
+
+    def __call__(self, completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
+        out: list[float | None] = []
+        for i, trajectory in enumerate(_trajectories(completions, kwargs)):
+            if trajectory is None:
+                out.append(None)
+                continue
+            item = _target(kwargs, i, trajectory, "item_id")
+            title = _target(kwargs, i, trajectory, "title")
+            if not item or title is None:
+                out.append(None)
+                continue
+            if _model_final_query(trajectory) is None:
+                out.append(0.0)
+                continue
+            top = self.top_k(trajectory)
+            hit = float(any(item_id == item for item_id, _ in top))
+            best = max((rouge_l(t, title) for _, t in top if t), default=0.0)
+            out.append(self.hit_weight * hit + self.title_weight * best)
+        return out
+
+    def top_k(self, trajectory: Trajectory) -> list[tuple[str, str]]:
+        """``(item_id, title)`` of the final query's top ``k`` products, best first."""
+        steps = _steps(trajectory)
+        final_query = _final(trajectory).get("query")
+        matching = [s for s in steps if final_query and s.get("query") == final_query]
+        if matching and matching[-1].get("retrieved"):
+            retrieved = sorted(matching[-1]["retrieved"], key=lambda p: p.get("rank", 0))
+            return [(str(p["item_id"]), str(p.get("title") or "")) for p in retrieved[: self.k]]
+        titles = {
+            str(p["item_id"]): str(p.get("title") or "")
+            for step in steps
+            for p in step.get("retrieved") or []
+        }
+        ids = [str(i) for i in (_final(trajectory).get("product_ids") or [])][: self.k]
+        return [(item_id, titles.get(item_id, "")) for item_id in ids]
+
+
+format_reward = FormatReward()
+tool_reward = ToolReward()
+query_reward = QueryReward()
+item_reward = ItemReward()
+
+# The consistency reward's four terms, in the paper's order; pass as GRPOTrainer(reward_funcs=...).
+CONSISTENCY_REWARDS: list[RewardFunction] = [format_reward, tool_reward, query_reward, item_reward]
+
+
+def optimiser_kwargs(name: Literal["gdpo", "grpo"] = "gdpo") -> dict[str, Any]:
+    """``GRPOConfig`` keyword arguments selecting the paper's optimiser or the plain baseline.
+
+    GDPO normalizes each reward function within its group of rollouts, sums the normalized
+    terms, then normalizes across the batch (TRL's ``"normalize_then_sum"``); plain GRPO sums the
+    rewards first and normalizes the sum (``"sum_then_normalize"``, TRL's default).
+    """
+    aggregation = {"gdpo": "normalize_then_sum", "grpo": "sum_then_normalize"}
+    if name not in aggregation:
+        raise ValueError(f"optimiser must be 'gdpo' or 'grpo', got {name!r}")
+    return {"multi_objective_aggregation": aggregation[name]}
