@@ -13,6 +13,7 @@ from memory_store.datasets import (
     load_jsonl,
     load_recbole,
     parse_item_text,
+    target_position,
 )
 from memory_store.events import BehaviorEvent, EventKind, events_from_sequence
 from memory_store.memory import (
@@ -72,6 +73,7 @@ __all__ = [
     "load_dataset",
     "load_jsonl",
     "load_recbole",
+    "target_position",
     "node_key",
     "open_store",
     "parse_item_text",

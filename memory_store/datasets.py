@@ -501,3 +501,34 @@ def load_jsonl(
         sequences=sequences,
         splits=leave_one_out(users, sequences, max_history=max_history),
     )
+
+
+def target_position(dataset: Dataset, ex: Example, split: str) -> int:
+    """Where ``ex.target`` sits in the shopper's full sequence: the memory sees items before it.
+
+    Not ``len(ex.history)`` in general: the UniSRec files cap histories at 50 items, while the
+    memory holds the whole sequence. ``test`` and ``valid`` targets are the last and second to
+    last items; a ``train`` row is ``sequence[:k] -> sequence[k]`` with the history clipped to its
+    last items, so ``k`` is the first position from ``len(history)`` on where the row matches.
+
+    Raises:
+        DataError: the example does not line up with the sequence.
+    """
+    sequence, history = dataset.sequences[ex.user_id], ex.history
+
+    def lines_up(position: int) -> bool:
+        before = tuple(sequence[:position])
+        return sequence[position] == ex.target and (
+            not history or before[-len(history) :] == history
+        )
+
+    if split == "train":
+        candidates = range(len(history), len(sequence))
+    else:
+        candidates = range(len(sequence) - (1 if split == "test" else 2), len(sequence))[:1]
+    for position in candidates:
+        if position >= 0 and lines_up(position):
+            return position
+    raise DataError(
+        dataset.root, None, f"user {ex.user_id}: the {split} example does not match the sequence"
+    )

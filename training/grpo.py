@@ -34,11 +34,9 @@ from typing import Any
 
 from agent.context import Context
 from agent.prompts import draft_messages
-from memory_store import Dataset, UserProfile, build_profile, events_from_sequence
+from memory_store import Dataset, UserProfile, build_profile, events_from_sequence, target_position
 from memory_store.paths import queryagent_home
-from training.evaluation.baselines import QueryOracle
-from training.evaluation.runner import example_position
-from training.queries import common_root
+from training.queries import QueryOracle, common_root
 from training.rollout import prompt_key, render_conversation
 from training.sft import META_FILE, _replace_dir, _versions
 
@@ -163,7 +161,7 @@ def build_rows(dataset: Dataset, settings: GRPOSettings) -> list[dict[str, Any]]
                 rows.append(row)
     else:
         for ex in dataset.examples(settings.split):
-            before = example_position(dataset, ex, settings.split)
+            before = target_position(dataset, ex, settings.split)
             events = events_from_sequence(
                 ex.user_id, dataset.sequences[ex.user_id][:before], dataset.products
             )

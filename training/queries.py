@@ -8,7 +8,9 @@ normalization is applied to generated queries before exact match (Q_EM).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+
+from memory_store import Dataset
 
 _PUNCT = re.compile(r"[^\w\s]|_")
 
@@ -45,3 +47,22 @@ def ground_truth_query(category: str, root: str) -> str | None:
         text = text[len(root) :]
     query = normalize_query(text)
     return query or None
+
+
+class QueryOracle:
+    """Ground-truth queries of a data set's items (category path minus the common root)."""
+
+    def __init__(self, dataset: Dataset, root: str) -> None:
+        self.dataset = dataset
+        self.root = root
+
+    def of_item(self, item_id: str) -> str | None:
+        return ground_truth_query(self.dataset.products[item_id].category, self.root)
+
+    def last_query(self, history: Sequence[str]) -> str | None:
+        """Query of the most recent history item that has a category."""
+        for item_id in reversed(history):
+            query = self.of_item(item_id)
+            if query:
+                return query
+        return None

@@ -51,10 +51,15 @@ from typing import Any
 
 from agent.drafter import BASE_MODEL_SENTINEL, resolve_base_model
 from agent.prompts import draft_messages
-from memory_store import Dataset, Example, build_profile, events_from_sequence, queryagent_home
-from training.evaluation.baselines import QueryOracle
-from training.evaluation.runner import example_position
-from training.queries import common_root
+from memory_store import (
+    Dataset,
+    Example,
+    build_profile,
+    events_from_sequence,
+    queryagent_home,
+    target_position,
+)
+from training.queries import QueryOracle, common_root
 
 __all__ = [
     "META_FILE",
@@ -127,7 +132,7 @@ def build_pairs(
     pairs = []
     # Profiles are built only for the kept pairs: the bundled split has 34k examples.
     for ex, truth in kept:
-        before = example_position(dataset, ex, "train")
+        before = target_position(dataset, ex, "train")
         sequence = dataset.sequences[ex.user_id][:before]
         profile = build_profile(
             ex.user_id, events_from_sequence(ex.user_id, sequence, dataset.products)
@@ -497,3 +502,22 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--max-length", type=int, default=1024, help="longest tokenized pair")
     p.add_argument("--save-steps", type=int, default=200, help="checkpoint every N steps")
     p.set_defaults(func=_sft)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m training.sft ...``: the same command without the other subcommands' imports
+    (the evaluation's Chroma and metrics stack), e.g. on a GPU machine with a lean environment."""
+    from memory_store import DataError
+
+    parser = argparse.ArgumentParser(prog="python -m training.sft")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["sft", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return int(args.func(args))
+    except (SFTError, DataError) as exc:
+        print(f"sft: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -11,7 +10,7 @@ import pytest
 from agent.context import Context
 from graphs.trajectories import TrajectoryRecord
 from memory_store import UserMemory, load_dataset
-from training.grpo import GRPOSettings, GraphRollout, build_rows, run_grpo
+from training.grpo import GraphRollout, GRPOSettings, build_rows, run_grpo
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -17,30 +17,13 @@ from itertools import combinations
 import numpy as np
 
 from agent.catalog import Catalog
-from memory_store import Dataset, Example
-from training.queries import ground_truth_query
+from memory_store import Example
+from training.queries import QueryOracle
+
+__all__ = ["DenseQuery", "LastCategory", "Popular", "QueryOracle", "Swing"]
 
 # Recent history items embedded for dense-query (the paper's latest intent is short too).
 DENSE_RECENT = 5
-
-
-class QueryOracle:
-    """Ground-truth queries of a data set's items (category path minus the common root)."""
-
-    def __init__(self, dataset: Dataset, root: str) -> None:
-        self.dataset = dataset
-        self.root = root
-
-    def of_item(self, item_id: str) -> str | None:
-        return ground_truth_query(self.dataset.products[item_id].category, self.root)
-
-    def last_query(self, history: Sequence[str]) -> str | None:
-        """Query of the most recent history item that has a category."""
-        for item_id in reversed(history):
-            query = self.of_item(item_id)
-            if query:
-                return query
-        return None
 
 
 class Popular:

@@ -23,7 +23,14 @@ from agent.catalog import Catalog, ChromaCatalog
 from agent.context import Context
 from agent.parsing import parse_query
 from agent.prompts import STOP, draft_messages
-from memory_store import Dataset, Example, build_profile, events_from_sequence
+from memory_store import (
+    DataError,
+    Dataset,
+    Example,
+    build_profile,
+    events_from_sequence,
+    target_position,
+)
 from training.evaluation.baselines import DenseQuery, LastCategory, Popular, QueryOracle, Swing
 from training.evaluation.metrics import UserOutcome, aggregate, distinct_ratio, score_outcomes
 from training.queries import common_root
@@ -121,32 +128,11 @@ def open_eval_catalog(dataset: Dataset, home: str | Path | None) -> ChromaCatalo
 
 
 def example_position(dataset: Dataset, ex: Example, split: str) -> int:
-    """Where ``ex.target`` sits in the shopper's full sequence: the memory sees items before it.
-
-    Not ``len(ex.history)`` in general: the UniSRec files cap histories at 50 items, while the
-    memory holds the whole sequence. ``test`` and ``valid`` targets are the last and second to
-    last items; a ``train`` row is ``sequence[:k] -> sequence[k]`` with the history clipped to its
-    last items, so ``k`` is the first position from ``len(history)`` on where the row matches.
-
-    Raises:
-        EvalError: the example does not line up with the sequence.
-    """
-    sequence, history = dataset.sequences[ex.user_id], ex.history
-
-    def lines_up(position: int) -> bool:
-        before = tuple(sequence[:position])
-        return sequence[position] == ex.target and (
-            not history or before[-len(history) :] == history
-        )
-
-    if split == "train":
-        candidates = range(len(history), len(sequence))
-    else:
-        candidates = range(len(sequence) - (1 if split == "test" else 2), len(sequence))[:1]
-    for position in candidates:
-        if position >= 0 and lines_up(position):
-            return position
-    raise EvalError(f"user {ex.user_id}: the {split} example does not match the sequence")
+    """``memory_store.target_position``, with a mismatch reported as an ``EvalError``."""
+    try:
+        return target_position(dataset, ex, split)
+    except DataError as exc:
+        raise EvalError(str(exc)) from exc
 
 
 @dataclass
