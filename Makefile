@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 DEMO_USERS ?= A1SWWHE1L3XR3V A30Y2UTHJDGD62 ABW8NXS7SV55K
 PORT ?= 8123
 
-.PHONY: install demo test test-fast lint bench dev clean
+.PHONY: install demo test test-fast lint bench dev clean train-sft
 
 install: $(STAMP)
 
@@ -40,6 +40,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.recommend
+
+# The SFT cold start of models/smollm2-sft (see its README; about 5 minutes on one GPU).
+train-sft: $(STAMP)
+	$(BIN)/python -m training.sft --data data/amazon-scientific --epochs 1 --batch-size 32 \
+		--save-steps 100000 --out models/smollm2-sft
 
 # LangGraph Studio: serves graphs/query_agent.py:graph offline on a free port (2024 may be taken).
 dev: $(STAMP)

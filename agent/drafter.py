@@ -409,6 +409,9 @@ class HFDrafter:
             model = PeftModel.from_pretrained(base_model, source)
         else:
             model = AutoPeftModelForCausalLM.from_pretrained(source)
+        # The drafter only generates: folding the adapter into the base weights makes each
+        # forward pass as cheap as the base model's (an unmerged LoRA adds a matmul per layer).
+        model = model.merge_and_unload()
         has_tokenizer = any(
             (Path(source) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")
         )

@@ -383,7 +383,7 @@ def run_grpo(
         per_device_train_batch_size=settings.num_generations * settings.prompts_per_step,
         max_completion_length=512,
         # Short sequences on a 135M model: recomputing activations would only cost time.
-        activation_checkpointing=False,
+        gradient_checkpointing=False,  # (activation_checkpointing from transformers 5.2x on)
         seed=settings.seed,
         use_cpu=not cuda,
         bf16=cuda and torch.cuda.is_bf16_supported(),

@@ -327,7 +327,7 @@ def run_sft(settings: SFTSettings, dataset: Dataset, *, command: str | None = No
         completion_only_loss=True,
         max_length=settings.max_length,
         # Short sequences on a 135M model: recomputing activations would only cost time.
-        activation_checkpointing=False,
+        gradient_checkpointing=False,  # (activation_checkpointing from transformers 5.2x on)
         use_cpu=not cuda,
         bf16=cuda and torch.cuda.is_bf16_supported(),
         logging_steps=10,

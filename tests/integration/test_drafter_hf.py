@@ -136,18 +136,35 @@ def test_concurrent_generate_is_safe(drafter: HFDrafter) -> None:
 
 def test_peft_adapter_folder_loads(tiny_model: Path, tmp_path: Path) -> None:
     peft = pytest.importorskip("peft")
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     base = AutoModelForCausalLM.from_pretrained(tiny_model)
     lora = peft.get_peft_model(
         base, peft.LoraConfig(r=2, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
     )
+    torch.manual_seed(1)
+    with torch.no_grad():  # a trained-looking adapter: LoRA B starts at zero, a no-op
+        for name, param in lora.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=1.0)
     lora.save_pretrained(tmp_path)
-    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(tmp_path)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    tokenizer.save_pretrained(tmp_path)
     drafter = HFDrafter(str(tmp_path), device="cpu")
-    [g] = drafter.generate(PROMPTS[:1], max_new_tokens=4)
+    [g] = drafter.generate(PROMPTS[:1], max_new_tokens=6)
+    # merged into the base weights for speed, and generating what the adapter model generates
+    assert not type(drafter.model).__name__.startswith("Peft")
+    text = tokenizer.apply_chat_template(PROMPTS[0], tokenize=False, add_generation_prompt=True)
+    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)
+    lora.eval()
+    with torch.no_grad():
+        ref = lora.generate(
+            **ids, max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.eos_token_id
+        )
+    expected = ref[0, ids["input_ids"].shape[1] :].tolist()
+    assert g.completion_token_ids == expected[: len(g.completion_token_ids)]
     assert g.completion_token_ids
-    assert type(drafter.model).__name__.startswith("Peft")
 
 
 @pytest.mark.slow
