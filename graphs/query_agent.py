@@ -42,7 +42,7 @@ class Deps:
     catalog: Catalog
 
 
-def build_graph(deps: Deps) -> StateGraph:
+def build_graph(deps: Deps) -> StateGraph[Any, Context, Any, Any]:
     """The agent's graph, uncompiled."""
     builder = StateGraph(
         State, input_schema=InputState, output_schema=OutputState, context_schema=Context
