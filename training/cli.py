@@ -12,28 +12,15 @@ argparse. User errors print one line and exit 2.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from graphs.trajectories import code_version
 from memory_store import DataError, load_dataset
 
 EXIT_USAGE = 2
-
-
-def _code_version() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=Path(__file__).resolve().parent,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -44,16 +31,7 @@ def _eval(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise EvalUsageError(f"--limit must be >= 1, got {args.limit}")
     dataset = load_dataset(args.data)
-    config = EvalConfig(
-        data=str(args.data),
-        split=args.split,
-        limit=args.limit,
-        seed=args.seed,
-        model=args.model,
-        batch_size=args.batch_size,
-        max_refinements=args.max_refinements,
-        home=str(args.home) if args.home else None,
-    )
+    config = EvalConfig.from_args(args)
     out = Path(args.out)
     t0 = time.perf_counter()
     evaluator = Evaluator(dataset, config, cache_dir=out.with_suffix(".cache"))
@@ -61,7 +39,7 @@ def _eval(args: argparse.Namespace) -> int:
     header = {
         "command": " ".join(sys.argv),
         "config": vars(config),
-        "code_version": _code_version(),
+        "code_version": code_version(),
         "data_name": dataset.name,
         "split": args.split,
         "users": len(evaluator.pairs),

@@ -40,6 +40,7 @@ from memory_store import SPLITS, Dataset, Example, load_dataset
 from training.evaluation.baselines import QueryOracle
 from training.evaluation.runner import (
     RETRIEVE_K,
+    EvalConfig,
     EvalError,
     example_position,
     open_eval_catalog,
@@ -53,17 +54,10 @@ CHUNK_BATCHES = 4
 
 
 @dataclass
-class ExportConfig:
-    """What an export ran with (written into the sidecar's ``config``)."""
+class ExportConfig(EvalConfig):
+    """What an export ran with (written into the sidecar's ``config``); any split."""
 
-    data: str
     split: str = "train"
-    limit: int | None = None
-    seed: int = 0
-    model: str | None = None
-    batch_size: int = 16
-    max_refinements: int = Context.max_refinements
-    home: str | None = None
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
@@ -200,16 +194,7 @@ def _catalog_meta(catalog: Any) -> dict[str, Any]:
 
 
 def _export(args: argparse.Namespace) -> int:
-    config = ExportConfig(
-        data=str(args.data),
-        split=args.split,
-        limit=args.limit,
-        seed=args.seed,
-        model=args.model,
-        batch_size=args.batch_size,
-        max_refinements=args.max_refinements,
-        home=str(args.home) if args.home else None,
-    )  # validates the flags before the data set loads
+    config = ExportConfig.from_args(args)  # validates the flags before the data set loads
     try:
         if not args.out.parent.is_dir():  # before the data set loads
             raise TrajectoryError(f"{args.out}: folder {args.out.parent} does not exist")

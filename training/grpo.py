@@ -345,8 +345,8 @@ def run_grpo(
     from peft import LoraConfig
     from trl import GRPOConfig, GRPOTrainer
 
+    from graphs.trajectories import code_version
     from memory_store import UserMemory
-    from training.cli import _code_version
     from training.evaluation.runner import open_eval_catalog
     from training.rewards import CONSISTENCY_REWARDS, optimiser_kwargs
 
@@ -427,7 +427,7 @@ def run_grpo(
         "rewards": [f.__name__ for f in CONSISTENCY_REWARDS],
         "data": {"path": str(dataset.root), "name": dataset.name, "prompt_rows": len(rows)},
         "device": "cuda" if cuda else "cpu",
-        "code_version": _code_version(),
+        "code_version": code_version(),
         "versions": _versions(),
         "steps": trainer.state.global_step,
         "resumed_from": checkpoint,

@@ -294,7 +294,7 @@ def run_sft(settings: SFTSettings, dataset: Dataset, *, command: str | None = No
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
 
-    from training.cli import _code_version
+    from graphs.trajectories import code_version
 
     started = time.perf_counter()
     out = settings.out_dir
@@ -392,7 +392,7 @@ def run_sft(settings: SFTSettings, dataset: Dataset, *, command: str | None = No
             "skipped_no_category": skipped,
             "longest_tokens": longest,
         },
-        "code_version": _code_version(),
+        "code_version": code_version(),
         "versions": _versions(),
         "base_model": BASE_MODEL_SENTINEL if settings.default_base else settings.model,
         "base_model_loaded_from": source,

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from tqdm.auto import tqdm
 
@@ -145,6 +145,20 @@ class EvalConfig:
     batch_size: int = 16
     max_refinements: int = Context.max_refinements
     home: str | None = None
+
+    @classmethod
+    def from_args(cls, args: Any) -> Self:
+        """From the parsed flags that ``eval`` and ``export`` share."""
+        return cls(
+            data=str(args.data),
+            split=args.split,
+            limit=args.limit,
+            seed=args.seed,
+            model=args.model,
+            batch_size=args.batch_size,
+            max_refinements=args.max_refinements,
+            home=str(args.home) if args.home else None,
+        )
 
 
 @dataclass
