@@ -210,6 +210,11 @@ def _to_product_fields(item_id: str, metadata: Any) -> dict[str, str]:
     return {"item_id": item_id, **fields}
 
 
+def _metadata(product: Product) -> dict[str, str]:
+    # Chroma metadata values cannot be None: the record's fields are "" when unknown.
+    return {f: str(getattr(product, f) or "") for f in _METADATA_FIELDS}
+
+
 class ChromaCatalog:
     """A ``Catalog`` on a Chroma collection: a local persistent one, or a Chroma server.
 
@@ -364,13 +369,23 @@ class ChromaCatalog:
 
     @staticmethod
     def _upsert_batch(collection: Collection, batch: dict[str, Product]) -> int:
-        items = list(batch.values())
-        collection.upsert(
-            ids=[p.item_id for p in items],
-            documents=[p.document() for p in items],
-            # Chroma metadata values cannot be None: the record's fields are "" when unknown.
-            metadatas=[{f: str(getattr(p, f) or "") for f in _METADATA_FIELDS} for p in items],
-        )
+        """Write the batch's new or changed products; unchanged ones are not embedded again,
+        so re-ingesting a data set costs a read, not a pass of the embedding model."""
+        stored = collection.get(ids=list(batch), include=["documents", "metadatas"])
+        unchanged = {
+            item_id
+            for item_id, doc, meta in zip(
+                stored["ids"], stored["documents"] or [], stored["metadatas"] or [], strict=False
+            )
+            if doc == batch[item_id].document() and dict(meta or {}) == _metadata(batch[item_id])
+        }
+        items = [p for item_id, p in batch.items() if item_id not in unchanged]
+        if items:
+            collection.upsert(
+                ids=[p.item_id for p in items],
+                documents=[p.document() for p in items],
+                metadatas=[_metadata(p) for p in items],  # type: ignore[misc]
+            )
         return len(items)
 
     # ----------------------------------------------------------------- reads

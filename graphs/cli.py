@@ -55,7 +55,7 @@ def _ingest(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     dataset = load_dataset(args.data)  # validates everything before anything is written
     catalog = ChromaCatalog.from_env(home=args.home)
-    n_products = catalog.upsert(dataset.products.values())
+    n_written = catalog.upsert(dataset.products.values())
     t_catalog = time.perf_counter() - t0
     store = open_store(args.home)
     memory = UserMemory(store)
@@ -70,7 +70,8 @@ def _ingest(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - t0
     n_events = sum(len(s) for s in dataset.sequences.values())
     print(
-        f"ingested {dataset.name}: {n_products} products into the catalog ({t_catalog:.1f} s), "
+        f"ingested {dataset.name}: {len(dataset.products)} products in the catalog "
+        f"({n_written} new or changed, {t_catalog:.1f} s), "
         f"{len(dataset.users)} shoppers and {n_events} events into memory; {elapsed:.1f} s in all; "
         f"home {queryagent_home(args.home)}"
     )

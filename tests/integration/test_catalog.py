@@ -62,9 +62,19 @@ def catalog(tmp_path_factory: pytest.TempPathFactory) -> ChromaCatalog:
 def test_upsert_is_idempotent(catalog: ChromaCatalog) -> None:
     assert isinstance(catalog, Catalog)
     assert catalog.count() == len(PRODUCTS)
-    catalog.upsert(PRODUCTS, progress=False)
-    catalog.upsert(iter(PRODUCTS[:2]), batch_size=1, progress=False)  # a plain iterator too
+    # unchanged products are not written (nor embedded) again
+    assert catalog.upsert(PRODUCTS, progress=False) == 0
+    assert catalog.upsert(iter(PRODUCTS[:2]), batch_size=1, progress=False) == 0  # an iterator
     assert catalog.count() == len(PRODUCTS)
+
+
+def test_reingest_writes_only_changed_products(tmp_path: Path) -> None:
+    cat = ChromaCatalog(home=tmp_path)
+    assert cat.upsert(PRODUCTS, progress=False) == len(PRODUCTS)
+    changed = PRODUCTS[0].model_copy(update={"title": "A renamed product"})
+    assert cat.upsert([changed, *PRODUCTS[1:]], progress=False) == 1
+    assert cat.get([changed.item_id])[changed.item_id] == changed
+    assert cat.search("A renamed product", k=1)[0].item_id == changed.item_id
 
 
 def test_upsert_replaces_by_id_and_keeps_the_last_duplicate(tmp_path: Path) -> None:
