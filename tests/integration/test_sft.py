@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from langgraph.store.memory import InMemoryStore
 
 from agent import drafter as drafter_module
@@ -126,8 +127,14 @@ def test_sft_lora_on_the_default_model_writes_a_portable_adapter(
 
     drafter = HFDrafter(str(out), home=home, device="cpu")
     [gen] = drafter.generate([build_pairs_prompt(tiny_recbole_dir)], max_new_tokens=4)
-    assert type(drafter.model).__name__.startswith("Peft")
     assert gen.completion_token_ids
+    # the adapter is merged into the base weights for inference: they differ from the base's
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(fake_conversion[0]).state_dict()
+    merged = drafter.model.state_dict()
+    assert not type(drafter.model).__name__.startswith("Peft")
+    assert any(not torch.equal(merged[k], base[k]) for k in base if "q_proj.weight" in k)
 
 
 def build_pairs_prompt(data: Path) -> list[dict[str, str]]:
