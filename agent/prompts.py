@@ -47,6 +47,15 @@ FEW_SHOT: tuple[tuple[str, str], ...] = (
 )
 
 
+def prompt_fingerprint() -> str:
+    """A short hash of the prompt template (system prompt, worked turns, stop strings): results
+    cached by an evaluation are only reused for the same prompts."""
+    import hashlib
+
+    text = repr((SYSTEM_PROMPT, FEW_SHOT, STOP, FEEDBACK_PRODUCTS, TITLE_CHARS))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
 def draft_messages(
     profile: UserProfile, popular_categories: Sequence[str] = ()
 ) -> list[dict[str, str]]:

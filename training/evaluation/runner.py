@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from agent.catalog import Catalog, ChromaCatalog
 from agent.context import Context
 from agent.parsing import parse_query
-from agent.prompts import STOP, draft_messages
+from agent.prompts import STOP, draft_messages, prompt_fingerprint
 from memory_store import (
     DataError,
     Dataset,
@@ -206,6 +206,8 @@ class Evaluator:
             "seed": self.config.seed,
             "max_refinements": self.config.max_refinements,
             "data": dataset_fingerprint(self.dataset),
+            # Model methods depend on the prompt template; baselines do not.
+            "prompt": prompt_fingerprint() if spec.method in MODEL_METHODS else None,
         }
 
     def _cache_path(self, spec: MethodSpec) -> Path:
@@ -240,7 +242,6 @@ class Evaluator:
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists():
             path.write_text(json.dumps(self._cache_key(spec)) + "\n")
-        t0 = time.perf_counter()
         bar = tqdm(
             total=len(self.pairs),
             initial=len(self.pairs) - len(todo),
@@ -258,7 +259,9 @@ class Evaluator:
                 bar.update(len(chunk))
         bar.close()
         outcomes = [done[ex.user_id] for ex, _ in self.pairs]
-        result = MethodResult(spec, outcomes, time.perf_counter() - t0)
+        # The time spent writing the queries, summed over users: it survives interruptions and
+        # resumes, where this call's wall clock would only count the users it ran.
+        result = MethodResult(spec, outcomes, sum(o.latency_s for o in outcomes))
         result.metrics = aggregate(score_outcomes(outcomes), seed=self.config.seed)
         result.distinct_ratio = distinct_ratio(outcomes)
         return result
