@@ -51,3 +51,17 @@ def ingested_home(tmp_path_factory: pytest.TempPathFactory, tiny_recbole_dir: Pa
     home = tmp_path_factory.mktemp("ingested-home")
     assert main(["ingest", "--data", str(tiny_recbole_dir), "--home", str(home)]) == 0
     return home
+
+
+@pytest.fixture()
+def store(tiny_dataset):
+    """An in-memory LangGraph store holding the tiny data set's shoppers and catalog stats."""
+    from langgraph.store.memory import InMemoryStore
+
+    from agent.nodes import CATALOG_NAMESPACE, CATALOG_STATS_KEY
+    from memory_store import UserMemory
+
+    store = InMemoryStore()
+    UserMemory(store).ingest_dataset(tiny_dataset, progress=False)
+    store.put(CATALOG_NAMESPACE, CATALOG_STATS_KEY, {"popular_categories": ["duct tape"]})
+    return store

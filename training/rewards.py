@@ -130,7 +130,23 @@ def _model_final_query(trajectory: Trajectory) -> str | None:
 # --------------------------------------------------------------------------- r_format, r_tool
 
 
-class FormatReward:
+class _TrajectoryReward:
+    """One score per completion from its trajectory; ``None`` where there is no trajectory.
+    Subclasses implement ``score`` for a single trajectory (``i`` indexes the dataset columns)."""
+
+    __name__ = "trajectory_reward"
+
+    def __call__(self, completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
+        return [
+            None if trajectory is None else self.score(trajectory, i, kwargs)
+            for i, trajectory in enumerate(_trajectories(completions, kwargs))
+        ]
+
+    def score(self, trajectory: Trajectory, i: int, kwargs: Mapping[str, Any]) -> float | None:
+        raise NotImplementedError
+
+
+class FormatReward(_TrajectoryReward):
     """r_format: the fraction of turns whose completion parses as a query; 0 with no turn.
 
     Every turn counts, not only the last: GRPO trains on the tokens of every turn, and a
@@ -139,22 +155,14 @@ class FormatReward:
 
     __name__ = "format_reward"
 
-    def __call__(self, completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
-        out: list[float | None] = []
-        for trajectory in _trajectories(completions, kwargs):
-            if trajectory is None:
-                out.append(None)
-                continue
-            steps = _steps(trajectory)
-            if not steps:
-                out.append(0.0)
-                continue
-            parsed = sum(parse_query(step.get("completion") or "").ok for step in steps)
-            out.append(parsed / len(steps))
-        return out
+    def score(self, trajectory: Trajectory, i: int, kwargs: Mapping[str, Any]) -> float | None:
+        steps = _steps(trajectory)
+        if not steps:
+            return 0.0
+        return sum(parse_query(step.get("completion") or "").ok for step in steps) / len(steps)
 
 
-class ToolReward:
+class ToolReward(_TrajectoryReward):
     """r_tool: ``memory_weight`` if the memory was fetched, plus ``search_weight`` if the catalog
     was searched with a valid query (a turn with a parsed query and retrieved products)."""
 
@@ -164,24 +172,16 @@ class ToolReward:
         self.memory_weight = memory_weight
         self.search_weight = search_weight
 
-    def __call__(self, completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
-        out: list[float | None] = []
-        for trajectory in _trajectories(completions, kwargs):
-            if trajectory is None:
-                out.append(None)
-                continue
-            recalled = bool(trajectory.get("memory_recalled"))
-            searched = any(
-                step.get("query") and step.get("retrieved") for step in _steps(trajectory)
-            )
-            out.append(self.memory_weight * recalled + self.search_weight * searched)
-        return out
+    def score(self, trajectory: Trajectory, i: int, kwargs: Mapping[str, Any]) -> float | None:
+        recalled = bool(trajectory.get("memory_recalled"))
+        searched = any(step.get("query") and step.get("retrieved") for step in _steps(trajectory))
+        return self.memory_weight * recalled + self.search_weight * searched
 
 
 # --------------------------------------------------------------------------- r_query
 
 
-class QueryReward:
+class QueryReward(_TrajectoryReward):
     """r_query: ``hard_weight`` * exact match + ``soft_weight`` * ROUGE-L F1 of the final query
     against the target query, both normalized. ``None`` when the target query is unknown."""
 
@@ -191,31 +191,23 @@ class QueryReward:
         self.hard_weight = hard_weight
         self.soft_weight = soft_weight
 
-    def __call__(self, completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
-        out: list[float | None] = []
-        for i, trajectory in enumerate(_trajectories(completions, kwargs)):
-            if trajectory is None:
-                out.append(None)
-                continue
-            truth = _target(kwargs, i, trajectory, "query")
-            truth = normalize_query(truth) if truth else ""
-            if not truth:
-                out.append(None)
-                continue
-            query = _model_final_query(trajectory)
-            query = normalize_query(query) if query else ""
-            if not query:
-                out.append(0.0)
-                continue
-            exact = float(query == truth)
-            out.append(self.hard_weight * exact + self.soft_weight * rouge_l(query, truth))
-        return out
+    def score(self, trajectory: Trajectory, i: int, kwargs: Mapping[str, Any]) -> float | None:
+        truth = _target(kwargs, i, trajectory, "query")
+        truth = normalize_query(truth) if truth else ""
+        if not truth:
+            return None
+        query = _model_final_query(trajectory)
+        query = normalize_query(query) if query else ""
+        if not query:
+            return 0.0
+        exact = float(query == truth)
+        return self.hard_weight * exact + self.soft_weight * rouge_l(query, truth)
 
 
 # --------------------------------------------------------------------------- r_item
 
 
-class ItemReward:
+class ItemReward(_TrajectoryReward):
     """r_item: ``hit_weight`` * (target item among the final query's top ``k``) +
     ``title_weight`` * the best ROUGE-L F1 between those ``k`` titles and the target title.
 
@@ -236,25 +228,17 @@ class ItemReward:
         self.hit_weight = hit_weight
         self.title_weight = title_weight
 
-    def __call__(self, completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
-        out: list[float | None] = []
-        for i, trajectory in enumerate(_trajectories(completions, kwargs)):
-            if trajectory is None:
-                out.append(None)
-                continue
-            item = _target(kwargs, i, trajectory, "item_id")
-            title = _target(kwargs, i, trajectory, "title")
-            if not item or title is None:
-                out.append(None)
-                continue
-            if _model_final_query(trajectory) is None:
-                out.append(0.0)
-                continue
-            top = self.top_k(trajectory)
-            hit = float(any(item_id == item for item_id, _ in top))
-            best = max((rouge_l(t, title) for _, t in top if t), default=0.0)
-            out.append(self.hit_weight * hit + self.title_weight * best)
-        return out
+    def score(self, trajectory: Trajectory, i: int, kwargs: Mapping[str, Any]) -> float | None:
+        item = _target(kwargs, i, trajectory, "item_id")
+        title = _target(kwargs, i, trajectory, "title")
+        if not item or title is None:
+            return None
+        if _model_final_query(trajectory) is None:
+            return 0.0
+        top = self.top_k(trajectory)
+        hit = float(any(item_id == item for item_id, _ in top))
+        best = max((rouge_l(t, title) for _, t in top if t), default=0.0)
+        return self.hit_weight * hit + self.title_weight * best
 
     def top_k(self, trajectory: Trajectory) -> list[tuple[str, str]]:
         """``(item_id, title)`` of the final query's top ``k`` products, best first."""

@@ -4,26 +4,16 @@ from __future__ import annotations
 
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
-from langgraph.store.memory import InMemoryStore
 
 from agent.context import Context
 from agent.drafter import ScriptedDrafter
-from agent.nodes import CATALOG_NAMESPACE, CATALOG_STATS_KEY
 from agent.records import QueryAttempt
 from graphs.query_agent import Deps, build_graph
-from memory_store import UnknownUserError, UserMemory
+from memory_store import UnknownUserError
 from tests.helpers.fakes import FakeCatalog
 
 FILAMENT_USER = "A1TINYUSER01"  # bought filament (x3) then beakers
 COLD_USER = "A1TINYUSER04"  # listed in user2index, no interactions
-
-
-@pytest.fixture()
-def store(tiny_dataset) -> InMemoryStore:
-    store = InMemoryStore()
-    UserMemory(store).ingest_dataset(tiny_dataset, progress=False)
-    store.put(CATALOG_NAMESPACE, CATALOG_STATS_KEY, {"popular_categories": ["duct tape"]})
-    return store
 
 
 def compile_graph(tiny_dataset, store, completions, **kw):

@@ -8,12 +8,10 @@ from pathlib import Path
 
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
-from langgraph.store.memory import InMemoryStore
 
 from agent.batching import MicroBatchingDrafter
 from agent.context import Context
 from agent.drafter import ScriptedDrafter
-from agent.nodes import CATALOG_NAMESPACE, CATALOG_STATS_KEY
 from graphs.query_agent import Deps, build_graph
 from graphs.trajectories import (
     SCHEMA,
@@ -27,19 +25,11 @@ from graphs.trajectories import (
     read_meta,
     write_trajectories,
 )
-from memory_store import UnknownUserError, UserMemory
+from memory_store import UnknownUserError
 from tests.helpers.fakes import FakeCatalog
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "trajectories-v1.jsonl"
 FILAMENT_USER = "A1TINYUSER01"  # bought filament (x3) then beakers
-
-
-@pytest.fixture()
-def store(tiny_dataset) -> InMemoryStore:
-    store = InMemoryStore()
-    UserMemory(store).ingest_dataset(tiny_dataset, progress=False)
-    store.put(CATALOG_NAMESPACE, CATALOG_STATS_KEY, {"popular_categories": ["duct tape"]})
-    return store
 
 
 def compile_graph(tiny_dataset, store, drafter, **kw):
