@@ -85,8 +85,15 @@ class GRPOSettings:
     home: str | None = field(default=None)
     resume: bool = field(default=False, metadata={"help": "continue from <out>.work/"})
     save_steps: int = field(default=25)
+    max_minutes: float | None = field(
+        default=None, metadata={"help": "stop after this many minutes of training (and save)"}
+    )
 
     def __post_init__(self) -> None:
+        if self.max_minutes is not None and not (
+            self.max_minutes > 0 and math.isfinite(self.max_minutes)
+        ):
+            raise GRPOError(f"--max-minutes must be a positive number, got {self.max_minutes}")
         for name in ("max_steps", "prompts_per_step", "save_steps"):
             if getattr(self, name) < 1:
                 raise GRPOError(
@@ -404,6 +411,9 @@ def run_grpo(
     metrics_path = settings.work_dir / METRICS_FILE
     if not settings.resume:
         metrics_path.unlink(missing_ok=True)
+    from training.callbacks import TimeBudget
+
+    budget = TimeBudget(settings.max_minutes) if settings.max_minutes else None
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=[*CONSISTENCY_REWARDS],
@@ -412,7 +422,7 @@ def run_grpo(
         processing_class=tokenizer,
         peft_config=peft_config,
         rollout_func=rollout,
-        callbacks=[_metrics_callback(metrics_path, rollout)],
+        callbacks=[_metrics_callback(metrics_path, rollout), *([budget] if budget else [])],
     )
     trainer.train(resume_from_checkpoint=checkpoint)
     wall_s = time.perf_counter() - started
@@ -430,6 +440,7 @@ def run_grpo(
         "code_version": code_version(),
         "versions": _versions(),
         "steps": trainer.state.global_step,
+        "stopped_by_time_budget": bool(budget and budget.stopped_at_step is not None),
         "resumed_from": checkpoint,
         "wall_s": round(wall_s, 1),
     }
@@ -501,4 +512,10 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--home", default=None)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--save-steps", type=int, default=25)
+    p.add_argument(
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="stop training after this many minutes (the adapter is still saved)",
+    )
     p.set_defaults(func=_grpo)

@@ -183,8 +183,15 @@ class SFTSettings:
     # Truncation would cut the completion (TRL keeps the start), so longer pairs are refused.
     max_length: int = field(default=1024, metadata={"help": "longest tokenized pair"})
     save_steps: int = field(default=200, metadata={"help": "checkpoint every N steps"})
+    max_minutes: float | None = field(
+        default=None, metadata={"help": "stop after this many minutes of training (and save)"}
+    )
 
     def __post_init__(self) -> None:
+        if self.max_minutes is not None and not (
+            self.max_minutes > 0 and math.isfinite(self.max_minutes)
+        ):
+            raise SFTError(f"--max-minutes must be a positive number, got {self.max_minutes}")
         if self.max_steps is not None and self.max_steps < 1:
             raise SFTError(f"--max-steps must be >= 1, got {self.max_steps}")
         if not (self.epochs > 0 and math.isfinite(self.epochs)):
@@ -349,12 +356,16 @@ def run_sft(settings: SFTSettings, dataset: Dataset, *, command: str | None = No
         if settings.lora
         else None
     )
+    from training.callbacks import TimeBudget
+
+    budget = TimeBudget(settings.max_minutes) if settings.max_minutes else None
     trainer = SFTTrainer(
         model=model,
         args=config,
         train_dataset=train,
         processing_class=tokenizer,
         peft_config=peft_config,
+        callbacks=[budget] if budget else None,
     )
     assert trainer.model is not None
     trainable = sum(int(p.numel()) for p in trainer.model.parameters() if p.requires_grad)
@@ -398,6 +409,7 @@ def run_sft(settings: SFTSettings, dataset: Dataset, *, command: str | None = No
         "base_model_loaded_from": source,
         "steps": trainer.state.global_step,
         "epochs": round(float(trainer.state.epoch or 0.0), 4),
+        "stopped_by_time_budget": bool(budget and budget.stopped_at_step is not None),
         "resumed_from": checkpoint,
         "wall_s": round(wall_s, 1),
         "train_s": round(float(result.metrics.get("train_runtime", 0.0)), 1),
@@ -455,6 +467,7 @@ def _sft(args: argparse.Namespace) -> int:
         resume=args.resume,
         max_length=args.max_length,
         save_steps=args.save_steps,
+        max_minutes=args.max_minutes,
     )
     dataset = load_dataset(args.data)
     meta = run_sft(settings, dataset)
@@ -501,6 +514,12 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--resume", action="store_true", help="continue from <out>.work/ checkpoints")
     p.add_argument("--max-length", type=int, default=1024, help="longest tokenized pair")
     p.add_argument("--save-steps", type=int, default=200, help="checkpoint every N steps")
+    p.add_argument(
+        "--max-minutes",
+        type=_float,
+        default=None,
+        help="stop training after this many minutes (the adapter is still saved)",
+    )
     p.set_defaults(func=_sft)
 
 

@@ -1,0 +1,38 @@
+"""The training time budget: stops the trainer once its minutes have passed, not before."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from transformers import TrainerControl
+
+from training.callbacks import TimeBudget
+from training.grpo import GRPOError, GRPOSettings
+from training.sft import SFTError, SFTSettings
+
+
+def _step(budget: TimeBudget, step: int) -> TrainerControl:
+    control = TrainerControl()
+    budget.on_step_end(None, SimpleNamespace(global_step=step), control)
+    return control
+
+
+def test_budget_stops_after_its_time() -> None:
+    spent = TimeBudget(minutes=1e-9)
+    spent.on_train_begin(None, None, TrainerControl())
+    assert _step(spent, 3).should_training_stop and spent.stopped_at_step == 3
+
+
+def test_budget_lets_training_run_inside_its_time() -> None:
+    ample = TimeBudget(minutes=60)
+    ample.on_train_begin(None, None, TrainerControl())
+    assert not _step(ample, 1).should_training_stop and ample.stopped_at_step is None
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan")])
+def test_budget_flag_must_be_positive(bad: float) -> None:
+    with pytest.raises(GRPOError, match="--max-minutes"):
+        GRPOSettings(data="d", max_minutes=bad)
+    with pytest.raises(SFTError, match="--max-minutes"):
+        SFTSettings(data="d", max_minutes=bad)
