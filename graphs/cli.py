@@ -128,7 +128,7 @@ def _log(args: argparse.Namespace, recorder: TrajectoryRecorder, catalog: Any) -
         "command": " ".join(sys.argv),
         "config": {
             "user": args.user,
-            "model": args.model,
+            "model": args.model or getattr(recorder, "model", None),
             "max_refinements": args.max_refinements,
             "seed": args.seed,
             "home": str(queryagent_home(args.home)),
@@ -179,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument(
         "--model",
         default=None,
-        help="drafter: Hugging Face id or local path (default: bundled SmolLM2-135M-Instruct)",
+        help="drafter: Hugging Face id, local folder or adapter (default: $QUERYAGENT_MODEL, else "
+        "the shipped trained adapter models/smollm2-sft)",
     )
     rec.add_argument("--home", type=Path, default=None, help="QueryAgent home")
     rec.add_argument(

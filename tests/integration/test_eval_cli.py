@@ -9,11 +9,15 @@ from pathlib import Path
 import pytest
 
 import agent.drafter
-from agent.drafter import ScriptedDrafter
+from agent.drafter import ScriptedDrafter, default_model
 from training.cli import main
-from training.evaluation.runner import METHODS
+from training.evaluation.runner import METHODS, MODEL_METHODS
 
 pytestmark = pytest.mark.integration
+
+# Model methods named without a model use the shipped drafter, and the report says which.
+SHIPPED = Path(default_model()).name
+LABELS = [f"{m}@{SHIPPED}" if m in MODEL_METHODS else m for m in METHODS]
 
 
 @pytest.fixture()
@@ -52,22 +56,22 @@ def test_all_methods_write_json_markdown_and_chart(
     )
     assert code == 0
     report = json.loads(out.read_text())
-    assert list(report["methods"]) == list(METHODS)
+    assert list(report["methods"]) == LABELS
     assert report["users"] == 6 and report["skipped_no_category"] == 0
     for label, result in report["methods"].items():
         m = result["metrics"]
         for name in ("q_em", "i_hit@1", "i_hit@10", "ndcg@10", "cons@1", "cons@10", "format_valid"):
             assert 0.0 <= m[name]["low"] <= m[name]["mean"] <= m[name]["high"] <= 1.0, (label, name)
     # the scripted drafter always says "duct tape": a valid query, never the category-path truth
-    assert report["methods"]["llm-direct"]["metrics"]["format_valid"]["mean"] == 1.0
-    assert report["methods"]["agent"]["metrics"]["q_em"]["mean"] == 0.0
+    assert report["methods"][f"llm-direct@{SHIPPED}"]["metrics"]["format_valid"]["mean"] == 1.0
+    assert report["methods"][f"agent@{SHIPPED}"]["metrics"]["q_em"]["mean"] == 0.0
     # two of six test targets are duct tapes: the query retrieves them among the top 10
-    assert report["methods"]["llm-direct"]["metrics"]["i_hit@10"]["mean"] > 0
+    assert report["methods"][f"llm-direct@{SHIPPED}"]["metrics"]["i_hit@10"]["mean"] > 0
     # one query for all six users (the report rounds to 4 places)
     assert report["methods"]["popular"]["distinct_ratio"] == pytest.approx(1 / 6, abs=1e-4)
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
     table = out.with_suffix(".md").read_text()
-    assert "| agent-single-turn |" in table and "cons@10" in table
+    assert f"| agent-single-turn@{SHIPPED} |" in table and "cons@10" in table
 
 
 def test_interrupted_run_resumes_from_cache(
@@ -88,16 +92,16 @@ def test_interrupted_run_resumes_from_cache(
         "2",
     ]
     assert main(args) == 0
-    first = json.loads(out.read_text())["methods"]["llm-direct"]["metrics"]
+    first = json.loads(out.read_text())["methods"][f"llm-direct@{SHIPPED}"]["metrics"]
     first.pop("latency_s")  # wall time: differs run to run
-    cache = out.with_suffix(".cache") / "llm-direct.jsonl"
+    cache = out.with_suffix(".cache") / f"llm-direct@{SHIPPED}.jsonl"
     lines = cache.read_text().splitlines()
     assert len(lines) == 1 + 6  # header and one line per user
     cache.write_text("\n".join(lines[:3]) + "\n" + lines[3][:20])  # two users kept, one cut short
     assert main(args) == 0
     prompts = sum(len(call) for d in scripted for call in [d.calls])
     assert prompts == 6 + 4  # the first run, then only the four users not cached
-    again = json.loads(out.read_text())["methods"]["llm-direct"]["metrics"]
+    again = json.loads(out.read_text())["methods"][f"llm-direct@{SHIPPED}"]["metrics"]
     again.pop("latency_s")
     assert again == first
 

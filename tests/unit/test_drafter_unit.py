@@ -32,6 +32,20 @@ def test_scripted_cycles_through_completions_and_records_calls() -> None:
     assert isinstance(drafter, QueryDrafter)
 
 
+def test_product_default_is_the_shipped_adapter(monkeypatch, tmp_path, caplog) -> None:
+    import agent.drafter as drafter_module
+
+    shipped = drafter_module.SHIPPED_MODEL_DIR
+    assert (shipped / "adapter_config.json").is_file()  # committed with the repository
+    assert drafter_module.default_model() == str(shipped)
+    assert load_drafter(None, home=tmp_path).name == str(shipped)
+    # A checkout without it falls back to the untrained base model, and says so.
+    monkeypatch.setattr(drafter_module, "SHIPPED_MODEL_DIR", tmp_path / "missing")
+    with caplog.at_level("WARNING", logger="agent.drafter"):
+        assert drafter_module.default_model() == drafter_module.BASE_MODEL_SENTINEL
+    assert "untrained" in caplog.text
+
+
 def test_scripted_token_ids_are_stable_utf8_bytes() -> None:
     drafter = ScriptedDrafter(["café"])
     [g] = drafter.generate([PROMPT])

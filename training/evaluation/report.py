@@ -26,11 +26,19 @@ TABLE_METRICS = (
 CHART_METRICS = ("q_em", "rouge_l", "i_hit@1", "i_hit@10", "ndcg@10", "cons@1", "cons@10")
 
 
+def _readable(tmp: str) -> None:
+    """mkstemp files are 0600 and the rename would keep that: give the umask's usual mode."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "wb") as f:
         f.write(data)
+    _readable(tmp)
     os.replace(tmp, path)
 
 
@@ -65,6 +73,9 @@ def bar_chart(methods: dict[str, dict[str, Any]], path: Path, title: str) -> Non
     x = np.arange(len(CHART_METRICS))
     width = 0.8 / max(len(labels), 1)
     fig, ax = plt.subplots(figsize=(max(8, 1.6 * len(CHART_METRICS)), 4.5))
+    # The default cycle repeats after 10 colors: a longer table would give two methods one color.
+    cmap = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")
+    colors = [cmap(i) for i in range(cmap.N)]
     for k, label in enumerate(labels):
         ms = methods[label]["metrics"]
         means = np.array([ms[n]["mean"] for n in CHART_METRICS])
@@ -75,7 +86,13 @@ def bar_chart(methods: dict[str, dict[str, Any]], path: Path, title: str) -> Non
             ]
         )
         ax.bar(
-            x + (k - (len(labels) - 1) / 2) * width, means, width, yerr=err, capsize=2, label=label
+            x + (k - (len(labels) - 1) / 2) * width,
+            means,
+            width,
+            yerr=err,
+            capsize=2,
+            label=label,
+            color=colors[k % len(colors)],
         )
     ax.set_xticks(x, CHART_METRICS)
     ax.set_ylabel("mean over users (95% CI)")
@@ -87,6 +104,7 @@ def bar_chart(methods: dict[str, dict[str, Any]], path: Path, title: str) -> Non
     os.close(fd)
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
+    _readable(tmp)
     os.replace(tmp, path)
 
 
