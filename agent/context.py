@@ -37,6 +37,14 @@ class Context:
     temperature: float = field(
         default=0.0, metadata={"description": "Drafter sampling temperature; 0 = greedy."}
     )
+    refine_temperature: float | None = field(
+        default=None,
+        metadata={
+            "description": "Sampling temperature of refinement rounds (None: as `temperature`). "
+            "Above 0, a refinement explores a new query instead of repeating the draft; the "
+            "best-fitting attempt is recommended either way."
+        },
+    )
     top_p: float = field(default=1.0, metadata={"description": "Drafter nucleus sampling mass."})
     max_new_tokens: int = field(
         default=16, metadata={"description": "Most tokens the drafter writes per query."}
@@ -54,6 +62,8 @@ class Context:
             raise ValueError(f"top_k and check_k must be >= 1, got {self.top_k}, {self.check_k}")
         if not 0.0 <= self.fit_threshold <= 1.0:
             raise ValueError(f"fit_threshold is a score in [0, 1], got {self.fit_threshold}")
+        if self.refine_temperature is not None and self.refine_temperature < 0.0:
+            raise ValueError(f"refine_temperature must be >= 0, got {self.refine_temperature}")
         if self.temperature < 0.0 or not 0.0 < self.top_p <= 1.0:
             raise ValueError(
                 f"need temperature >= 0 and 0 < top_p <= 1, got {self.temperature}, {self.top_p}"

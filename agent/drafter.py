@@ -116,6 +116,7 @@ class ScriptedDrafter:
             self._fn = None
             self._cycle = itertools.cycle(completions)
         self.calls: list[Messages] = []
+        self.temperatures: list[float] = []  # the sampling temperature of each call's prompts
         self._lock = threading.Lock()
 
     def generate(
@@ -132,6 +133,7 @@ class ScriptedDrafter:
         with self._lock:
             for messages in prompts:
                 self.calls.append([dict(m) for m in messages])
+                self.temperatures.append(temperature)
                 if self._fn is not None:
                     text = self._fn(messages)
                 else:

@@ -9,6 +9,7 @@ refinement; only infrastructure failures raise.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Literal
 
 from langgraph.runtime import Runtime
@@ -159,9 +160,10 @@ def refine_query(
         [RetrievedProduct.model_validate(p) for p in last.get("products", [])],
         report,
     )
-    attempt = _attempt(
-        state.refinements + 1, "refine", messages, _generate(drafter, messages, _context(runtime))
-    )
+    ctx = _context(runtime)
+    if ctx.refine_temperature is not None:
+        ctx = replace(ctx, temperature=ctx.refine_temperature)
+    attempt = _attempt(state.refinements + 1, "refine", messages, _generate(drafter, messages, ctx))
     return {"current": attempt, "refinements": 1}
 
 

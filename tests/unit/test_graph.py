@@ -72,6 +72,18 @@ def test_refinements_are_bounded_and_best_attempt_wins(tiny_dataset, store) -> N
     assert "do not fit" in feedback
 
 
+def test_refinements_can_sample_while_the_draft_stays_greedy(tiny_dataset, store) -> None:
+    completions = ["Query: duct tape", "Query: multimeter", "Query: gorilla tape"]
+    graph, drafter, _ = compile_graph(tiny_dataset, store, completions)
+    ctx = Context(max_refinements=2, fit_threshold=1.0, refine_temperature=0.7)
+    graph.invoke({"user_id": FILAMENT_USER}, context=ctx)
+    assert drafter.temperatures == [0.0, 0.7, 0.7]
+    graph.invoke({"user_id": FILAMENT_USER}, context=Context(max_refinements=1, fit_threshold=1.0))
+    assert drafter.temperatures[3:] == [0.0, 0.0]  # unset: refinements use `temperature`
+    with pytest.raises(ValueError, match="refine_temperature"):
+        Context(refine_temperature=-0.1)
+
+
 def test_single_turn_never_refines(tiny_dataset, store) -> None:
     graph, _, _ = compile_graph(tiny_dataset, store, ["Query: duct tape"])
     out = graph.invoke(
