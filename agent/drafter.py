@@ -310,6 +310,9 @@ class HFDrafter:
         home: QueryAgent home (see ``memory_store.paths``).
         device: torch device; ``None`` picks CUDA when available, else CPU.
         batch_size: prompts per forward pass; bigger lists are generated in chunks.
+        prefix_cache: reuse the attention keys/values of prompt prefixes seen before when one
+            prompt is generated alone (see ``PrefixCache``); off for models that change
+            between calls (``from_loaded``).
     """
 
     def __init__(
@@ -319,9 +322,11 @@ class HFDrafter:
         home: str | os.PathLike[str] | None = None,
         device: str | None = None,
         batch_size: int = 16,
+        prefix_cache: bool = True,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.prefixes: PrefixCache | None = PrefixCache() if prefix_cache else None
         self._model_arg = model
         self._home = home
         self._device = device
@@ -341,7 +346,8 @@ class HFDrafter:
         The tokenizer is switched to left padding (batched generation needs it) and given a pad
         token if it has none; the model is used as it is, on its own device.
         """
-        drafter = cls(name, device=str(next(model.parameters()).device))
+        # A trainer changes the weights between calls: cached keys/values would go stale.
+        drafter = cls(name, device=str(next(model.parameters()).device), prefix_cache=False)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         tokenizer.padding_side = "left"
@@ -510,7 +516,16 @@ class HFDrafter:
             kwargs["stopping_criteria"] = _stop_on_text(
                 tokenizer, stop, batch["input_ids"].shape[1]
             )
-        output = model.generate(**batch, **kwargs)  # type: ignore[operator]
+        if self.prefixes is not None and len(prompts) == 1:
+            ids = batch["input_ids"][0].tolist()
+            name = _cache_argument()
+            kwargs[name] = self.prefixes.lookup(ids)
+            kwargs["return_dict_in_generate"] = True
+            result = model.generate(**batch, **kwargs)  # type: ignore[operator]
+            output = result.sequences
+            self.prefixes.remember(ids, getattr(result, name, None))
+        else:
+            output = model.generate(**batch, **kwargs)  # type: ignore[operator]
 
         prompt_len = batch["input_ids"].shape[1]
         results: list[Generation] = []
@@ -527,6 +542,82 @@ class HFDrafter:
                 )
             )
         return results
+
+
+def _cache_argument() -> str:
+    """``generate``'s name for a cache: ``cache`` in recent transformers (where the old name
+    still works but warns), ``past_key_values`` before (e.g. a GPU image's older release)."""
+    import dataclasses
+
+    from transformers.generation.utils import GenerateDecoderOnlyOutput
+
+    names = {f.name for f in dataclasses.fields(GenerateDecoderOnlyOutput)}
+    return "cache" if "cache" in names else "past_key_values"
+
+
+class PrefixCache:
+    """Attention keys/values of recent prompt prefixes, for prompts generated one at a time.
+
+    Consecutive prompts share long prefixes: every draft prompt starts with the same system
+    prompt and worked turns, and a refinement prompt starts with its own draft prompt. After a
+    call, the prompt itself and its longest common prefix with the previous prompt are kept
+    (least recently used first out); a later prompt that starts with a kept prefix only runs
+    the model over the rest. This is transformers' documented prefix-reuse pattern (a copy of a
+    ``DynamicCache`` passed as ``past_key_values``); written here because transformers keeps no
+    such cache across ``generate`` calls itself. Batches are left-padded, so their rows do not
+    share positions and they are generated without it.
+    """
+
+    def __init__(self, size: int = 4, min_tokens: int = 32) -> None:
+        self.size = size
+        self.min_tokens = min_tokens
+        self._kept: dict[tuple[int, ...], Any] = {}  # insertion order = least recent first
+        self._previous: list[int] | None = None
+        self.hits = 0
+        self.reused_tokens = 0
+
+    def lookup(self, ids: list[int]) -> Any:
+        """A private copy of the longest kept prefix of ``ids`` (shorter than ``ids``), or None."""
+        import copy
+
+        best: tuple[int, ...] | None = None
+        for key in self._kept:
+            if len(key) < len(ids) and (best is None or len(key) > len(best)):
+                if tuple(ids[: len(key)]) == key:
+                    best = key
+        if best is None:
+            return None
+        cache = self._kept.pop(best)
+        self._kept[best] = cache  # most recently used
+        self.hits += 1
+        self.reused_tokens += len(best)
+        return copy.deepcopy(cache)  # generate() appends to the cache it is given
+
+    def remember(self, ids: list[int], cache: Any) -> None:
+        """Keep ``ids``' own prefix and its common prefix with the previous prompt."""
+        import copy
+
+        if cache is None or not hasattr(cache, "crop"):
+            return
+        previous, self._previous = self._previous, ids
+        lengths = {len(ids)}
+        if previous is not None:
+            common = next(
+                (i for i, (a, b) in enumerate(zip(previous, ids, strict=False)) if a != b),
+                min(len(previous), len(ids)),
+            )
+            lengths.add(common)
+        for n in sorted(lengths):
+            key = tuple(ids[:n])
+            if n < self.min_tokens or key in self._kept:
+                continue
+            kept = copy.deepcopy(cache)
+            extra = kept.get_seq_length() - n
+            if extra > 0:
+                kept.crop(-extra)  # a negative count removes that many trailing positions
+            self._kept[key] = kept
+        while len(self._kept) > self.size:
+            self._kept.pop(next(iter(self._kept)))
 
 
 def load_drafter(model: str | None, *, home: str | os.PathLike[str] | None = None) -> QueryDrafter:

@@ -97,6 +97,27 @@ def test_stop_string_ends_each_row_where_it_is_written(drafter: HFDrafter) -> No
             assert after == before
 
 
+def test_prefix_cache_reuses_shared_starts_without_changing_results(tiny_model: Path) -> None:
+    # Like the agent's prompts: one long system prompt for every shopper, and a refinement that
+    # continues its own draft's conversation.
+    system = [{"role": "system", "content": "write one short product search query " * 8}]
+    first = system + _chat("cheap wireless headphones")
+    second = system + _chat("a yoga mat for kids")
+    plain = HFDrafter(str(tiny_model), device="cpu", prefix_cache=False)
+    cached = HFDrafter(str(tiny_model), device="cpu")
+    assert plain.prefixes is None and cached.prefixes is not None
+    draft = plain.generate([first], max_new_tokens=6)[0]
+    refine = [*first, {"role": "assistant", "content": draft.text or "x"}, *_chat("try again")]
+    prompts = [first, second, refine, second, first]
+    for options in ({}, {"temperature": 1.0, "top_p": 0.9, "seed": 3}):
+        want = [plain.generate([p], max_new_tokens=8, **options)[0] for p in prompts]
+        got = [cached.generate([p], max_new_tokens=8, **options)[0] for p in prompts]
+        assert got == want, options
+    assert cached.prefixes.hits >= 6 and cached.prefixes.reused_tokens > 0
+    # A trainer's model changes between calls: a wrapped loaded model keeps no cache.
+    assert HFDrafter.from_loaded(plain.model, plain.tokenizer).prefixes is None
+
+
 def test_chunking_does_not_change_results(drafter: HFDrafter, tiny_model: Path) -> None:
     chunked = HFDrafter(str(tiny_model), device="cpu", batch_size=2)
     assert chunked.generate(PROMPTS, max_new_tokens=8) == drafter.generate(
