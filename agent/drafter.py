@@ -597,7 +597,8 @@ class PrefixCache:
         """Keep ``ids``' own prefix and its common prefix with the previous prompt."""
         import copy
 
-        if cache is None or not hasattr(cache, "crop"):
+        # Some caches cannot be cut back (recurrent or sliding-window layers): keep nothing then.
+        if cache is None or not hasattr(cache, "crop") or not getattr(cache, "is_croppable", True):
             return
         previous, self._previous = self._previous, ids
         lengths = {len(ids)}
