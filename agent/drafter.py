@@ -563,7 +563,7 @@ class PrefixCache:
     call, the prompt itself and its longest common prefix with the previous prompt are kept
     (least recently used first out); a later prompt that starts with a kept prefix only runs
     the model over the rest. This is transformers' documented prefix-reuse pattern (a copy of a
-    ``DynamicCache`` passed as ``past_key_values``); written here because transformers keeps no
+    ``DynamicCache`` handed to ``generate``); written here because transformers keeps no
     such cache across ``generate`` calls itself. Batches are left-padded, so their rows do not
     share positions and they are generated without it.
     """
