@@ -4,6 +4,7 @@ drafter in place of the language model."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -70,6 +71,11 @@ def test_all_methods_write_json_markdown_and_chart(
     # one query for all six users (the report rounds to 4 places)
     assert report["methods"]["popular"]["distinct_ratio"] == pytest.approx(1 / 6, abs=1e-4)
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+    umask = os.umask(0)
+    os.umask(umask)
+    for written in (out, out.with_suffix(".md"), out.with_suffix(".png")):
+        assert written.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp left
     table = out.with_suffix(".md").read_text()
     assert f"| agent-single-turn@{SHIPPED} |" in table and "cons@10" in table
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 from training.evaluation.metrics import METRICS
 
@@ -26,20 +26,25 @@ TABLE_METRICS = (
 CHART_METRICS = ("q_em", "rouge_l", "i_hit@1", "i_hit@10", "ndcg@10", "cons@1", "cons@10")
 
 
-def _readable(tmp: str) -> None:
-    """mkstemp files are 0600 and the rename would keep that: give the umask's usual mode."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
+def _temp_beside(path: Path) -> Path:
+    """An unused name beside ``path`` (same file system, so ``os.replace`` is atomic).
+
+    Not ``tempfile.mkstemp``: its files are mode 0600, which the rename would give the report.
+    A file created by ``open(..., "x")`` or by ``savefig`` gets the umask's usual mode, as in
+    ``graphs.trajectories``.
+    """
+    return path.with_name(f".{path.stem}.{uuid4().hex[:12]}.tmp{path.suffix}")
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    _readable(tmp)
-    os.replace(tmp, path)
+    tmp = _temp_beside(path)
+    try:
+        with open(tmp, "xb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def markdown_table(methods: dict[str, dict[str, Any]]) -> str:
@@ -100,12 +105,13 @@ def bar_chart(methods: dict[str, dict[str, Any]], path: Path, title: str) -> Non
     ax.legend(fontsize=8, ncols=2)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    _readable(tmp)
-    os.replace(tmp, path)
+    tmp = _temp_beside(path)  # keeps the .png suffix savefig reads the format from
+    try:
+        fig.savefig(tmp, dpi=110)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
 
 
 def write_report(out: Path, header: dict[str, Any], results: Sequence[Any]) -> dict[str, Path]:
