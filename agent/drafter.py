@@ -19,6 +19,7 @@ transformers imports in a fresh process)::
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import itertools
 import json
@@ -544,6 +545,7 @@ class HFDrafter:
         return results
 
 
+@functools.cache
 def _cache_argument() -> str:
     """``generate``'s name for a cache: ``cache`` in recent transformers (where the old name
     still works but warns), ``past_key_values`` before (e.g. a GPU image's older release)."""
@@ -594,7 +596,8 @@ class PrefixCache:
         return copy.deepcopy(cache)  # generate() appends to the cache it is given
 
     def remember(self, ids: list[int], cache: Any) -> None:
-        """Keep ``ids``' own prefix and its common prefix with the previous prompt."""
+        """Keep ``ids``' own prefix and its common prefix with the previous prompt; ``cache``
+        (the one ``generate`` returned for ``ids``) is taken over, not copied."""
         import copy
 
         # Some caches cannot be cut back (recurrent or sliding-window layers): keep nothing then.
@@ -608,15 +611,20 @@ class PrefixCache:
                 min(len(previous), len(ids)),
             )
             lengths.add(common)
-        for n in sorted(lengths):
-            key = tuple(ids[:n])
-            if n < self.min_tokens or key in self._kept:
+        # The caller is done with ``cache`` (generate() returned it), so the longest new prefix
+        # keeps it itself; only a shorter one needs a copy. Shorter prefixes are kept first, as
+        # the least recently used of the two.
+        new: dict[int, Any] = {}
+        for n in sorted(lengths, reverse=True):
+            if n < self.min_tokens or tuple(ids[:n]) in self._kept:
                 continue
-            kept = copy.deepcopy(cache)
+            kept = copy.deepcopy(cache) if new else cache
             extra = kept.get_seq_length() - n
             if extra > 0:
                 kept.crop(-extra)  # a negative count removes that many trailing positions
-            self._kept[key] = kept
+            new[n] = kept
+        for n in sorted(new):
+            self._kept[tuple(ids[:n])] = new[n]
         while len(self._kept) > self.size:
             self._kept.pop(next(iter(self._kept)))
 
