@@ -31,7 +31,7 @@ from chromadb.api.types import Documents, EmbeddingFunction, Embeddings, Space
 from chromadb.utils.embedding_functions import register_embedding_function
 
 from agent.records import RetrievedProduct
-from memory_store.paths import HomeError, private_dir, queryagent_home
+from memory_store.paths import HomeError, private_dir, private_file, queryagent_home
 from memory_store.products import Product
 
 if TYPE_CHECKING:
@@ -273,6 +273,10 @@ class ChromaCatalog:
         else:
             try:
                 path = private_dir(queryagent_home(home) / "chroma")
+                # Chroma's own files get the umask's mode; its database holds the catalog only,
+                # but is made private like the rest of the home (an empty file is an empty
+                # SQLite database). The folder is 0700 either way.
+                private_file(path / "chroma.sqlite3")
                 self._client = chromadb.PersistentClient(path=str(path), settings=settings)
             except HomeError as err:
                 raise CatalogError(str(err)) from None

@@ -138,7 +138,7 @@ def _load_model(drafter: Any, model: str | None) -> None:
     (OSError, ValueError, JSON and safetensors errors), all of them the user's to fix."""
     from agent.drafter import DrafterError
 
-    if not hasattr(drafter, "model"):
+    if getattr(type(drafter), "model", None) is None:  # a drafter without lazy weights
         return
     try:
         drafter.model  # noqa: B018 (the property loads the weights)
@@ -146,9 +146,8 @@ def _load_model(drafter: Any, model: str | None) -> None:
         raise
     except Exception as exc:
         name = model or getattr(drafter, "name", "the default model")
-        raise CliError(
-            f"cannot load the model {name}: {type(exc).__name__}: {' '.join(str(exc).split())}"
-        ) from None
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise CliError(f"cannot load the model {name}: {type(exc).__name__}: {first}") from None
 
 
 def _log(args: argparse.Namespace, recorder: TrajectoryRecorder, catalog: Any) -> None:

@@ -37,6 +37,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -238,6 +239,19 @@ def _redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+_STORE_LOCKS: weakref.WeakKeyDictionary[BaseStore, threading.RLock] = weakref.WeakKeyDictionary()
+_STORE_LOCKS_LOCK = threading.Lock()
+
+
+def _store_lock(store: BaseStore) -> threading.RLock:
+    """One lock per store object in this process (see ``UserMemory.__init__``)."""
+    with _STORE_LOCKS_LOCK:
+        lock = _STORE_LOCKS.get(store)
+        if lock is None:
+            lock = _STORE_LOCKS[store] = threading.RLock()
+        return lock
+
+
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -266,9 +280,10 @@ class UserMemory:
         self.decay = decay
         self.root_prefix = root_prefix
         self.batch_size = batch_size
-        # Registry updates are read-modify-write; one lock per memory object keeps threads of
-        # one process from interleaving them.
-        self._lock = threading.RLock()
+        # Registry updates are read-modify-write. The lock belongs to the store, not to this
+        # object: graph nodes build a UserMemory per call, and two of them appending to one
+        # shopper from two threads must not both write seq n (a lost event).
+        self._lock = _store_lock(store)
 
     # -- store helpers --------------------------------------------------------------------
 
