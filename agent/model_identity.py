@@ -5,7 +5,7 @@ A path names a model only until someone writes a new one there (``make train-sft
 recommendations) key by :func:`model_digest` instead: the SHA-256 of the folder's weight,
 adapter, config and tokenizer files (their bytes, not their size and mtime), plus the base
 model's identity when the folder is an adapter. Hashing a 10 MB adapter takes ~20 ms; results are
-kept per ``(path, size, mtime)`` for the life of the process, so calling it again is free.
+kept per ``(path, size, mtime, ctime, inode)`` for the life of the process, so calling it again is free.
 
     from agent.model_identity import check_model, model_digest
     check_model("models/smollm2-sft")       # raises ModelSourceError: one line for a CLI
@@ -31,7 +31,7 @@ _CONFIGS = ("config.json", "adapter_config.json")
 # A Hugging Face repo id: "name" or "owner/name", letters, digits, "-", "_", ".", no "..".
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
-_file_digests: dict[tuple[str, int, int], str] = {}
+_file_digests: dict[tuple[str, int, int, int, int], str] = {}
 _lock = threading.Lock()
 
 
@@ -132,7 +132,9 @@ def _folder_identity(folder: Path, home: str | os.PathLike[str] | None) -> str:
 
 def _file_digest(path: Path) -> str:
     stat = path.stat()
-    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    # ctime and inode too: a file copied over, or rewritten with its old mtime put back by
+    # hand (os.utime moves ctime), is hashed again.
+    key = (str(path), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
     with _lock:
         cached = _file_digests.get(key)
     if cached is not None:
