@@ -83,9 +83,7 @@ def test_eval_through_the_server(
     assert not (tmp_path / "home" / "chroma").exists()
 
 
-def test_server_down_is_one_line_before_any_model_work(
-    ingested_home: Path, tmp_path: Path
-) -> None:
+def test_server_down_is_one_line_before_any_model_work(ingested_home: Path, tmp_path: Path) -> None:
     # A model folder that fails as soon as anything tries to load it: had the model come first,
     # the error would be about the model.
     garbage = tmp_path / "garbage-model"
