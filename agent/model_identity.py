@@ -4,8 +4,9 @@ A path names a model only until someone writes a new one there (``make train-sft
 ``models/smollm2-sft`` in place), so caches of model outputs (the evaluation cache, precomputed
 recommendations) key by :func:`model_digest` instead: the SHA-256 of the folder's weight,
 adapter, config and tokenizer files (their bytes, not their size and mtime), plus the base
-model's identity when the folder is an adapter. Hashing a 10 MB adapter takes ~20 ms; results are
-kept per ``(path, size, mtime, ctime, inode)`` for the life of the process, so calling it again is free.
+model's identity when the folder is an adapter. Hashing the 13 MB shipped adapter folder takes
+~40 ms; results are kept per ``(path, size, mtime, ctime, inode)`` for the life of the process,
+so calling it again is free.
 
     from agent.model_identity import check_model, model_digest
     check_model("models/smollm2-sft")       # raises ModelSourceError: one line for a CLI
