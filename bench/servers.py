@@ -1,6 +1,7 @@
 """The two servers against the embedded defaults (figures go in the README, "Where things live").
 
-    python -m bench.servers [--runs 32] [--out bench/results/servers.json]
+    python -m bench.servers [--parts ingest,memory,concurrent] [--runs 32] \
+        [--out bench/results/servers.json]
 
 Starts a throwaway PostgreSQL cluster and a ``chroma run`` server on free loopback ports (the
 helpers of ``tests/helpers/servers.py``; PostgreSQL 15 binaries and the ``postgres`` extra are
@@ -106,32 +107,52 @@ def concurrent_runs(store: Any, catalog: Any, runs: int) -> dict[str, Any]:
     return {"runs": runs, "wall_s": round(wall, 2), "writes_checked": checked}
 
 
+def memory_ingest(store: Any) -> float:
+    dataset = load_dataset(BUNDLED_DATA)
+    t0 = time.perf_counter()
+    UserMemory(store).ingest_dataset(dataset, progress=False)
+    return round(time.perf_counter() - t0, 1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", default="ingest,memory,concurrent")
     parser.add_argument("--runs", type=int, default=32)
     parser.add_argument("--out", type=Path, default=Path("bench/results/servers.json"))
     args = parser.parse_args()
+    parts = {p.strip() for p in args.parts.split(",") if p.strip()}
+    if not parts <= {"ingest", "memory", "concurrent"}:
+        raise SystemExit(f"bench.servers: unknown part in --parts {args.parts!r}")
     for helper in (PostgresCluster, ChromaServer):
         reason = helper.skip_reason()
         if reason:
             raise SystemExit(f"bench.servers: {reason}")
 
-    result: dict[str, Any] = {
-        "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} CPUs".strip(),
-    }
+    result: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {}
+    result["machine"] = f"{platform.node()} {platform.machine()} {os.cpu_count()} CPUs"
     with tempfile.TemporaryDirectory(prefix="qa-bench-servers-") as tmp:
         embedded_home = Path(tmp) / "embedded"
-        result["ingest_embedded_s"] = timed_ingest(embedded_home)
         with PostgresCluster() as pg, ChromaServer() as chroma:
-            with environment(QUERYAGENT_STORE_URL=pg.url, **chroma.env):
-                result["ingest_servers_s"] = timed_ingest(Path(tmp) / "servers")
-
-            catalog = ChromaCatalog(home=embedded_home)  # the same catalog for both stores
-            sqlite = open_store(url=f"sqlite:///{embedded_home / 'memory.sqlite'}")
-            result["concurrent_sqlite"] = concurrent_runs(sqlite, catalog, args.runs)
-            postgres = open_store(url=pg.url)
-            result["concurrent_postgres"] = concurrent_runs(postgres, catalog, args.runs)
-            postgres.conn.close()  # type: ignore[attr-defined]
+            if "ingest" in parts:
+                result["ingest_embedded_s"] = timed_ingest(embedded_home)
+                with environment(QUERYAGENT_STORE_URL=pg.url, **chroma.env):
+                    result["ingest_servers_s"] = timed_ingest(Path(tmp) / "servers")
+            if "memory" in parts:
+                sqlite = open_store(url=f"sqlite:///{Path(tmp) / 'memory-only.sqlite'}")
+                result["memory_ingest_sqlite_s"] = memory_ingest(sqlite)
+                postgres = open_store(url=pg.create_database("memory_only"))
+                result["memory_ingest_postgres_s"] = memory_ingest(postgres)
+                postgres.conn.close()  # type: ignore[attr-defined]
+            if "concurrent" in parts:
+                catalog = ChromaCatalog(home=embedded_home)  # the same catalog for both stores
+                if catalog.count() == 0:  # no ingest part: a slice of the catalog is enough
+                    products = list(load_dataset(BUNDLED_DATA).products.values())[:256]
+                    catalog.upsert(products, progress=False)
+                sqlite = open_store(url=f"sqlite:///{embedded_home / 'memory.sqlite'}")
+                result["concurrent_sqlite"] = concurrent_runs(sqlite, catalog, args.runs)
+                postgres = open_store(url=pg.create_database("concurrent"))
+                result["concurrent_postgres"] = concurrent_runs(postgres, catalog, args.runs)
+                postgres.conn.close()  # type: ignore[attr-defined]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
