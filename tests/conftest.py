@@ -68,6 +68,19 @@ def store(tiny_dataset):
 
 
 @pytest.fixture(scope="session")
+def tiny_models(tiny_dataset):
+    """The tiny catalog's fitted ranking models (vocabulary, transitions, next-item model; too
+    few rows for a ranker), retrieval from the fake catalog."""
+    from agent.ranking.fit import FitConfig, fit_catalog
+    from tests.helpers.fakes import FakeCatalog
+
+    catalog = FakeCatalog(tiny_dataset.products.values())
+    return fit_catalog(
+        tiny_dataset.products, tiny_dataset.sequences, catalog.search_many, FitConfig(epochs=3)
+    )
+
+
+@pytest.fixture(scope="session")
 def postgres_cluster():
     """A throwaway PostgreSQL cluster (initdb in a temp folder, a free loopback port), stopped
     at the end of the session; skipped with the reason when this machine cannot start one."""
