@@ -34,7 +34,6 @@ from typing import Any
 
 from agent.catalog import ChromaCatalog
 from agent.context import Context
-from agent.drafter import ScriptedDrafter
 from graphs.cli import BUNDLED_DATA
 from graphs.cli import main as cli_main
 from graphs.query_agent import Deps, build_graph
@@ -70,10 +69,12 @@ def timed_ingest(home: Path) -> float:
     return round(time.perf_counter() - t0, 1)
 
 
-def concurrent_runs(store: Any, catalog: Any, runs: int) -> dict[str, Any]:
-    """``runs`` threads: write a new shopper, run the graph for it; then check every write."""
+def concurrent_runs(
+    store: Any, catalog: Any, ranking: Any, items: list[str], runs: int
+) -> dict[str, Any]:
+    """``runs`` threads: write a new shopper (purchases among ``items``), run the graph for it;
+    then check every write."""
     dataset = load_dataset(BUNDLED_DATA)
-    items = sorted(dataset.products)
     wanted = {
         f"BENCH{i:03d}": events_from_sequence(
             f"BENCH{i:03d}", [items[(i * 7 + k * 13) % len(items)] for k in range(3 + i % 8)],
@@ -81,9 +82,8 @@ def concurrent_runs(store: Any, catalog: Any, runs: int) -> dict[str, Any]:
         )
         for i in range(runs)
     }  # fmt: skip
-    graph = build_graph(
-        Deps(drafter=ScriptedDrafter(lambda m: "Query: lab safety goggles"), catalog=catalog)
-    ).compile(store=store)
+    # No drafter: recall and the check alone, so the figure is the store's and not the LM's.
+    graph = build_graph(Deps(drafter=None, catalog=catalog, ranking=ranking)).compile(store=store)
 
     def one(user: str) -> dict[str, Any]:
         UserMemory(store).add_events(wanted[user])
@@ -144,14 +144,27 @@ def main() -> None:
                 result["memory_ingest_postgres_s"] = memory_ingest(postgres)
                 postgres.conn.close()  # type: ignore[attr-defined]
             if "concurrent" in parts:
+                from agent.ranking import fit_served, load_served
+
                 catalog = ChromaCatalog(home=embedded_home)  # the same catalog for both stores
                 if catalog.count() == 0:  # no ingest part: a slice of the catalog is enough
-                    products = list(load_dataset(BUNDLED_DATA).products.values())[:256]
-                    catalog.upsert(products, progress=False)
+                    dataset = load_dataset(BUNDLED_DATA)
+                    products = dict(list(dataset.products.items())[:256])
+                    catalog.upsert(products.values(), progress=False)
+                    sequences = {
+                        u: [i for i in s if i in products] for u, s in dataset.sequences.items()
+                    }
+                    fit_served(products, sequences, catalog.search_many, embedded_home)
+                ranking = load_served(embedded_home)
+                in_catalog = sorted(catalog.get(sorted(load_dataset(BUNDLED_DATA).products)))
                 sqlite = open_store(url=f"sqlite:///{embedded_home / 'memory.sqlite'}")
-                result["concurrent_sqlite"] = concurrent_runs(sqlite, catalog, args.runs)
+                result["concurrent_sqlite"] = concurrent_runs(
+                    sqlite, catalog, ranking, in_catalog, args.runs
+                )
                 postgres = open_store(url=pg.create_database("concurrent"))
-                result["concurrent_postgres"] = concurrent_runs(postgres, catalog, args.runs)
+                result["concurrent_postgres"] = concurrent_runs(
+                    postgres, catalog, ranking, in_catalog, args.runs
+                )
                 postgres.conn.close()  # type: ignore[attr-defined]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -3,8 +3,9 @@
 Each of 32 threads writes a new shopper's purchases through its own ``UserMemory`` (as graph
 nodes do) and runs the graph for that shopper, which reads the events and caches the profile.
 Afterwards every shopper has exactly its events (seq 0..n-1, each once, the right items), its
-registry count, and one cached profile equal to the one built single-threaded. The drafter is
-scripted and the catalog a fake: the store is the part under test, and it is the real one.
+registry count, and one cached profile equal to the one built single-threaded. The graph runs
+without a drafter (recall and the check alone) on a fake catalog: the store is the part under
+test, and it is the real one.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from agent.context import Context
-from agent.drafter import ScriptedDrafter
 from graphs.query_agent import Deps, build_graph
 from memory_store import (
     PROFILES_NAMESPACE,
@@ -39,15 +39,16 @@ def sequences(tiny_dataset) -> dict[str, list[str]]:
     }
 
 
-def run_concurrently(store, tiny_dataset) -> dict[str, list[BehaviorEvent]]:
+def run_concurrently(store, tiny_dataset, tiny_models) -> dict[str, list[BehaviorEvent]]:
     wanted = {
         user: events_from_sequence(user, seq, tiny_dataset.products)
         for user, seq in sequences(tiny_dataset).items()
     }
     graph = build_graph(
         Deps(
-            drafter=ScriptedDrafter(lambda messages: "Query: duct tape"),
+            drafter=None,
             catalog=FakeCatalog(tiny_dataset.products.values()),
+            ranking=tiny_models,
         )
     ).compile(store=store)
 
@@ -79,15 +80,15 @@ def check_writes(store, wanted: dict[str, list[BehaviorEvent]]) -> None:
 
 
 @pytest.mark.integration
-def test_32_concurrent_runs_on_sqlite(tiny_dataset, tmp_path: Path) -> None:
+def test_32_concurrent_runs_on_sqlite(tiny_dataset, tiny_models, tmp_path: Path) -> None:
     store = open_store(url=f"sqlite:///{tmp_path / 'memory.sqlite'}")
-    check_writes(store, run_concurrently(store, tiny_dataset))
+    check_writes(store, run_concurrently(store, tiny_dataset, tiny_models))
 
 
 @pytest.mark.integration
-def test_32_concurrent_runs_on_postgres(tiny_dataset, postgres_url: str) -> None:
+def test_32_concurrent_runs_on_postgres(tiny_dataset, tiny_models, postgres_url: str) -> None:
     store = open_store(url=postgres_url)
     try:
-        check_writes(store, run_concurrently(store, tiny_dataset))
+        check_writes(store, run_concurrently(store, tiny_dataset, tiny_models))
     finally:
         store.conn.close()  # type: ignore[attr-defined]
