@@ -144,3 +144,26 @@ def _env() -> dict[str, str]:
     import os
 
     return dict(os.environ)
+
+
+def test_studio_server_store_opens_postgres(
+    postgres_url: str, tiny_recbole_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``langgraph dev`` gets its store from ``graphs/studio.py``: the same URL, async API."""
+    import asyncio
+
+    from graphs.studio import generate_store
+    from memory_store import USERS_NAMESPACE
+
+    store = open_store(url=postgres_url)
+    UserMemory(store).ingest_dataset(load_dataset(tiny_recbole_dir), progress=False)
+    _close(store)
+    monkeypatch.setenv("QUERYAGENT_STORE_URL", postgres_url)
+
+    async def read() -> object:
+        async with generate_store() as server_store:
+            assert type(server_store).__name__ == "PostgresStore"
+            return await server_store.aget(USERS_NAMESPACE, FILAMENT_USER)
+
+    item = asyncio.run(read())
+    assert item is not None and item.value["n_events"] == 5  # type: ignore[attr-defined]
