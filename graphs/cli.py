@@ -4,9 +4,13 @@
     queryagent recommend --user ID [--json] [--model ID_OR_PATH] [--home DIR] [--log FILE]
 
 Argument parsing uses the standard library's argparse (maintained, no extra dependency).
-Errors a user can cause (unknown user, bad data file, empty catalog, a log file that is not a
-trajectory file or whose folder is missing) print one line and exit 2. ``--log FILE`` appends the
-run's trajectory (``graphs.trajectories``, schema v1) to FILE and updates ``FILE.meta.json``.
+Errors a user can cause (unknown user, bad data file, an id the store cannot key by, an oversized
+input, empty or unreachable catalog, an interrupted ingest, a ``--model`` that cannot load, an
+unwritable home, a store URL that names no database, a log file that is not a trajectory file or
+whose folder is missing) print one line and exit 2. ``recommend`` checks the store, the shopper,
+the catalog and the model folder in that order, before any model is loaded. ``--log FILE``
+appends the run's trajectory (``graphs.trajectories``, schema v1) to FILE and updates
+``FILE.meta.json``.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from graphs.trajectories import (
 )
 from memory_store import (
     DataError,
+    HomeError,
     StoreError,
     UnknownUserError,
     UserMemory,
@@ -96,10 +101,13 @@ def _query_of(category: str) -> str:
 
 
 def _recommend(args: argparse.Namespace) -> int:
+    from agent.catalog import ChromaCatalog
+    from agent.model_identity import check_model
     from graphs.query_agent import build_graph, default_deps
 
     store = open_store(args.home)
     memory = UserMemory(store)
+    memory.check_ingested(args.user)  # a killed ingest is not a cold-start shopper
     if not memory.known(args.user):
         raise CliError(
             f"unknown user {args.user!r}: not in the ingested data set "
@@ -112,7 +120,12 @@ def _recommend(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from exc
     if args.log is not None:
         check_appendable(args.log)  # before the model runs: a bad log path costs nothing
+    # The catalog answers (server up, collection filled) before the model loads: a Chroma server
+    # that is down costs a second, not a model load and a draft.
+    ChromaCatalog.from_env(home=args.home).check()
+    check_model(args.model)
     deps = default_deps(args.model, home=args.home)
+    _load_model(deps.drafter, args.model)
     graph = build_graph(deps).compile(store=store, name="QueryAgent")
     recorder = TrajectoryRecorder(model=deps.drafter.name)
     config: RunnableConfig = {"callbacks": [recorder]} if args.log is not None else {}
@@ -128,6 +141,27 @@ def _recommend(args: argparse.Namespace) -> int:
         if args.log is not None:
             print(f"  trajectory appended to {args.log}")
     return 0
+
+
+def _load_model(drafter: Any, model: str | None) -> None:
+    """Load the drafter's weights now, so a model that cannot load is one line, not a traceback
+    from inside the graph. Loading a user-named folder fails in many library-specific ways
+    (OSError, ValueError, JSON and safetensors errors), all of them the user's to fix."""
+    from agent.drafter import DrafterError
+
+    while getattr(type(drafter), "model", None) is None:  # a wrapper (GroundedHFDrafter)
+        inner = getattr(drafter, "drafter", None)
+        if inner is None:
+            return  # a drafter without lazy weights (scripted)
+        drafter = inner
+    try:
+        drafter.model  # noqa: B018 (the property loads the weights)
+    except DrafterError:
+        raise
+    except Exception as exc:
+        name = model or getattr(drafter, "name", "the default model")
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise CliError(f"cannot load the model {name}: {type(exc).__name__}: {first}") from None
 
 
 def _log(args: argparse.Namespace, recorder: TrajectoryRecorder, catalog: Any) -> None:
@@ -219,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from agent.catalog import CatalogError
+    from agent.drafter import DrafterError
+    from agent.model_identity import ModelSourceError
 
     args = build_parser().parse_args(argv)
     try:
@@ -228,8 +264,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         DataError,
         UnknownUserError,
         StoreError,
+        HomeError,
         CatalogError,
         TrajectoryError,
+        DrafterError,
+        ModelSourceError,
     ) as exc:
         print(f"queryagent: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

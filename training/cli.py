@@ -25,11 +25,14 @@ EXIT_USAGE = 2
 
 def _eval(args: argparse.Namespace) -> int:
     from agent.drafter import default_model
+    from agent.model_identity import check_model
     from training.evaluation.report import write_report
     from training.evaluation.runner import EvalConfig, Evaluator, parse_methods
 
-    # Fail on a bad name before loading anything.
+    # Fail on a bad name or a model folder that cannot load before loading anything.
     specs = parse_methods(args.methods, args.model or default_model())
+    for model in dict.fromkeys(spec.model for spec in specs if spec.model):
+        check_model(model)
     if args.limit is not None and args.limit < 1:
         raise EvalUsageError(f"--limit must be >= 1, got {args.limit}")
     dataset = load_dataset(args.data)
@@ -116,15 +119,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from agent.catalog import CatalogError
+    from agent.drafter import DrafterError
+    from agent.model_identity import ModelSourceError, check_model
     from graphs.trajectories import TrajectoryError
+    from memory_store import HomeError, StoreError
     from training.evaluation.runner import EvalError
     from training.grpo import GRPOError
     from training.sft import SFTError
 
     args = build_parser().parse_args(argv)
     try:
+        # Every subcommand's --model is checked before its data loads or a model does.
+        check_model(getattr(args, "model", None))
         return int(args.func(args))
-    except (DataError, EvalError, EvalUsageError, SFTError, GRPOError, TrajectoryError) as exc:
+    except (
+        DataError,
+        EvalError,
+        EvalUsageError,
+        SFTError,
+        GRPOError,
+        TrajectoryError,
+        DrafterError,
+        ModelSourceError,
+        CatalogError,
+        StoreError,
+        HomeError,
+    ) as exc:
         print(f"queryagent-train: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
 

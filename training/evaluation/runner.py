@@ -31,6 +31,7 @@ from memory_store import (
     events_from_sequence,
     target_position,
 )
+from memory_store.paths import private_dir, private_file
 from training.evaluation.baselines import (
     DenseQuery,
     LastCategory,
@@ -219,9 +220,15 @@ class Evaluator:
 
     # -- caching ----------------------------------------------------------------------------
     def _cache_key(self, spec: MethodSpec) -> dict[str, Any]:
+        from agent.model_identity import model_digest
+
+        model_methods = spec.method in MODEL_METHODS
         return {
             "method": spec.method,
             "model": spec.model,
+            # The model's content, not its path: a folder retrained in place (make train-sft)
+            # must not be served the old model's results.
+            "model_digest": model_digest(spec.model, self.config.home) if model_methods else None,
             "split": self.config.split,
             "seed": self.config.seed,
             "max_refinements": self.config.max_refinements,
@@ -305,8 +312,9 @@ class Evaluator:
         done = self._load_cache(spec)
         todo = [(ex, truth) for ex, truth in self.pairs if ex.user_id not in done]
         path = self._cache_path(spec)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
         if not path.exists():
+            private_file(path)  # per-user outcomes: 0600 like everything in the home
             path.write_text(json.dumps(self._cache_key(spec)) + "\n")
         bar = tqdm(
             total=len(self.pairs),
