@@ -17,7 +17,7 @@ from langgraph.runtime import Runtime
 from agent.catalog import Catalog
 from agent.consistency import score_products
 from agent.context import Context
-from agent.drafter import QueryDrafter
+from agent.drafting import QueryDrafter
 from agent.parsing import parse_query
 from agent.prompts import STOP, draft_messages, refine_messages
 from agent.records import ConsistencyReport, QueryAttempt, RetrievedProduct

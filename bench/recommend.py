@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from agent.batching import MicroBatchingDrafter
+from agent.drafting import MicroBatchingDrafter
 from agent.context import Context
 from graphs.cli import BUNDLED_DATA
 from graphs.cli import main as cli_main

@@ -203,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from agent.catalog import CatalogError
+    from agent.drafting import DrafterError
 
     args = build_parser().parse_args(argv)
     try:
@@ -213,6 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         UnknownUserError,
         StoreError,
         CatalogError,
+        DrafterError,
         TrajectoryError,
     ) as exc:
         print(f"queryagent: error: {exc}", file=sys.stderr)

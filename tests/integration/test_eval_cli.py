@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-import agent.drafter
-from agent.drafter import ScriptedDrafter, default_model
+import agent.drafting
+from agent.drafting import ScriptedDrafter, default_model
 from training.cli import main
 from training.evaluation.runner import METHODS, MODEL_METHODS
 
@@ -30,7 +30,7 @@ def scripted(monkeypatch: pytest.MonkeyPatch) -> list[ScriptedDrafter]:
         made.append(drafter)
         return drafter
 
-    monkeypatch.setattr(agent.drafter, "HFDrafter", factory)
+    monkeypatch.setattr(agent.drafting, "HFDrafter", factory)
     return made
 
 

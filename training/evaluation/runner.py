@@ -317,7 +317,7 @@ class Evaluator:
             if self._drafter_factory is not None:
                 self._drafters[model] = self._drafter_factory(model)
             else:
-                from agent.drafter import HFDrafter
+                from agent.drafting import HFDrafter
 
                 self._drafters[model] = HFDrafter(
                     model, home=self.config.home, batch_size=self.config.batch_size
@@ -357,7 +357,7 @@ class Evaluator:
     ) -> tuple[list[str | None], list[bool], list[int]]:
         from langgraph.store.memory import InMemoryStore
 
-        from agent.batching import MicroBatchingDrafter
+        from agent.drafting import MicroBatchingDrafter
         from graphs.query_agent import Deps, build_graph
         from memory_store import UserMemory
 
