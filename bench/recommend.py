@@ -20,8 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from agent.drafting import MicroBatchingDrafter
 from agent.context import Context
+from agent.drafting import MicroBatchingDrafter
 from graphs.cli import BUNDLED_DATA
 from graphs.cli import main as cli_main
 from graphs.query_agent import Deps, build_graph, default_deps

@@ -1,12 +1,16 @@
-"""``queryagent-train``: evaluate methods against the baselines (and, later, train the drafter).
+"""``queryagent-train``: evaluate methods against the baselines, export trajectories, train.
 
     queryagent-train eval --data data/amazon-scientific --split test --limit 1000 \
         --methods popular,last-category,swing,dense-query,llm-direct,agent-single-turn,agent \
         --out reports/test.json [--model ID_OR_PATH] [--seed 0]
+    queryagent-train sft --config recipes/sft.yaml [--any SFTConfig field ...]
+    queryagent-train grpo --config recipes/grpo.yaml [--any GRPOConfig field ...]
 
-Writes ``report.json``, ``report.md`` and ``report.png``; per-method results are cached in
-``report.cache/`` so an interrupted run resumes. Argument parsing uses the standard library's
-argparse. User errors print one line and exit 2.
+``eval`` writes ``report.json``, ``report.md`` and ``report.png``; per-method results are cached
+in ``report.cache/`` so an interrupted run resumes. ``eval`` and ``export`` parse with argparse;
+the trainers parse with ``trl.TrlParser`` (``training.common``), so ``sft``/``grpo`` hand the
+rest of the command line to their own parser, as the ``trl`` command does. User errors print
+one line and exit 2.
 """
 
 from __future__ import annotations
@@ -21,6 +25,11 @@ from graphs.trajectories import code_version
 from memory_store import DataError, load_dataset
 
 EXIT_USAGE = 2
+# Subcommands whose flags TrlParser reads: the module's main(argv, prog) runs them.
+TRAINERS = {
+    "sft": "SFT cold start of the drafter (TRL SFTConfig flags; --config recipes/sft.yaml)",
+    "grpo": "GRPO/GDPO, the graph as the rollout (GRPOConfig flags; --config recipes/grpo.yaml)",
+}
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -61,8 +70,6 @@ class EvalUsageError(Exception):
 def build_parser() -> argparse.ArgumentParser:
     from training.evaluation.runner import METHODS
     from training.export import add_parser as add_export_parser
-    from training.grpo import add_parser as add_grpo_parser
-    from training.sft import add_parser as add_sft_parser
 
     parser = argparse.ArgumentParser(
         prog="queryagent-train", description="Evaluate and train QueryAgent's drafter."
@@ -110,21 +117,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.set_defaults(func=_eval)
     add_export_parser(sub)
-    add_sft_parser(sub)
-    add_grpo_parser(sub)
+    # The trainers parse their own flags (TrlParser); listed here for --help.
+    for name, text in TRAINERS.items():
+        sub.add_parser(name, help=text, add_help=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from agent.drafting import DrafterError
     from graphs.trajectories import TrajectoryError
     from training.evaluation.runner import EvalError
-    from training.grpo import GRPOError
-    from training.sft import SFTError
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in TRAINERS:
+        import importlib
+
+        trainer = importlib.import_module(f"training.{argv[0]}")
+        return int(trainer.main(argv[1:], prog=f"queryagent-train {argv[0]}"))
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (DataError, EvalError, EvalUsageError, SFTError, GRPOError, TrajectoryError) as exc:
+    except (DataError, DrafterError, EvalError, EvalUsageError, TrajectoryError) as exc:
         print(f"queryagent-train: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
