@@ -7,6 +7,7 @@ import json
 import sys
 
 import pytest
+from huggingface_hub import ModelCard
 
 import agent.drafting.resolve as resolve_module
 from agent.drafting import (
@@ -74,6 +75,9 @@ def test_shipped_adapters_name_their_base_by_hub_id() -> None:
         assert resolved.adapter and resolved.base == BASE_MODEL_ID, name
         assert resolved.base_name == BASE_MODEL_ID
         assert resolved.tokenizer_source == str(folder)  # the adapter ships its tokenizer
+        card = ModelCard.load(folder / "README.md")  # the standard YAML header
+        assert card.data.base_model == BASE_MODEL_ID and card.data.library_name == "peft"
+        assert card.data.license == "apache-2.0"
 
 
 def test_folders_are_told_apart(tmp_path) -> None:
