@@ -60,7 +60,7 @@ class TrainingError(Exception):
 
 
 def parse_command_line(
-    dataclass_types: Sequence[type], argv: Sequence[str] | None, prog: str
+    dataclass_types: Sequence[Any], argv: Sequence[str] | None, prog: str
 ) -> tuple[Any, ...]:
     """Parse ``argv`` (and a ``--config`` YAML file) into the dataclasses, TRL's way.
 

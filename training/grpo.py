@@ -154,14 +154,14 @@ class QueryAgentGRPOConfig(GRPOConfig):
     # Short sequences on a 135M model: recomputing activations would only cost time. TRL turns
     # it on by default; None leaves it off without the deprecation warning an explicit False
     # draws from transformers 5.2x (where --activation_checkpointing is the new name).
-    gradient_checkpointing: bool | None = field(
+    gradient_checkpointing: bool | None = field(  # type: ignore[assignment]
         default=None, metadata={"help": "deprecated name of --activation_checkpointing (off)"}
     )
     logging_steps: float = field(default=1, metadata={"help": "log every N steps"})
     save_steps: float = field(default=25, metadata={"help": "checkpoint every N steps"})
     save_total_limit: int | None = field(default=1, metadata={"help": "checkpoints kept"})
     seed: int = field(default=0, metadata={"help": "prompt shuffle and sampling seed"})
-    bf16: bool | None = field(
+    bf16: bool | None = field(  # type: ignore[assignment]  # None: decided in __post_init__
         default=None, metadata={"help": "bf16 mixed precision (default: on CUDA with bf16)"}
     )
 
@@ -447,13 +447,14 @@ def run_grpo(
     trainer.train(resume_from_checkpoint=checkpoint)
 
     optimiser = OPTIMISERS.get(config.multi_objective_aggregation, "custom")
+    rewards = [f.__name__ for f in CONSISTENCY_REWARDS]
     command = command or command_line("queryagent-train grpo", None)
     meta = {
         "made_by": "training.grpo",
         "command": command,
         "settings": settings_dict(args, config),
         "optimiser": optimiser,
-        "rewards": [f.__name__ for f in CONSISTENCY_REWARDS],
+        "rewards": rewards,
         "data": {"path": str(dataset.root), "name": dataset.name, "prompt_rows": len(rows)},
         "device": str(trainer.args.device.type),
         "code_version": code_version(),
@@ -474,7 +475,7 @@ def run_grpo(
             f"`GRPOTrainer` and the agent graph as the rollout: {meta['steps']} steps of "
             f"{config.per_device_train_batch_size // (config.num_generations or 1)} shoppers x "
             f"{config.num_generations} graph runs, rewards "
-            f"{', '.join(meta['rewards'])} ({config.multi_objective_aggregation})."
+            f"{', '.join(rewards)} ({config.multi_objective_aggregation})."
         ),
         data=(
             f"{len(rows):,} prompt rows (shopper, position) from the {args.split} split of "

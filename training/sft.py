@@ -220,7 +220,7 @@ class QueryAgentSFTConfig(SFTConfig):
     # Short sequences on a 135M model: recomputing activations would only cost time. TRL turns
     # it on by default; None leaves it off without the deprecation warning an explicit False
     # draws from transformers 5.2x (where --activation_checkpointing is the new name).
-    gradient_checkpointing: bool | None = field(
+    gradient_checkpointing: bool | None = field(  # type: ignore[assignment]
         default=None, metadata={"help": "deprecated name of --activation_checkpointing (off)"}
     )
     logging_steps: float = field(default=10, metadata={"help": "log every N steps"})
@@ -228,7 +228,7 @@ class QueryAgentSFTConfig(SFTConfig):
     save_steps: float = field(default=200, metadata={"help": "checkpoint every N steps"})
     save_total_limit: int | None = field(default=1, metadata={"help": "checkpoints kept"})
     seed: int = field(default=0, metadata={"help": "shuffle and initialization seed"})
-    bf16: bool | None = field(
+    bf16: bool | None = field(  # type: ignore[assignment]  # None: decided in __post_init__
         default=None, metadata={"help": "bf16 mixed precision (default: on CUDA with bf16)"}
     )
 

@@ -180,6 +180,7 @@ def load_model(
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    model: Any
     try:
         if resolved.adapter:
             try:
