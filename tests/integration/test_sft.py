@@ -281,3 +281,13 @@ def test_sft_from_a_yaml_recipe_reports_to_tensorboard(
     assert card.data.library_name == "peft" and card.data.license == "apache-2.0"
     assert "sft" in card.data.tags
     assert f"--config {recipe}" in card.text and "## Training data" in card.text
+
+
+def test_grpo_user_errors_are_one_line(tmp_path: Path, tiny_recbole_dir: Path, capsys) -> None:
+    argv = ["grpo", "--data", str(tiny_recbole_dir), "--out", str(tmp_path / "o")]
+    assert main([*argv, "--num_generations", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--num_generations must be >= 2" in err and len(err.splitlines()) == 1
+    assert main([*argv, "--config", str(tmp_path / "missing.yaml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "missing.yaml" in err and len(err.splitlines()) == 1
