@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from graphs.trajectories import code_version
 from memory_store import DataError, load_dataset
@@ -60,7 +61,31 @@ def _eval(args: argparse.Namespace) -> int:
     paths = write_report(out, header, results)
     print(paths["md"].read_text())
     print(f"wrote {paths['json']}, {paths['md']}, {paths['png']}")
+    if args.cards:
+        for folder in _update_cards(specs, results, header, paths["json"]):
+            print(f"updated the evaluation in {folder / 'README.md'}")
     return 0
+
+
+def _update_cards(specs: Sequence[Any], results: Sequence[Any], header: dict, report: Path) -> list:
+    """Write each evaluated model folder's rows (with the methods that use no model) into the
+    ``## Evaluation`` section of its model card."""
+    from training.common import update_card_evaluation
+    from training.evaluation.report import markdown_table, method_rows
+
+    rows = method_rows(results)
+    baselines = {k: v for k, v in rows.items() if v["model"] is None}
+    updated = []
+    for model in dict.fromkeys(s.model for s in specs if s.model and Path(s.model).is_dir()):
+        own = {k: v for k, v in rows.items() if v["model"] == model}
+        text = (
+            f"`queryagent-train eval` on {header['users']} {header['data_name']} "
+            f"{header['split']} shoppers (`{report}`; the command and code version are in it): "
+            "mean with its 95% bootstrap interval.\n\n" + markdown_table({**baselines, **own})
+        )
+        if update_card_evaluation(Path(model), text):
+            updated.append(Path(model))
+    return updated
 
 
 class EvalUsageError(Exception):
@@ -114,6 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument(
         "--home", type=Path, default=None, help="QueryAgent home (catalog, converted models)"
+    )
+    ev.add_argument(
+        "--cards",
+        action="store_true",
+        help="write each evaluated model folder's table into its model card (README.md)",
     )
     ev.set_defaults(func=_eval)
     add_export_parser(sub)

@@ -37,6 +37,7 @@ __all__ = [
     "check_training_args",
     "load_start_model",
     "model_card",
+    "update_card_evaluation",
     "parse_command_line",
     "resume_checkpoint",
     "save_output",
@@ -221,9 +222,9 @@ def model_card(
         tags=["queryagent", "trl", *tags, *(["lora"] if adapter else [])],
     )
     evaluation = evaluation or (
-        "Not evaluated yet. The table comes from\n\n```bash\nqueryagent-train eval --data "
-        "data/amazon-scientific --split test --limit 1000 --seed 0 \\\n"
-        "    --methods llm-direct,agent-single-turn,agent --model <this folder>\n```"
+        "Not evaluated yet. This command writes the table here:\n\n```bash\nqueryagent-train "
+        "eval --data data/amazon-scientific --split test --limit 1000 --seed 0 --cards \\\n"
+        "    --methods popular,last-category,llm-direct,agent --model <this folder>\n```"
     )
     body = (
         f"# {title}\n\n{summary}\n\n## Training data\n{data}\n\n"
@@ -232,6 +233,29 @@ def model_card(
         f"## Evaluation\n{evaluation}\n"
     )
     return ModelCard(f"---\n{data_card.to_yaml()}\n---\n\n{body}")
+
+
+def update_card_evaluation(folder: Path, evaluation: str) -> bool:
+    """Replace the ``## Evaluation`` section of ``folder``'s model card (``README.md``, as
+    ``model_card`` writes it) with ``evaluation``; the header and other sections stay.
+
+    Returns:
+        False (and writes nothing) when ``folder`` has no card with a YAML header.
+    """
+    from huggingface_hub import ModelCard
+
+    path = folder / "README.md"
+    if not path.is_file() or not path.read_text(encoding="utf-8").startswith("---"):
+        return False
+    card = ModelCard.load(path)
+    head, found, rest = card.text.partition("\n## Evaluation\n")
+    # The section runs to the next level-2 heading (or the end).
+    _, next_heading, tail = rest.partition("\n## ") if found else ("", "", "")
+    text = f"{head.rstrip()}\n\n## Evaluation\n{evaluation.strip()}\n"
+    if next_heading:
+        text += f"\n## {tail}"
+    atomic_write(path, f"---\n{card.data.to_yaml()}\n---\n\n{text.lstrip()}")
+    return True
 
 
 def save_output(

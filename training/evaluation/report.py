@@ -89,9 +89,9 @@ def bar_chart(methods: dict[str, dict[str, Any]], path: Path, title: str) -> Non
         plt.close(fig)
 
 
-def write_report(out: Path, header: dict[str, Any], results: Sequence[Any]) -> dict[str, Path]:
-    """Write ``out`` (JSON), ``out`` with .md and .png beside it; returns the three paths."""
-    methods = {
+def method_rows(results: Sequence[Any]) -> dict[str, dict[str, Any]]:
+    """The report's entry for each method result, keyed by its label."""
+    return {
         r.spec.label: {
             "method": r.spec.method,
             "model": r.spec.model,
@@ -101,6 +101,11 @@ def write_report(out: Path, header: dict[str, Any], results: Sequence[Any]) -> d
         }
         for r in results
     }
+
+
+def write_report(out: Path, header: dict[str, Any], results: Sequence[Any]) -> dict[str, Path]:
+    """Write ``out`` (JSON), ``out`` with .md and .png beside it; returns the three paths."""
+    methods = method_rows(results)
     report = {**header, "methods": methods}
     paths = {"json": out, "md": out.with_suffix(".md"), "png": out.with_suffix(".png")}
     atomic_write(paths["json"], json.dumps(report, indent=2))
