@@ -39,6 +39,7 @@ __all__ = [
     "model_card",
     "update_card_evaluation",
     "parse_command_line",
+    "prepare_output",
     "resume_checkpoint",
     "save_output",
     "versions",
@@ -154,6 +155,24 @@ def check_out(out: Path) -> None:
         raise TrainingError(f"--out {out} is a file; name a folder")
     if out.is_dir() and any(out.iterdir()) and not (out / META_FILE).is_file():
         raise TrainingError(f"--out {out} holds files this command did not write; pick another")
+
+
+def prepare_output(
+    config: Any, out: str | None, home: str | None, kind: str, resume: bool
+) -> tuple[Path, Path, str | None]:
+    """Check the settings and the output folder before any model work; point the trainer's
+    checkpoints at the work folder.
+
+    Returns:
+        ``(out, work, checkpoint)``: the output folder, the checkpoint folder and the checkpoint
+        to resume from (``None`` unless ``resume``).
+    """
+    check_training_args(config)
+    out_dir = default_out(out, home, kind)
+    check_out(out_dir)
+    work = work_dir(config, out_dir)
+    config.output_dir = str(work)
+    return out_dir, work, resume_checkpoint(resume, work)
 
 
 def resume_checkpoint(resume: bool, work: Path) -> str | None:

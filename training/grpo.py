@@ -49,19 +49,16 @@ from memory_store import Dataset, UserProfile, build_profile, events_from_sequen
 from training.common import (
     TrainingError,
     bf16_default,
-    check_out,
-    check_training_args,
     command_line,
     default_out,
     load_start_model,
     model_card,
     parse_command_line,
+    prepare_output,
     remove_work_dir,
-    resume_checkpoint,
     save_output,
     settings_dict,
     versions,
-    work_dir,
 )
 from training.queries import QueryOracle, common_root
 from training.rewards import optimiser_kwargs
@@ -401,38 +398,21 @@ def _save_metrics(metrics_path: Path) -> Any:
     return extra
 
 
-def run_grpo(
+def _trainer(
     args: GRPOArguments,
     config: QueryAgentGRPOConfig,
-    dataset: Dataset,
-    *,
-    command: str | None = None,
-) -> dict[str, Any]:
-    """Train, save the adapter to the output folder; returns the sidecar's content."""
+    rows: list[dict[str, Any]],
+    rollout: GraphRollout,
+    metrics_path: Path,
+) -> tuple[Any, Any, Any, Any]:
+    """The GRPO trainer on the policy; returns it, the resolved policy, tokenizer and budget."""
     from datasets import Dataset as HFDataset
     from trl import GRPOTrainer
 
-    from graphs.trajectories import code_version
     from training.callbacks import TimeBudget
     from training.rewards import CONSISTENCY_REWARDS
 
-    started = time.perf_counter()
-    check_training_args(config)
-    out = default_out(args.out, args.home, "grpo")
-    check_out(out)
-    work = work_dir(config, out)
-    config.output_dir = str(work)
-    checkpoint = resume_checkpoint(args.resume, work)
-    rows = build_rows(dataset, args, seed=config.seed)
-    if not rows:
-        raise GRPOError("no prompt rows: no example has a target with a category")
-
-    rollout = _environment(args, dataset, rows)
     resolved, model, tokenizer = load_start_model(args.model, args.home)
-    work.mkdir(parents=True, exist_ok=True)
-    metrics_path = work / METRICS_FILE
-    if not args.resume:
-        metrics_path.unlink(missing_ok=True)
     budget = TimeBudget(args.max_minutes) if args.max_minutes else None
     trainer = GRPOTrainer(
         model=model,
@@ -444,17 +424,70 @@ def run_grpo(
         rollout_func=rollout,
         callbacks=[_metrics_callback(metrics_path, rollout), *([budget] if budget else [])],
     )
+    return trainer, resolved, tokenizer, budget
+
+
+def _card(
+    meta: dict[str, Any],
+    args: GRPOArguments,
+    config: QueryAgentGRPOConfig,
+    resolved: Any,
+    out: str,
+) -> Any:
+    groups = config.per_device_train_batch_size // (config.num_generations or 1)
+    source = f", taken from `{args.from_trajectories}`" if args.from_trajectories else ""
+    return model_card(
+        resolved=resolved,
+        adapter=True,
+        title=f"{out}: {meta['optimiser'].upper()} on the consistency reward",
+        summary=(
+            f"A LoRA adapter on `{resolved.base_name}`, trained from `{resolved.name}` with TRL's "
+            f"`GRPOTrainer` and the agent graph as the rollout: {meta['steps']} steps of "
+            f"{groups} shoppers x {config.num_generations} graph runs, rewards "
+            f"{', '.join(meta['rewards'])} ({config.multi_objective_aggregation})."
+        ),
+        data=(
+            f"{meta['data']['prompt_rows']:,} prompt rows (shopper, position) from the "
+            f"{args.split} split of `{meta['data']['path']}` ({meta['data']['name']}){source}; "
+            "each completion is a full graph run rendered as one conversation, the "
+            "retrieved-products and check-feedback turns masked out of the loss. Per-step "
+            f"metrics: `{METRICS_FILE}`, `metrics.png`."
+        ),
+        command=meta["command"],
+        tags=["grpo", meta["optimiser"]],
+    )
+
+
+def run_grpo(
+    args: GRPOArguments,
+    config: QueryAgentGRPOConfig,
+    dataset: Dataset,
+    *,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """Train, save the adapter to the output folder; returns the sidecar's content."""
+    from graphs.trajectories import code_version
+    from training.rewards import CONSISTENCY_REWARDS
+
+    started = time.perf_counter()
+    out, work, checkpoint = prepare_output(config, args.out, args.home, "grpo", args.resume)
+    rows = build_rows(dataset, args, seed=config.seed)
+    if not rows:
+        raise GRPOError("no prompt rows: no example has a target with a category")
+    rollout = _environment(args, dataset, rows)
+    work.mkdir(parents=True, exist_ok=True)
+    metrics_path = work / METRICS_FILE
+    if not args.resume:
+        metrics_path.unlink(missing_ok=True)
+    trainer, resolved, tokenizer, budget = _trainer(args, config, rows, rollout, metrics_path)
     trainer.train(resume_from_checkpoint=checkpoint)
 
-    optimiser = OPTIMISERS.get(config.multi_objective_aggregation, "custom")
-    rewards = [f.__name__ for f in CONSISTENCY_REWARDS]
-    command = command or command_line("queryagent-train grpo", None)
     meta = {
         "made_by": "training.grpo",
-        "command": command,
+        "command": command or command_line("queryagent-train grpo", None),
         "settings": settings_dict(args, config),
-        "optimiser": optimiser,
-        "rewards": rewards,
+        "optimiser": OPTIMISERS.get(config.multi_objective_aggregation, "custom"),
+        "rewards": [f.__name__ for f in CONSISTENCY_REWARDS],
         "data": {"path": str(dataset.root), "name": dataset.name, "prompt_rows": len(rows)},
         "device": str(trainer.args.device.type),
         "code_version": code_version(),
@@ -466,35 +499,13 @@ def run_grpo(
         "resumed_from": checkpoint,
         "wall_s": round(time.perf_counter() - started, 1),
     }
-    card = model_card(
-        resolved=resolved,
-        adapter=True,
-        title=f"{out.name}: {optimiser.upper()} on the consistency reward",
-        summary=(
-            f"A LoRA adapter on `{resolved.base_name}`, trained from `{resolved.name}` with TRL's "
-            f"`GRPOTrainer` and the agent graph as the rollout: {meta['steps']} steps of "
-            f"{config.per_device_train_batch_size // (config.num_generations or 1)} shoppers x "
-            f"{config.num_generations} graph runs, rewards "
-            f"{', '.join(rewards)} ({config.multi_objective_aggregation})."
-        ),
-        data=(
-            f"{len(rows):,} prompt rows (shopper, position) from the {args.split} split of "
-            f"`{dataset.root}` ({dataset.name})"
-            + (f", taken from `{args.from_trajectories}`" if args.from_trajectories else "")
-            + "; each completion is a full graph run rendered as one conversation, the "
-            "retrieved-products and check-feedback turns masked out of the loss. Per-step "
-            f"metrics: `{METRICS_FILE}`, `metrics.png`."
-        ),
-        command=command,
-        tags=["grpo", optimiser],
-    )
     save_output(
         out,
         trainer=trainer,
         tokenizer=tokenizer,
         resolved=resolved,
         meta=meta,
-        card=card,
+        card=_card(meta, args, config, resolved, out.name),
         work=work,
         extra=_save_metrics(metrics_path),
     )

@@ -46,7 +46,7 @@ from typing import Any
 
 from trl import SFTConfig
 
-from agent.drafting import BASE_MODEL_ID
+from agent.drafting import BASE_MODEL_ID, ResolvedModel
 from agent.prompts import draft_messages
 from memory_store import (
     Dataset,
@@ -59,19 +59,16 @@ from training.common import (
     META_FILE,
     TrainingError,
     bf16_default,
-    check_out,
-    check_training_args,
     command_line,
     default_out,
     load_start_model,
     model_card,
     parse_command_line,
+    prepare_output,
     remove_work_dir,
-    resume_checkpoint,
     save_output,
     settings_dict,
     versions,
-    work_dir,
 )
 from training.queries import QueryOracle, common_root
 
@@ -272,38 +269,29 @@ def _lora_config(args: SFTArguments, continuing: bool) -> Any:
     )
 
 
-def _data_section(dataset: Dataset, pairs: int, skipped: int, longest: int) -> str:
-    return (
-        f"The training split of `{dataset.root}` ({dataset.name}): {pairs:,} (draft prompt -> "
-        f"`Query: <ground-truth query>`) pairs, one per training row whose target has a category "
-        f"({skipped:,} without one skipped). The prompt is exactly the graph's draft prompt (the "
-        "shopper's memory built from the items before the target); the ground-truth query is the "
-        f"target's category path without its root. Loss on the completion only. Longest pair: "
-        f"{longest} tokens."
-    )
+@dataclass
+class _Run:
+    """What one training run produced, for the sidecar and the model card."""
+
+    resolved: ResolvedModel
+    trainer: Any
+    result: Any
+    budget: Any
+    checkpoint: str | None
+    pairs: int
+    skipped: int
+    longest: int
+    trainable: int
 
 
-def run_sft(
-    args: SFTArguments,
-    config: QueryAgentSFTConfig,
-    dataset: Dataset,
-    *,
-    command: str | None = None,
-) -> dict[str, Any]:
-    """Build the pairs, train, save to the output folder; returns the sidecar's content."""
+def _train(
+    args: SFTArguments, config: QueryAgentSFTConfig, dataset: Dataset, checkpoint: str | None
+) -> tuple[_Run, Any]:
+    """Build the pairs, load the model, train; returns the run and the tokenizer."""
     from datasets import Dataset as HFDataset
     from trl import SFTTrainer
 
-    from graphs.trajectories import code_version
     from training.callbacks import TimeBudget
-
-    started = time.perf_counter()
-    check_training_args(config)
-    out = default_out(args.out, args.home, "sft")
-    check_out(out)
-    work = work_dir(config, out)
-    config.output_dir = str(work)
-    checkpoint = resume_checkpoint(args.resume, work)
 
     pairs, skipped = build_pairs(dataset, seed=config.seed, limit=args.limit)
     if not pairs:
@@ -311,7 +299,6 @@ def run_sft(
     resolved, model, tokenizer = load_start_model(args.model, args.home)
     longest = _check_lengths(pairs, tokenizer, config.max_length)
     train = HFDataset.from_list([{"prompt": p.prompt, "completion": p.completion} for p in pairs])
-
     budget = TimeBudget(args.max_minutes) if args.max_minutes else None
     trainer = SFTTrainer(
         model=model,
@@ -324,73 +311,106 @@ def run_sft(
     assert trainer.model is not None
     trainable = sum(int(p.numel()) for p in trainer.model.parameters() if p.requires_grad)
     result = trainer.train(resume_from_checkpoint=checkpoint)
-    logged = [(row["step"], row["loss"]) for row in trainer.state.log_history if "loss" in row]
+    run = _Run(
+        resolved, trainer, result, budget, checkpoint, len(pairs), skipped, longest, trainable
+    )
+    return run, tokenizer
 
-    adapter = not args.full
-    command = command or command_line("queryagent-train sft", None)
-    meta = {
+
+def _meta(
+    run: _Run, args: SFTArguments, config: QueryAgentSFTConfig, dataset: Dataset, command: str
+) -> dict[str, Any]:
+    """The sidecar: command, settings, data, versions, base model, steps, losses."""
+    from graphs.trajectories import code_version
+
+    state, resolved = run.trainer.state, run.resolved
+    logged = [(row["step"], row["loss"]) for row in state.log_history if "loss" in row]
+    lora = {"r": LORA_R, "alpha": LORA_ALPHA, "dropout": LORA_DROPOUT}
+    return {
         "made_by": "training.sft",
         "command": command,
         "settings": settings_dict(args, config),
         "training": {
-            "method": "lora" if adapter else "full",
+            "method": "full" if args.full else "lora",
             "learning_rate": config.learning_rate,
-            "lora": (
-                {"r": LORA_R, "alpha": LORA_ALPHA, "dropout": LORA_DROPOUT}
-                | {"target_modules": "all-linear"}
-                if adapter and not resolved.adapter
-                else None
-            ),
+            "lora": lora | {"target_modules": "all-linear"}
+            if not args.full and not resolved.adapter
+            else None,
             "continued_adapter": resolved.name if resolved.adapter else None,
             "completion_only_loss": config.completion_only_loss,
-            "device": str(trainer.args.device.type),
+            "device": str(run.trainer.args.device.type),
             "bf16": bool(config.bf16),
-            "trainable_params": trainable,
+            "trainable_params": run.trainable,
         },
         "data": {
             "path": str(dataset.root),
             "name": dataset.name,
             "split": "train",
-            "pairs": len(pairs),
-            "skipped_no_category": skipped,
-            "longest_tokens": longest,
+            "pairs": run.pairs,
+            "skipped_no_category": run.skipped,
+            "longest_tokens": run.longest,
         },
         "code_version": code_version(),
         "versions": versions(),
         "base_model": resolved.base_name,
         "base_model_loaded_from": resolved.base_source,
-        "steps": trainer.state.global_step,
-        "epochs": round(float(trainer.state.epoch or 0.0), 4),
-        "stopped_by_time_budget": bool(budget and budget.stopped_at_step is not None),
-        "resumed_from": checkpoint,
-        "wall_s": round(time.perf_counter() - started, 1),
-        "train_s": round(float(result.metrics.get("train_runtime", 0.0)), 1),
-        "train_loss": round(float(result.training_loss), 4),  # mean over the run's steps
+        "steps": state.global_step,
+        "epochs": round(float(state.epoch or 0.0), 4),
+        "stopped_by_time_budget": bool(run.budget and run.budget.stopped_at_step is not None),
+        "resumed_from": run.checkpoint,
+        "train_s": round(float(run.result.metrics.get("train_runtime", 0.0)), 1),
+        "train_loss": round(float(run.result.training_loss), 4),  # mean over the run's steps
         # The last logged loss (every logging_steps steps, and the first) and its step.
         "final_loss": round(float(logged[-1][1]), 4) if logged else None,
         "final_loss_step": logged[-1][0] if logged else None,
     }
-    card = model_card(
-        resolved=resolved,
+
+
+def _card(run: _Run, args: SFTArguments, dataset: Dataset, meta: dict[str, Any], out: str) -> Any:
+    adapter = not args.full
+    return model_card(
+        resolved=run.resolved,
         adapter=adapter,
-        title=f"{out.name}: SFT cold start of QueryAgent's drafter",
+        title=f"{out}: SFT cold start of QueryAgent's drafter",
         summary=(
             f"{'A LoRA adapter' if adapter else 'A fully fine-tuned model'} on "
-            f"`{resolved.base_name}`, trained with TRL's `SFTTrainer` to answer the agent "
+            f"`{run.resolved.base_name}`, trained with TRL's `SFTTrainer` to answer the agent "
             f"graph's draft prompt with the shopper's real next query: {meta['steps']} steps, "
             f"train loss {meta['train_loss']} (last logged {meta['final_loss']})."
         ),
-        data=_data_section(dataset, len(pairs), skipped, longest),
-        command=command,
+        data=(
+            f"The training split of `{dataset.root}` ({dataset.name}): {run.pairs:,} (draft "
+            "prompt -> `Query: <ground-truth query>`) pairs, one per training row whose target "
+            f"has a category ({run.skipped:,} without one skipped). The prompt is exactly the "
+            "graph's draft prompt (the shopper's memory built from the items before the "
+            "target); the ground-truth query is the target's category path without its root. "
+            f"Loss on the completion only. Longest pair: {run.longest} tokens."
+        ),
+        command=meta["command"],
         tags=["sft"],
     )
+
+
+def run_sft(
+    args: SFTArguments,
+    config: QueryAgentSFTConfig,
+    dataset: Dataset,
+    *,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """Build the pairs, train, save to the output folder; returns the sidecar's content."""
+    started = time.perf_counter()
+    out, work, checkpoint = prepare_output(config, args.out, args.home, "sft", args.resume)
+    run, tokenizer = _train(args, config, dataset, checkpoint)
+    meta = _meta(run, args, config, dataset, command or command_line("queryagent-train sft", None))
+    meta["wall_s"] = round(time.perf_counter() - started, 1)
     save_output(
         out,
-        trainer=trainer,
+        trainer=run.trainer,
         tokenizer=tokenizer,
-        resolved=resolved,
+        resolved=run.resolved,
         meta=meta,
-        card=card,
+        card=_card(run, args, dataset, meta, out.name),
         work=work,
     )
     remove_work_dir(work)
