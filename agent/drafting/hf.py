@@ -40,8 +40,9 @@ def _stop_on_text(tokenizer: Any, stop: tuple[str, ...], prompt_len: int) -> Any
     ``StopStringCriteria`` (5.24) pre-computes every vocabulary token's string with a probe that
     prepends a fixed prefix and cuts it off again (``clean_tokenizer_vocab``), which raises
     "ValueError: substring not found" on word-level tokenizers such as the tests' tiny model
-    (tests/helpers/tiny_models.py), whose decoder joins words with spaces. Decoding the few
-    generated tokens per step costs nothing next to the model.
+    (tests/helpers/tiny_models.py), whose decoder joins words with spaces. (It builds fine for
+    SmolLM2's BPE tokenizer; the drafter takes any causal LM, so it keeps the criterion that
+    works for both.) Decoding the few generated tokens per step costs nothing next to the model.
     """
     import torch
     from transformers import StoppingCriteria, StoppingCriteriaList
