@@ -67,12 +67,23 @@ def _ingest(args: argparse.Namespace) -> int:
         CATALOG_STATS_KEY,
         {"popular_categories": popular, "data": str(dataset.root)},
     )
+    # Everything the check learns from this catalog's own sequences (agent.ranking): its query
+    # vocabulary and what each query retrieves, transitions, the next-item model and the ranker.
+    from agent.ranking import fit_served
+
+    t_fit = time.perf_counter()
+    models, fitted = fit_served(
+        dataset.products, dataset.sequences, catalog.search_many, args.home, force=args.refit
+    )
+    t_fit = time.perf_counter() - t_fit
     elapsed = time.perf_counter() - t0
     n_events = sum(len(s) for s in dataset.sequences.values())
     print(
         f"ingested {dataset.name}: {len(dataset.products)} products in the catalog "
         f"({n_written} new or changed, {t_catalog:.1f} s), "
-        f"{len(dataset.users)} shoppers and {n_events} events into memory; {elapsed:.1f} s in all; "
+        f"{len(dataset.users)} shoppers and {n_events} events into memory; "
+        f"{len(models.vocab.queries)} catalog queries, ranking models "
+        f"{'fitted' if fitted else 'unchanged'} ({t_fit:.1f} s); {elapsed:.1f} s in all; "
         f"home {queryagent_home(args.home)}"
     )
     return 0
@@ -164,6 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=BUNDLED_DATA,
         help="data set folder (default: bundled Amazon Scientific)",
+    )
+    ingest.add_argument(
+        "--refit",
+        action="store_true",
+        help="refit the catalog's ranking models even when the data did not change",
     )
     ingest.add_argument(
         "--home",
