@@ -30,7 +30,12 @@ class QueryTrie:
         self.sequences = sequences  # query -> completion token ids (ending with eos_id)
         self._children: dict[tuple[int, ...], set[int]] = {}
         self._query_of: dict[tuple[int, ...], str] = {}
-        for query, ids in sequences.items():
+        for query, ids in list(sequences.items()):
+            if tuple(ids) in self._query_of:
+                # Two queries the tokenizer cannot tell apart (unknown-word tokens): the first
+                # one keeps the path.
+                del sequences[query]
+                continue
             for n in range(len(ids)):
                 self._children.setdefault(tuple(ids[:n]), set()).add(ids[n])
             self._query_of[tuple(ids)] = query
