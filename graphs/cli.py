@@ -147,7 +147,7 @@ def _load_model(drafter: Any, model: str | None) -> None:
     """Load the drafter's weights now, so a model that cannot load is one line, not a traceback
     from inside the graph. Loading a user-named folder fails in many library-specific ways
     (OSError, ValueError, JSON and safetensors errors), all of them the user's to fix."""
-    from agent.drafter import DrafterError
+    from agent.drafting import DrafterError
 
     while getattr(type(drafter), "model", None) is None:  # a wrapper (GroundedHFDrafter)
         inner = getattr(drafter, "drafter", None)
@@ -253,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from agent.catalog import CatalogError
-    from agent.drafter import DrafterError
+    from agent.drafting import DrafterError
     from agent.model_identity import ModelSourceError
 
     args = build_parser().parse_args(argv)

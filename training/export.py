@@ -107,7 +107,7 @@ def export_trajectories(
     """
     from langgraph.store.memory import InMemoryStore
 
-    from agent.batching import MicroBatchingDrafter
+    from agent.drafting import MicroBatchingDrafter
     from graphs.query_agent import Deps, build_graph
     from memory_store import UserMemory
 
@@ -124,11 +124,9 @@ def export_trajectories(
     if catalog is None:
         catalog = open_eval_catalog(dataset, config.home)
     if drafter is None:
-        from agent.drafter import HFDrafter, default_model
+        from agent.drafting import HFDrafter
 
-        drafter = HFDrafter(
-            config.model or default_model(), home=config.home, batch_size=config.batch_size
-        )
+        drafter = HFDrafter(config.model, home=config.home, batch_size=config.batch_size)
     model = config.model or getattr(drafter, "name", None)
 
     # The whole data set in memory; each run's profile is cut at its ``before``.

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.drafter import ScriptedDrafter
+from agent.drafting import ScriptedDrafter
 from agent.model_identity import model_digest
 from tests.helpers.fakes import FakeCatalog
 from training.evaluation.runner import EvalConfig, Evaluator, MethodSpec

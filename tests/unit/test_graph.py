@@ -7,7 +7,7 @@ import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 
 from agent.context import Context
-from agent.drafter import ScriptedDrafter
+from agent.drafting import ScriptedDrafter
 from agent.records import QueryAttempt
 from graphs.query_agent import Deps, build_graph
 from memory_store import UnknownUserError

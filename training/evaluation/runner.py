@@ -394,7 +394,7 @@ class Evaluator:
             if self._drafter_factory is not None:
                 self._drafters[model] = self._drafter_factory(model)
             else:
-                from agent.drafter import HFDrafter
+                from agent.drafting import HFDrafter
 
                 self._drafters[model] = HFDrafter(
                     model, home=self.config.home, batch_size=self.config.batch_size
