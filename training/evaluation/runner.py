@@ -442,7 +442,10 @@ class Evaluator:
             self._store = InMemoryStore()
             UserMemory(self._store).ingest_dataset(self.dataset, progress=False)
         base = self._drafter(spec.model)
-        drafter = base if hasattr(base, "beams") else GroundedHFDrafter(base)
+        # A Hugging Face drafter (a model and its tokenizer) decodes inside the catalog's query
+        # trie; any other drafter (a scripted one in tests) drafts freely.
+        hf = getattr(type(base), "tokenizer", None) is not None
+        drafter = GroundedHFDrafter(base) if hf else base
         deps = Deps(drafter=drafter, catalog=self.catalog, ranking=self.ranking())
         graph = build_graph(deps).compile(store=self._store)
         refinements = 0 if spec.method == "agent-single-turn" else self.config.max_refinements
