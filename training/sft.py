@@ -50,15 +50,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.drafter import BASE_MODEL_SENTINEL, resolve_base_model
-from agent.prompts import draft_messages
-from memory_store import (
-    Dataset,
-    Example,
-    build_profile,
-    events_from_sequence,
-    queryagent_home,
-    target_position,
-)
+from graphs.runner import draft_prompt_at
+from memory_store import Dataset, Example, queryagent_home, target_position
 from training.queries import QueryOracle, common_root
 
 __all__ = [
@@ -133,17 +126,13 @@ def build_pairs(
     # Profiles are built only for the kept pairs: the bundled split has 34k examples.
     for ex, truth in kept:
         before = target_position(dataset, ex, "train")
-        sequence = dataset.sequences[ex.user_id][:before]
-        profile = build_profile(
-            ex.user_id, events_from_sequence(ex.user_id, sequence, dataset.products)
-        )
         pairs.append(
             SFTPair(
                 user_id=ex.user_id,
                 target=ex.target,
                 before=before,
                 truth=truth,
-                prompt=draft_messages(profile),
+                prompt=draft_prompt_at(dataset, ex.user_id, before)[1],
                 completion=completion_messages(truth),
             )
         )

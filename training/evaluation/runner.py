@@ -22,15 +22,8 @@ from tqdm.auto import tqdm
 from agent.catalog import Catalog, ChromaCatalog
 from agent.context import Context
 from agent.parsing import parse_query
-from agent.prompts import STOP, draft_messages, prompt_fingerprint
-from memory_store import (
-    DataError,
-    Dataset,
-    Example,
-    build_profile,
-    events_from_sequence,
-    target_position,
-)
+from agent.prompts import STOP, prompt_fingerprint
+from memory_store import DataError, Dataset, Example, target_position
 from training.evaluation.baselines import DenseQuery, LastCategory, Popular, QueryOracle, Swing
 from training.evaluation.metrics import UserOutcome, aggregate, distinct_ratio, score_outcomes
 from training.queries import common_root
@@ -196,6 +189,7 @@ class Evaluator:
         self._drafters: dict[str | None, Any] = {}
         self._baselines: dict[str, Any] = {}
         self._store: Any = None
+        self._runners: dict[str | None, Any] = {}  # graphs.runner.OfflineRunner per model
 
     # -- caching ----------------------------------------------------------------------------
     def _cache_key(self, spec: MethodSpec) -> dict[str, Any]:
@@ -335,11 +329,11 @@ class Evaluator:
     def _llm_direct(
         self, model: str | None, examples: Sequence[Example]
     ) -> tuple[list[str | None], list[bool]]:
-        prompts = []
-        for ex in examples:
-            sequence = self.dataset.sequences[ex.user_id][: self._position(ex)]
-            events = events_from_sequence(ex.user_id, sequence, self.dataset.products)
-            prompts.append(draft_messages(build_profile(ex.user_id, events)))
+        from graphs.runner import draft_prompt_at
+
+        prompts = [
+            draft_prompt_at(self.dataset, ex.user_id, self._position(ex))[1] for ex in examples
+        ]
         ctx = Context(seed=self.config.seed)
         gens = self._drafter(model).generate(
             prompts,
@@ -355,21 +349,25 @@ class Evaluator:
     def _agent(
         self, spec: MethodSpec, examples: Sequence[Example]
     ) -> tuple[list[str | None], list[bool], list[int]]:
-        from langgraph.store.memory import InMemoryStore
+        from graphs.runner import OfflineRunner
 
-        from agent.batching import MicroBatchingDrafter
-        from graphs.query_agent import Deps, build_graph
-        from memory_store import UserMemory
-
-        if self._store is None:
-            self._store = InMemoryStore()
-            UserMemory(self._store).ingest_dataset(self.dataset, progress=False)
-        drafter = MicroBatchingDrafter(self._drafter(spec.model), max_batch=self.config.batch_size)
-        graph = build_graph(Deps(drafter=drafter, catalog=self.catalog)).compile(store=self._store)
+        runner = self._runners.get(spec.model)
+        if runner is None:
+            common = {
+                "catalog": self.catalog,
+                "drafter": self._drafter(spec.model),
+                "batch_size": self.config.batch_size,
+            }
+            if self._store is None:  # ingested once (as `queryagent ingest` does), shared
+                runner = OfflineRunner.from_dataset(self.dataset, **common)
+                self._store = runner.store
+            else:
+                runner = OfflineRunner(store=self._store, **common)
+            self._runners[spec.model] = runner
         refinements = 0 if spec.method == "agent-single-turn" else self.config.max_refinements
         ctx = Context(max_refinements=refinements, seed=self.config.seed, top_k=RETRIEVE_K)
         inputs = [{"user_id": ex.user_id, "before": self._position(ex)} for ex in examples]
-        outputs = graph.batch(inputs, config={"max_concurrency": len(inputs)}, context=ctx)
+        outputs = runner.run(inputs, context=ctx).outputs
         return (
             [o.get("query") for o in outputs],
             [o.get("source") == "model" for o in outputs],
