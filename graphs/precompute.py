@@ -154,6 +154,14 @@ def parse_since(text: str) -> datetime:
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
+def _written_since(updated_at: datetime, since: datetime) -> bool:
+    # SQLite stamps whole seconds in naive UTC: the second of ``since`` counts (over-selecting is
+    # harmless, up-to-date shoppers are skipped). Aware stamps (in-memory, Postgres) are exact.
+    if updated_at.tzinfo is None:
+        return _aware(updated_at) >= since.astimezone(UTC).replace(microsecond=0)
+    return updated_at >= since
+
+
 def _aware(when: datetime) -> datetime:
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)  # SQLite: naive UTC
 
@@ -203,8 +211,7 @@ def select_users(
     else:
         chosen = registry
     if since is not None:
-        floor = since.astimezone(UTC).replace(microsecond=0)
-        chosen = {u: item for u, item in chosen.items() if _aware(item.updated_at) >= floor}
+        chosen = {u: item for u, item in chosen.items() if _written_since(item.updated_at, since)}
     return {u: dict(item.value) for u, item in chosen.items()}
 
 
@@ -296,6 +303,7 @@ def precompute(
     since: datetime | None = None,
     context: Context | None = None,
     batch_size: int = 16,
+    chunk_size: int | None = None,
     force: bool = False,
     engine: Engine = "local",
     progress: bool = True,
@@ -312,7 +320,9 @@ def precompute(
         users: only these shoppers (default: every registered shopper).
         since: only shoppers whose memory was written at or after this time.
         context: the run context (default ``Context()``, what ``recommend`` uses).
-        batch_size: shoppers per model call (micro-batching) and per written chunk.
+        batch_size: shoppers per model call (micro-batching; a Ray batch on ``ray``).
+        chunk_size: shoppers per ``graph.batch`` call, stored before the next one starts
+            (default ``graphs.runner.CHUNK_BATCHES`` drafter batches).
         force: recompute up-to-date shoppers too.
         engine: ``"local"`` (this process) or ``"ray"`` (Ray Data actor pool).
         progress: a tqdm bar over shoppers.
@@ -361,7 +371,7 @@ def precompute(
             inputs = [{"user_id": u} for u in todo]
             # One chunk = one graph.batch call, written before the next starts: an interruption
             # loses at most the chunk in flight.
-            for _, outputs, _ in runner.iter_chunks(inputs):
+            for _, outputs, _ in runner.iter_chunks(inputs, chunk_size=chunk_size):
                 store_results(store, outputs, entries, versions)
                 result.computed.extend(o["user_id"] for o in outputs)
                 bar.update(len(outputs))

@@ -54,7 +54,7 @@ def test_recommend_log_appends_one_record_per_call(
     assert first.user_id == "A1TINYUSER01" and cold.user_id == "A1TINYUSER04"
     assert first.model == str(tiny_model_dir) and first.target is None
     assert first.memory_recalled and first.profile["user_id"] == "A1TINYUSER01"
-    assert [s.node for s in first.steps][0] == "draft_query"
+    assert [s.kind for s in first.steps][0] == "draft"
     assert len(first.steps) == len(out["attempts"])
     for step, attempt in zip(first.steps, out["attempts"], strict=True):
         assert step.prompt_token_ids == attempt["prompt_token_ids"]  # the real tokenizer's ids
@@ -144,7 +144,7 @@ def test_export_test_split_gives_one_record_per_user_with_targets(
         assert record.target is not None and record.target.item_id == ex.target
         assert record.target.title == dataset.products[ex.target].title
         assert record.target.query  # HEM ground truth: the category path without its root
-        assert record.model == "scripted" and record.steps[0].node == "draft_query"
+        assert record.model == "scripted" and record.steps[0].kind == "draft"
         assert 1 <= len(record.steps) <= 2
     meta = read_meta(out)
     assert meta is not None and meta["record_count"] == 6 and meta["split"] == "test"
