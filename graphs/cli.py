@@ -22,8 +22,8 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-from uuid import uuid4
+from typing import TYPE_CHECKING, Any
+from uuid import UUID, uuid4
 
 from agent.context import Context
 from graphs.trajectories import (
@@ -42,6 +42,9 @@ from memory_store import (
     open_store,
 )
 from memory_store.paths import queryagent_home
+
+if TYPE_CHECKING:
+    from langchain_core.runnables import RunnableConfig
 
 BUNDLED_DATA = Path(__file__).resolve().parent.parent / "data" / "amazon-scientific"
 EXIT_USAGE = 2
@@ -90,7 +93,8 @@ def _recommend(args: argparse.Namespace) -> int:
     inputs = {"user_id": args.user}
     run_id, created = str(uuid4()), datetime.now(UTC).isoformat()
     t0 = time.perf_counter()
-    result = graph.invoke(inputs, {"run_id": run_id}, context=context)
+    config: RunnableConfig = {"run_id": UUID(run_id)}
+    result = graph.invoke(inputs, config, context=context)
     latency = round(time.perf_counter() - t0, 3)
     if args.log is not None:
         record = record_from_output(

@@ -42,9 +42,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
-from langgraph.store.base import BaseStore, GetOp, PutOp
+from langgraph.store.base import BaseStore, GetOp, Item, PutOp
 
 from agent.context import Context
 from graphs.ingest import catalog_stats
@@ -219,7 +219,9 @@ def _stored(store: BaseStore, users: Sequence[str]) -> dict[str, dict[str, Any]]
     found: dict[str, dict[str, Any]] = {}
     for start in range(0, len(users), PAGE):
         chunk = users[start : start + PAGE]
-        items = store.batch([GetOp(RECOMMENDATIONS_NAMESPACE, u) for u in chunk])
+        items = cast(
+            "list[Item | None]", store.batch([GetOp(RECOMMENDATIONS_NAMESPACE, u) for u in chunk])
+        )
         found.update({u: dict(i.value) for u, i in zip(chunk, items, strict=True) if i})
     return found
 

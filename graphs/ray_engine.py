@@ -17,20 +17,21 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from agent.context import Context
 from graphs.query_agent import Deps
 from memory_store import USERS_NAMESPACE
 
 if TYPE_CHECKING:
-    from langgraph.store.base import BaseStore
+    from langgraph.store.base import BaseStore, Item
 
     from graphs.precompute import Versions
 
 # The folder holding agent/, graphs/, memory_store/: local Ray workers import the same code as
 # the driver (an editable install elsewhere, or none, would otherwise win).
 CODE_ROOT = str(Path(__file__).resolve().parent.parent)
+FORWARDED_ENV = ("QUERYAGENT_", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME")
 
 
 class PrecomputeActor:
@@ -65,7 +66,9 @@ class PrecomputeActor:
         from graphs.precompute import store_results
 
         users = [str(u) for u in batch["user_id"]]
-        items = self.store.batch([GetOp(USERS_NAMESPACE, u) for u in users])
+        items = cast(
+            "list[Item | None]", self.store.batch([GetOp(USERS_NAMESPACE, u) for u in users])
+        )
         entries = {u: dict(i.value) for u, i in zip(users, items, strict=True) if i is not None}
         outputs = self.runner.run([{"user_id": u} for u in users]).outputs
         store_results(self.store, outputs, entries, self.versions)
@@ -83,8 +86,11 @@ def _init_ray() -> Any:
         ) from None
     if not ray.is_initialized():
         path = os.pathsep.join(p for p in (CODE_ROOT, os.environ.get("PYTHONPATH")) if p)
+        # The workers open the store, the catalog and the model as this process would: the
+        # QUERYAGENT_* settings (store URL, Chroma host, model, home) and the offline switches.
+        env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV)}
         ray.init(
-            runtime_env={"env_vars": {"PYTHONPATH": path}},
+            runtime_env={"env_vars": {**env, "PYTHONPATH": path}},
             include_dashboard=False,
             log_to_driver=False,
         )

@@ -156,7 +156,7 @@ class OfflineRunner:
         size = chunk_size or self.batch_size * CHUNK_BATCHES
         for start in range(0, len(inputs), size):
             chunk = [dict(i) for i in inputs[start : start + size]]
-            run_ids = [str(uuid4()) for _ in chunk]
+            run_ids = [uuid4() for _ in chunk]
             configs: list[Any] = []
             for n, run_id in enumerate(run_ids):
                 config: dict[str, Any] = {"run_id": run_id, "max_concurrency": len(chunk)}
@@ -173,7 +173,7 @@ class OfflineRunner:
                         out,
                         inp,
                         model=self.model,
-                        run_id=run_id,
+                        run_id=str(run_id),
                         thread_id=thread_ids[start + n] if thread_ids is not None else None,
                         created=created,
                         target=targets[start + n] if targets is not None else None,
