@@ -143,7 +143,6 @@ class OfflineRunner:
         records: bool = False,
         targets: Sequence[Target | Mapping[str, Any] | None] | None = None,
         chunk_size: int | None = None,
-        thread_ids: Sequence[str | None] | None = None,
     ) -> Iterator[tuple[int, list[dict[str, Any]], list[TrajectoryRecord]]]:
         """Run ``inputs`` chunk by chunk; yields ``(start, outputs, records)`` per chunk, in order.
 
@@ -157,13 +156,8 @@ class OfflineRunner:
         for start in range(0, len(inputs), size):
             chunk = [dict(i) for i in inputs[start : start + size]]
             run_ids = [uuid4() for _ in chunk]
-            configs: list[Any] = []
-            for n, run_id in enumerate(run_ids):
-                config: dict[str, Any] = {"run_id": run_id, "max_concurrency": len(chunk)}
-                thread = thread_ids[start + n] if thread_ids is not None else None
-                if thread is not None:
-                    config["configurable"] = {"thread_id": thread}
-                configs.append(config)
+            # All of a chunk's runs at once: the micro-batcher groups their model calls.
+            configs: list[Any] = [{"run_id": r, "max_concurrency": len(chunk)} for r in run_ids]
             created = datetime.now(UTC).isoformat()
             outputs = [dict(o) for o in self.graph.batch(chunk, configs, context=ctx)]
             recs: list[TrajectoryRecord] = []
@@ -174,7 +168,6 @@ class OfflineRunner:
                         inp,
                         model=self.model,
                         run_id=str(run_id),
-                        thread_id=thread_ids[start + n] if thread_ids is not None else None,
                         created=created,
                         target=targets[start + n] if targets is not None else None,
                     )
