@@ -27,11 +27,34 @@ class Context:
         default=5,
         metadata={"description": "Top retrieved products scored by the consistency check."},
     )
-    fit_threshold: float = field(
-        default=0.55,
+    fit_threshold: float | None = field(
+        default=None,
         metadata={
-            "description": "Consistency score (0-1) at or above which the query is accepted "
-            "without refining."
+            "description": "Chance (0-1) that the next purchase is among a candidate's products "
+            "at or above which the best candidate is accepted without refining; None uses the "
+            "threshold learned for the catalog at ingest."
+        },
+    )
+    grounded: bool = field(
+        default=True,
+        metadata={
+            "description": "Constrain the drafter to the served catalog's queries (beam search "
+            "over their token trie). Off: free generation, for catalogs without categories."
+        },
+    )
+    beams: int = field(
+        default=4,
+        metadata={"description": "Candidates the model proposes per round (0 = no model)."},
+    )
+    max_candidates: int = field(
+        default=32,
+        metadata={"description": "Most candidates checked in the first round (all sources)."},
+    )
+    lm_rescore: bool = field(
+        default=True,
+        metadata={
+            "description": "Score every candidate with the model's log-probability when the "
+            "catalog has a ranker fitted with it."
         },
     )
     temperature: float = field(
@@ -60,7 +83,11 @@ class Context:
             )
         if self.top_k < 1 or self.check_k < 1:
             raise ValueError(f"top_k and check_k must be >= 1, got {self.top_k}, {self.check_k}")
-        if not 0.0 <= self.fit_threshold <= 1.0:
+        if self.beams < 0 or self.max_candidates < 1:
+            raise ValueError(
+                f"need beams >= 0 and max_candidates >= 1, got {self.beams}, {self.max_candidates}"
+            )
+        if self.fit_threshold is not None and not 0.0 <= self.fit_threshold <= 1.0:
             raise ValueError(f"fit_threshold is a score in [0, 1], got {self.fit_threshold}")
         if self.refine_temperature is not None and self.refine_temperature < 0.0:
             raise ValueError(f"refine_temperature must be >= 0, got {self.refine_temperature}")

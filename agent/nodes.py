@@ -1,10 +1,24 @@
-"""The query agent's nodes: recall_memory -> draft_query -> retrieve_products -> check_consistency
--> (refine_query -> retrieve_products -> check_consistency)* -> finalize.
+"""The query agent's nodes (recall, then rank):
 
-Each node is ``(state, runtime)`` plus the dependency it needs (drafter or catalog) as a keyword
-argument that ``graphs.query_agent.build_graph`` binds. Memory is read through ``runtime.store``.
-A model mistake (a completion that is not a query) is recorded in the attempt and routed to
-refinement; only infrastructure failures raise.
+    recall_memory -> draft_query -> recall_candidates -> retrieve_products -> check_consistency
+        -> (refine_query -> retrieve_products -> check_consistency)* -> finalize
+
+* ``draft_query``: the language model's constrained beams over the served catalog's query trie
+  (``Context.grounded``; free generation otherwise);
+* ``recall_candidates``: candidates from the memory, the catalog's transitions and the next-item
+  model beside the model's (each attempt names its sources);
+* ``retrieve_products``: what each candidate retrieves (cached per query at ingest for
+  vocabulary queries; the catalog is searched for anything else);
+* ``check_consistency``: the learned check (``agent.ranking``): each candidate's chance that the
+  shopper's next purchase is among its products;
+* ``refine_query``: when the best chance is below the learned threshold, the model sees the
+  verdict and proposes new candidates;
+* ``finalize``: the best-scored attempt, with its products searched in the catalog.
+
+Each node is ``(state, runtime)`` plus the dependency it needs as a keyword argument that
+``graphs.query_agent.build_graph`` binds. Memory is read through ``runtime.store``. A model
+mistake (a free completion that is not a query) is recorded in the attempt; only infrastructure
+failures raise.
 """
 
 from __future__ import annotations
@@ -12,14 +26,22 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, Literal
 
+import numpy as np
 from langgraph.runtime import Runtime
 
 from agent.catalog import Catalog
-from agent.consistency import score_products
 from agent.context import Context
-from agent.drafter import QueryDrafter
+from agent.drafting.constrained import GroundedDrafter
+from agent.drafting.trie import QueryTrie
 from agent.parsing import parse_query
-from agent.prompts import STOP, draft_messages, refine_messages
+from agent.prompts import (
+    STOP,
+    draft_messages,
+    grounded_messages,
+    grounded_refine_messages,
+)
+from agent.ranking.features import LM_FEATURES, lm_features
+from agent.ranking.fit import CatalogModels
 from agent.records import ConsistencyReport, QueryAttempt, RetrievedProduct
 from agent.state import State
 from memory_store import UnknownUserError, UserMemory, UserProfile
@@ -39,12 +61,13 @@ def _context(runtime: Runtime[Context]) -> Context:
 
 
 def recall_memory(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Fetch_Memory: the shopper's cached profile (built from events before ``state.before``)."""
+    """Fetch_Memory: the shopper's cached profile and purchases (events before ``before``)."""
     memory = _memory(runtime)
     if not memory.known(state.user_id):
         raise UnknownUserError(state.user_id)
     profile = memory.profile(state.user_id, before=state.before)
-    update: dict[str, Any] = {"profile": profile.model_dump(mode="json")}
+    history = [e.item_id for e in memory.events(state.user_id, before=state.before)]
+    update: dict[str, Any] = {"profile": profile.model_dump(mode="json"), "history": history}
     if profile.n_events == 0:
         item = runtime.store.get(CATALOG_NAMESPACE, CATALOG_STATS_KEY)  # type: ignore[union-attr]
         update["popular_categories"] = list(
@@ -53,9 +76,12 @@ def recall_memory(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     return update
 
 
-def _generate(
-    drafter: QueryDrafter, messages: list[dict[str, str]], ctx: Context
-) -> tuple[str, list[int], list[int]]:
+# --------------------------------------------------------------------------- drafting
+
+
+def _free_attempt(
+    drafter: Any, turn: int, kind: str, messages: list[dict[str, str]], ctx: Context
+) -> dict[str, Any]:
     gen = drafter.generate(
         [messages],
         max_new_tokens=ctx.max_new_tokens,
@@ -64,128 +90,296 @@ def _generate(
         seed=ctx.seed,
         stop=STOP,
     )[0]
-    return gen.text, list(gen.prompt_token_ids), list(gen.completion_token_ids)
-
-
-def _attempt(
-    turn: int, kind: str, messages: list[dict[str, str]], gen: tuple[str, list[int], list[int]]
-) -> dict[str, Any]:
-    text, prompt_ids, completion_ids = gen
-    parsed = parse_query(text)
+    parsed = parse_query(gen.text)
     return QueryAttempt(
         turn=turn,
         kind=kind,  # type: ignore[arg-type]
+        sources=["model"],
         messages=messages,
-        completion=text,
-        prompt_token_ids=prompt_ids,
-        completion_token_ids=completion_ids,
+        completion=gen.text,
+        prompt_token_ids=list(gen.prompt_token_ids),
+        completion_token_ids=list(gen.completion_token_ids),
         query=parsed.query,
         error=parsed.error,
     ).model_dump(mode="json")
 
 
+def _beam_attempts(
+    drafter: GroundedDrafter,
+    trie: QueryTrie,
+    turn: int,
+    kind: str,
+    messages: list[dict[str, str]],
+    n: int,
+    exclude: set[str],
+) -> list[dict[str, Any]]:
+    beams = drafter.beams([messages], trie, n + len(exclude))[0]
+    out = []
+    for beam in beams:
+        if beam.query in exclude:
+            continue
+        out.append(
+            QueryAttempt(
+                turn=turn,
+                kind=kind,  # type: ignore[arg-type]
+                sources=["model"],
+                messages=messages,
+                completion=f"Query: {beam.query}",
+                prompt_token_ids=list(beam.prompt_token_ids),
+                completion_token_ids=list(beam.completion_token_ids),
+                query=beam.query,
+                logprob=beam.logprob,
+            ).model_dump(mode="json")
+        )
+        if len(out) >= n:
+            break
+    return out
+
+
+def _grounded(drafter: Any, models: CatalogModels, ctx: Context) -> GroundedDrafter | None:
+    """The drafter as a grounded drafter when grounded decoding applies, else None."""
+    if not ctx.grounded or not models.vocab.queries or not isinstance(drafter, GroundedDrafter):
+        return None
+    return drafter
+
+
 def draft_query(
-    state: State, runtime: Runtime[Context], *, drafter: QueryDrafter
+    state: State, runtime: Runtime[Context], *, drafter: Any, ranking: CatalogModels
 ) -> dict[str, Any]:
-    """Draft a first query from the shopper's memory."""
+    """The model's first candidates: constrained beams over the catalog's queries (or one free
+    completion when ``Context.grounded`` is off or the catalog has no category queries)."""
+    ctx = _context(runtime)
     profile = UserProfile.model_validate(state.profile)
+    grounded = _grounded(drafter, ranking, ctx)
+    if drafter is None or ctx.beams == 0:
+        return {"pending": [], "can_refine": False}
+    if grounded is not None:
+        messages = grounded_messages(profile, state.popular_categories)
+        trie = _trie(grounded, ranking)
+        pending = _beam_attempts(grounded, trie, 0, "draft", messages, ctx.beams, set())
+        return {"pending": pending, "can_refine": True}
     messages = draft_messages(profile, state.popular_categories)
-    return {
-        "current": _attempt(0, "draft", messages, _generate(drafter, messages, _context(runtime)))
-    }
+    return {"pending": [_free_attempt(drafter, 0, "draft", messages, ctx)], "can_refine": True}
+
+
+def _trie(drafter: GroundedDrafter, models: CatalogModels) -> QueryTrie:
+    build = getattr(drafter, "trie", None)
+    if build is None:
+        raise TypeError(f"{drafter!r} cannot build a query trie")
+    trie: QueryTrie = build(models.vocab.queries)
+    return trie
+
+
+def recall_candidates(
+    state: State, runtime: Runtime[Context], *, ranking: CatalogModels
+) -> dict[str, Any]:
+    """Add the memory's, the transitions' and the next-item model's candidates to the model's.
+
+    A query the model also proposed keeps one attempt, listing every source.
+    """
+    ctx = _context(runtime)
+    pending = [dict(a) for a in state.pending]
+    [probs] = ranking.next_item_probs([state.history])
+    model_queries = [a["query"] for a in pending if a.get("query")]
+    candidates = ranking.recall(state.history, probs, model_queries=model_queries)
+    by_query = {a["query"]: a for a in pending if a.get("query")}
+    for cand in candidates:
+        if cand.query in by_query:
+            by_query[cand.query]["sources"] = cand.sources
+        elif len(pending) < ctx.max_candidates:
+            attempt = QueryAttempt(
+                turn=0, kind="draft", sources=cand.sources, query=cand.query
+            ).model_dump(mode="json")
+            pending.append(attempt)
+            by_query[cand.query] = attempt
+    return {"pending": pending}
 
 
 def retrieve_products(
-    state: State, runtime: Runtime[Context], *, catalog: Catalog
+    state: State, runtime: Runtime[Context], *, catalog: Catalog, ranking: CatalogModels
 ) -> dict[str, Any]:
-    """Search the catalog with the current query (nothing to search when it did not parse)."""
-    current = dict(state.current or {})
-    query = current.get("query")
-    products = catalog.search(query, k=_context(runtime).top_k) if query else []
-    current["products"] = [p.model_dump(mode="json") for p in products]
-    return {"current": current}
+    """What each pending candidate retrieves: the ingest-time cache for vocabulary queries, one
+    batched catalog search for the rest (nothing for a completion that did not parse)."""
+    ctx = _context(runtime)
+    pending = [dict(a) for a in state.pending]
+    missing = []
+    for a in pending:
+        query = a.get("query")
+        cached = ranking.vocab.products.get(query) if query else None
+        if cached is not None and len(cached) >= ctx.top_k:
+            a["products"] = cached[: ctx.top_k]
+        elif query:
+            missing.append(a)
+    if missing:
+        found = catalog.search_many([a["query"] for a in missing], k=ctx.top_k)
+        for a, products in zip(missing, found, strict=True):
+            a["products"] = [p.model_dump(mode="json") for p in products]
+    return {"pending": pending}
 
 
 def check_consistency(
-    state: State, runtime: Runtime[Context], *, catalog: Catalog
+    state: State, runtime: Runtime[Context], *, drafter: Any, ranking: CatalogModels
 ) -> dict[str, Any]:
-    """Score the retrieved products against the profile and close the attempt."""
+    """The learned check: each candidate's chance that the shopper's next purchase is among the
+    products it retrieves; the round's attempts close with it."""
     ctx = _context(runtime)
-    current = dict(state.current or {})
-    profile = UserProfile.model_validate(state.profile)
-    products = [RetrievedProduct.model_validate(p) for p in current.get("products", [])][
-        : ctx.check_k
-    ]
-    if current.get("query") is None:
-        report = ConsistencyReport(score=0.0, feedback=f"Not a query: {current.get('error')}.")
-    elif profile.n_events == 0:
-        # Cold start: nothing to check against, so the draft is accepted as it is.
-        report = ConsistencyReport(score=0.0, feedback="New shopper: no history to check against.")
-    else:
-        ids = [p.item_id for p in products] + [i.item_id for i in profile.latest_intent]
-        report = score_products(
-            products, profile, embeddings=catalog.embeddings(ids), fit_threshold=ctx.fit_threshold
-        )
-    current["consistency"] = report.model_dump(mode="json")
-    return {"attempts": [current], "current": None}
+    pending = [dict(a) for a in state.pending]
+    valid = [a for a in pending if a.get("query")]
+    for a in pending:
+        if not a.get("query"):
+            a["consistency"] = ConsistencyReport(
+                score=0.0, feedback=f"Not a query: {a.get('error')}."
+            ).model_dump(mode="json")
+    if valid:
+        [probs] = ranking.next_item_probs([state.history])
+        queries = [a["query"] for a in valid]
+        x = ranking.features(state.history, queries, probs)
+        raw, fit = _score(state, ctx, drafter, ranking, valid, x)
+        for a, r, f in zip(valid, raw, fit, strict=True):
+            a["rank_score"] = float(r)
+            a["consistency"] = ConsistencyReport(
+                score=float(f),
+                feedback=(
+                    f"{f:.2f} chance that the next purchase is among the products "
+                    f"(threshold {_threshold(ctx, ranking):.2f})."
+                ),
+            ).model_dump(mode="json")
+    return {"attempts": pending, "pending": [], "threshold": _threshold(ctx, ranking)}
+
+
+def _score(
+    state: State,
+    ctx: Context,
+    drafter: Any,
+    ranking: CatalogModels,
+    attempts: list[dict[str, Any]],
+    x: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ranker's scores; with a language-model ranker fitted for this catalog and a grounded
+    drafter, the model's log-probability of every candidate joins the features."""
+    grounded = _grounded(drafter, ranking, ctx)
+    if ranking.lm_ranker is None or grounded is None or not ctx.lm_rescore:
+        return ranking.score(x)
+    trie = _trie(grounded, ranking)
+    messages = grounded_messages(
+        UserProfile.model_validate(state.profile), state.popular_categories
+    )
+    todo = [a for a in attempts if a.get("logprob") is None]
+    ids = [trie.completion_ids(a["query"]) or [] for a in todo]
+    for a, lp in zip(todo, grounded.score([messages], [ids])[0], strict=True):
+        a["logprob"] = lp
+    lengths = [len(trie.completion_ids(a["query"]) or [1]) for a in attempts]
+    lm = lm_features([a["logprob"] for a in attempts], lengths)
+    assert lm.shape[1] == len(LM_FEATURES)
+    z = np.concatenate([x, lm], axis=1)
+    return ranking.lm_ranker.score(z), ranking.lm_ranker.fit_probability(z)
+
+
+def _threshold(ctx: Context, ranking: CatalogModels) -> float:
+    return ranking.threshold if ctx.fit_threshold is None else ctx.fit_threshold
+
+
+def _best(attempts: list[dict[str, Any]]) -> dict[str, Any] | None:
+    scored = [a for a in attempts if a.get("query") and a.get("consistency")]
+    if not scored:
+        return None
+    # Highest ranking score wins; on a tie the earlier attempt (stable order of recall).
+    return max(
+        enumerate(scored),
+        key=lambda ia: (ia[1].get("rank_score", ia[1]["consistency"]["score"]), -ia[0]),
+    )[1]
 
 
 def route_after_check(
     state: State, runtime: Runtime[Context]
 ) -> Literal["refine_query", "finalize"]:
-    """Refine while the products do not fit and the refinement budget lasts."""
+    """Refine while the best candidate's chance is below the threshold (recorded by the check)
+    and the budget lasts; a run without a model has nothing to refine with."""
     ctx = _context(runtime)
-    last = state.attempts[-1]
-    profile_events = (state.profile or {}).get("n_events", 0)
-    fits = last.get("query") is not None and last["consistency"]["score"] >= ctx.fit_threshold
-    if fits or profile_events == 0 and last.get("query") is not None:
+    best = _best(state.attempts)
+    if not state.can_refine or state.refinements >= ctx.max_refinements:
         return "finalize"
-    if state.refinements >= ctx.max_refinements:
+    if (state.profile or {}).get("n_events", 0) == 0 and best is not None:
+        return "finalize"  # cold start: nothing to check against
+    if best is not None and best["consistency"]["score"] >= state.threshold:
         return "finalize"
     return "refine_query"
 
 
 def refine_query(
-    state: State, runtime: Runtime[Context], *, drafter: QueryDrafter
+    state: State, runtime: Runtime[Context], *, drafter: Any, ranking: CatalogModels
 ) -> dict[str, Any]:
-    """Write a better query, seeing what the last one retrieved and what did not fit."""
-    last = state.attempts[-1]
-    report = (
-        ConsistencyReport.model_validate(last["consistency"]) if last.get("consistency") else None
-    )
-    messages = refine_messages(
-        last["messages"],
-        last["completion"],
-        last.get("query"),
-        [RetrievedProduct.model_validate(p) for p in last.get("products", [])],
-        report,
-    )
+    """New candidates from the model, after seeing what the best ones retrieve and how well
+    they fit; queries already tried are not proposed again."""
     ctx = _context(runtime)
-    if ctx.refine_temperature is not None:
-        ctx = replace(ctx, temperature=ctx.refine_temperature)
-    attempt = _attempt(state.refinements + 1, "refine", messages, _generate(drafter, messages, ctx))
-    return {"current": attempt, "refinements": 1}
-
-
-def finalize(state: State, runtime: Runtime[Context], *, catalog: Catalog) -> dict[str, Any]:
-    """Recommend the best-fitting parsed query; else fall back to the strongest interest."""
-    valid = [a for a in state.attempts if a.get("query")]
-    if valid:
-        # Highest consistency wins; on a tie the later (more refined) attempt.
-        best = max(enumerate(valid), key=lambda ia: (ia[1]["consistency"]["score"], ia[0]))[1]
-        return {
-            "query": best["query"],
-            "products": best["products"],
-            "consistency": best["consistency"]["score"],
-            "source": "model",
-        }
+    turn = state.refinements + 1
+    grounded = _grounded(drafter, ranking, ctx)
     profile = UserProfile.model_validate(state.profile)
-    top = profile.interest_graph.top("category", 1)
-    query = top[0].name.lower() if top else (state.popular_categories or [""])[0]
-    products = catalog.search(query, k=_context(runtime).top_k) if query else []
+    if grounded is None:
+        last = state.attempts[-1]
+        from agent.prompts import refine_messages
+
+        report = (
+            ConsistencyReport.model_validate(last["consistency"])
+            if last.get("consistency")
+            else None
+        )
+        messages = refine_messages(
+            last.get("messages") or draft_messages(profile, state.popular_categories),
+            last.get("completion") or "",
+            last.get("query"),
+            [RetrievedProduct.model_validate(p) for p in last.get("products", [])],
+            report,
+        )
+        if ctx.refine_temperature is not None:
+            ctx = replace(ctx, temperature=ctx.refine_temperature)
+        return {"pending": [_free_attempt(drafter, turn, "refine", messages, ctx)], "refinements": 1}
+    scored = sorted(
+        (a for a in state.attempts if a.get("query") and a.get("consistency")),
+        key=lambda a: -a["consistency"]["score"],
+    )
+    model_best = next((a for a in state.attempts if "model" in a.get("sources", [])), None)
+    best_query = (model_best or (scored[0] if scored else {"query": ""}))["query"]
+    checked = [
+        (a["query"], a["consistency"]["score"], [p["title"] for p in a.get("products", [])])
+        for a in scored
+    ]
+    messages = grounded_refine_messages(
+        grounded_messages(profile, state.popular_categories), best_query, checked
+    )
+    tried = {a["query"] for a in state.attempts if a.get("query")}
+    trie = _trie(grounded, ranking)
+    pending = _beam_attempts(grounded, trie, turn, "refine", messages, ctx.beams, tried)
+    return {"pending": pending, "refinements": 1}
+
+
+def finalize(
+    state: State, runtime: Runtime[Context], *, catalog: Catalog, ranking: CatalogModels
+) -> dict[str, Any]:
+    """Recommend the best-scored attempt, its products searched in the catalog; with no
+    candidate at all, the catalog's most purchased query."""
+    ctx = _context(runtime)
+    best = _best(state.attempts)
+    if best is not None:
+        query = best["query"]
+        source = (best.get("sources") or ["model"])[0]
+        consistency: float | None = best["consistency"]["score"]
+    else:
+        profile = UserProfile.model_validate(state.profile)
+        top = profile.interest_graph.top("category", 1)
+        popular = ranking.vocab.transitions.popular(1)
+        query = (
+            top[0].name.lower() if top else (popular or state.popular_categories or [""])[0]
+        )
+        source, consistency = "fallback", None
+    cached = ranking.vocab.products.get(query) if query else None
+    if cached is not None and len(cached) >= ctx.top_k:
+        products = cached[: ctx.top_k]  # what the catalog returned for it at ingest
+    else:
+        products = [p.model_dump(mode="json") for p in catalog.search(query, k=ctx.top_k)]
     return {
         "query": query or None,
-        "products": [p.model_dump(mode="json") for p in products],
-        "consistency": None,
-        "source": "fallback",
+        "products": products,
+        "consistency": consistency,
+        "source": source,
     }

@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from memory_store.queries import MAX_QUERY_CHARS, MAX_QUERY_WORDS
+
 # A recommended query is a short search string; longer output is the model rambling or echoing
 # its prompt, which the paper's format reward counts as malformed.
-MAX_QUERY_WORDS = 10
-MAX_QUERY_CHARS = 100
 
 _PREFIX = re.compile(r"^\s*(?:search\s+)?query\s*[:=\-]\s*", re.IGNORECASE)
 _WRAPPERS = "\"'`*_[](){}<>"

@@ -53,6 +53,7 @@ def prompt_fingerprint() -> str:
     import hashlib
 
     text = repr((SYSTEM_PROMPT, FEW_SHOT, STOP, FEEDBACK_PRODUCTS, TITLE_CHARS))
+    text += repr((GROUNDED_SYSTEM_PROMPT, FEEDBACK_CANDIDATES))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -104,4 +105,55 @@ def refine_messages(
         *previous,
         {"role": "assistant", "content": completion},
         {"role": "user", "content": observation},
+    ]
+
+
+# --------------------------------------------------------------------------- grounded drafting
+
+# Grounded drafting decodes inside the catalog's query trie, so the model needs no worked turns
+# to answer in form: the prompt is the instruction and the memory (about 100-150 tokens instead
+# of about 400), which is what makes scoring several candidates per shopper affordable on a CPU.
+GROUNDED_SYSTEM_PROMPT = (
+    "You are a shopping assistant for one online store. Given a shopper's memory, name the "
+    "store category the shopper will search next. Reply with one line: Query: <category>"
+)
+# Candidates listed back to the model in a grounded refinement turn.
+FEEDBACK_CANDIDATES = 3
+
+
+def grounded_messages(
+    profile: UserProfile, popular_categories: Sequence[str] = ()
+) -> list[dict[str, str]]:
+    """The grounded draft prompt: system instruction and the shopper's memory, no worked turns."""
+    if profile.n_events == 0:
+        popular = "; ".join(popular_categories[:5]) or "unknown"
+        memory = (
+            "Identity: New shopper with no purchase history.\n"
+            f"Popular categories in the store: {popular}"
+        )
+    else:
+        memory = profile.to_text()
+    return [
+        {"role": "system", "content": GROUNDED_SYSTEM_PROMPT},
+        {"role": "user", "content": memory},
+    ]
+
+
+def grounded_refine_messages(
+    previous: Sequence[dict[str, str]],
+    best_query: str,
+    checked: Sequence[tuple[str, float, Sequence[str]]],
+) -> list[dict[str, str]]:
+    """The refinement turn: the model's best query so far, then the check's verdict on the best
+    candidates (query, chance that the shopper's next purchase is among its products, and the
+    titles of its top products), asking for a different category."""
+    lines = ["Checked against the catalog (chance the next purchase is among the products):"]
+    for query, fit, titles in checked[:FEEDBACK_CANDIDATES]:
+        shown = " | ".join(t[:TITLE_CHARS] for t in titles[:2])
+        lines.append(f'- "{query}": {fit:.2f} ({shown})')
+    lines.append("None fits well. Name a different store category. Reply: Query: <category>")
+    return [
+        *previous,
+        {"role": "assistant", "content": f"Query: {best_query}"},
+        {"role": "user", "content": "\n".join(lines)},
     ]

@@ -66,11 +66,19 @@ class QueryAttempt(BaseModel):
 
     turn: int = Field(ge=0, description="0 for the draft, then 1, 2, ... for refinements")
     kind: Literal["draft", "refine"]
-    messages: list[dict[str, str]]
-    completion: str
+    # Where the candidate came from: "model" (the drafter), "memory", "transition",
+    # "next-item", "popular" (agent.ranking.candidates); several when more than one proposed it.
+    sources: list[str] = Field(default_factory=lambda: ["model"])
+    messages: list[dict[str, str]] = Field(default_factory=list)
+    completion: str = ""
     prompt_token_ids: list[int] = Field(default_factory=list)
     completion_token_ids: list[int] = Field(default_factory=list)
     query: str | None = None
     error: str | None = None
     products: list[RetrievedProduct] = Field(default_factory=list)
     consistency: ConsistencyReport | None = None
+    # The drafter's log-probability of the completion (grounded drafting), when computed.
+    logprob: float | None = None
+    # The learned check's ranking score (higher is better; ``consistency.score`` is its
+    # calibrated chance that the next purchase is among ``products``).
+    rank_score: float | None = None

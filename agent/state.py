@@ -26,10 +26,18 @@ class State(InputState):
     """The full working state."""
 
     profile: dict[str, Any] | None = None
+    # The shopper's purchases (item ids, oldest first) before the cutoff: the next-item model's
+    # input and the check's features.
+    history: list[str] = field(default_factory=list)
     # For a cold-start shopper: the catalog's most common categories, recorded at ingest.
     popular_categories: list[str] = field(default_factory=list)
-    # The attempt being built: set by draft/refine, filled by retrieve, closed by check.
-    current: dict[str, Any] | None = None
+    # The round's candidate attempts: set by draft/recall/refine, filled by retrieve, closed
+    # (moved to ``attempts``) by the check.
+    pending: list[dict[str, Any]] = field(default_factory=list)
+    # The check's refinement threshold for this run (learned per catalog unless the context
+    # sets one) and whether a model is there to refine with.
+    threshold: float = 0.0
+    can_refine: bool = False
     attempts: Annotated[list[dict[str, Any]], operator.add] = field(default_factory=list)
     # Reflect-and-retry bound (langchain-ai/data-enrichment): compared with Context.max_refinements.
     refinements: Annotated[int, operator.add] = 0

@@ -83,7 +83,12 @@ def main() -> None:
 
     # The offline path (graphs.runner): one graph.batch over all shoppers, micro-batched drafter.
     runner = OfflineRunner(
-        store=store, catalog=deps.catalog, drafter=deps.drafter, context=ctx, batch_size=len(users)
+        store=store,
+        catalog=deps.catalog,
+        drafter=deps.drafter,
+        ranking=deps.ranking,
+        context=ctx,
+        batch_size=len(users),
     )
     batching = runner.drafter
     t0 = time.perf_counter()

@@ -56,14 +56,22 @@ class CliError(Exception):
 
 def _ingest(args: argparse.Namespace) -> int:
     from agent.catalog import ChromaCatalog
-    from graphs.ingest import ingest
+    from graphs.ingest import ingest, served_fit
 
     dataset = load_dataset(args.data)  # validates everything before anything is written
-    result = ingest(dataset, open_store(args.home), ChromaCatalog.from_env(home=args.home))
+    catalog = ChromaCatalog.from_env(home=args.home)
+    # served_fit: everything the check learns from this catalog's own sequences (agent.ranking):
+    # its query vocabulary and what each query retrieves, transitions, the next-item model and
+    # the ranker.
+    result = ingest(
+        dataset, open_store(args.home), catalog, fit=served_fit(args.home, force=args.refit)
+    )
     print(
         f"ingested {dataset.name}: {result.products} products in the catalog "
         f"({result.products_written} new or changed, {result.catalog_s:.1f} s), "
         f"{result.users} shoppers and {result.events} events into memory; "
+        f"{len(result.models.vocab.queries)} catalog queries, ranking models "
+        f"{'fitted' if result.fitted else 'unchanged'} ({result.fit_s:.1f} s); "
         f"{result.seconds:.1f} s in all; home {queryagent_home(args.home)}"
     )
     return 0
@@ -234,6 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=BUNDLED_DATA,
         help="data set folder (default: bundled Amazon Scientific)",
+    )
+    ingest.add_argument(
+        "--refit",
+        action="store_true",
+        help="refit the catalog's ranking models even when the data did not change",
     )
     ingest.add_argument(
         "--home",

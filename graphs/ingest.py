@@ -7,17 +7,21 @@ One function for both, so an offline run (evaluation, export, GRPO, bench, preco
 served graph see the same store: the memory's events and the catalog statistics that
 ``recall_memory`` reads for a shopper with no history (the most common categories). Order: the
 data set is validated while it loads (before anything is written), the catalog is upserted (by
-``item_id``, idempotent), then the memory, then the statistics; ``_finish`` is the one place where
-an ingest ends, so steps fitted per catalog go there.
+``item_id``, idempotent), then the memory, then the statistics, then (``_finish``, the one place
+where an ingest ends) the ``fit`` hook: what is learned from the catalog's own sequences
+(``agent.ranking``). ``queryagent ingest`` passes ``served_fit(home)``, which fits and stores the
+served catalog's models; offline callers fit their own (the evaluation fits on the sequences
+cut before its targets) and pass none.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from collections import Counter
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 from typing import Any, Protocol, runtime_checkable
 
 from langgraph.store.base import BaseStore
@@ -26,7 +30,18 @@ from agent.nodes import CATALOG_NAMESPACE, CATALOG_STATS_KEY
 from memory_store import Dataset, UserMemory, category_name
 from memory_store.products import Product
 
-__all__ = ["IngestResult", "Upsertable", "catalog_stats", "catalog_version", "ingest"]
+__all__ = [
+    "FitHook",
+    "IngestResult",
+    "Upsertable",
+    "catalog_stats",
+    "catalog_version",
+    "ingest",
+    "served_fit",
+]
+
+# (dataset, catalog) -> (the fitted models, whether they were fitted now rather than reused).
+FitHook = Callable[[Dataset, Any], tuple[Any, bool]]
 
 # How many of the catalog's most common categories a cold-start shopper is offered.
 POPULAR_CATEGORIES = 10
@@ -55,6 +70,9 @@ class IngestResult:
     catalog_s: float
     seconds: float
     catalog_version: str
+    models: Any = None  # what the fit hook returned (agent.ranking.fit.CatalogModels), if any
+    fitted: bool = False  # fitted by this ingest (False: none, or the stored ones still fit)
+    fit_s: float = 0.0
 
 
 def catalog_version(products: Iterable[Product]) -> str:
@@ -70,8 +88,34 @@ def _query_of(category: str) -> str:
     return " ".join(category_name(category).lower().split())
 
 
+def served_fit(
+    home: str | os.PathLike[str] | None = None, *, force: bool = False, progress: bool = True
+) -> FitHook:
+    """The fit hook of ``queryagent ingest``: fit the served catalog's ranking models
+    (``agent.ranking.fit_served``: skipped when the stored ones match the data) into ``home``."""
+
+    def fit(dataset: Dataset, catalog: Any) -> tuple[Any, bool]:
+        from agent.ranking import fit_served
+
+        return fit_served(  # type: ignore[no-any-return]
+            dataset.products,
+            dataset.sequences,
+            catalog.search_many,
+            home,
+            force=force,
+            progress=progress,
+        )
+
+    return fit
+
+
 def ingest(
-    dataset: Dataset, store: BaseStore, catalog: Any = None, *, progress: bool = True
+    dataset: Dataset,
+    store: BaseStore,
+    catalog: Any = None,
+    *,
+    progress: bool = True,
+    fit: FitHook | None = None,
 ) -> IngestResult:
     """Write ``dataset`` into ``catalog`` (when it is writable), the memory and the statistics.
 
@@ -81,6 +125,7 @@ def ingest(
         catalog: the product catalog; upserted when it has ``upsert`` (``ChromaCatalog``), left
             as it is otherwise (a read-only or fake catalog, or one filled elsewhere).
         progress: tqdm bars for the catalog and the memory.
+        fit: what to fit from the catalog's sequences once the rest is written (``served_fit``).
 
     Returns:
         What was written (``IngestResult``).
@@ -114,14 +159,22 @@ def ingest(
         seconds=time.perf_counter() - t0,
         catalog_version=version,
     )
-    return _finish(dataset, store, catalog, result)
+    return _finish(dataset, catalog, result, fit)
 
 
-def _finish(dataset: Dataset, store: BaseStore, catalog: Any, result: IngestResult) -> IngestResult:
-    """Where every ingest ends (CLI and offline runner alike): the catalog and the memory are
-    written. Steps fitted per catalog from its sequences (the ``fit`` hook) belong here, so every
-    caller gets them."""
-    return result
+def _finish(
+    dataset: Dataset, catalog: Any, result: IngestResult, fit: FitHook | None
+) -> IngestResult:
+    """Where every ingest ends (CLI and offline runner alike): the catalog, the memory and the
+    statistics are written; what is fitted per catalog from its sequences comes last."""
+    if fit is None:
+        return result
+    t0 = time.perf_counter()
+    models, fitted = fit(dataset, catalog)
+    fit_s = time.perf_counter() - t0
+    return replace(
+        result, models=models, fitted=fitted, fit_s=fit_s, seconds=result.seconds + fit_s
+    )
 
 
 def catalog_stats(store: BaseStore) -> dict[str, Any]:

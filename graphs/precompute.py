@@ -82,13 +82,11 @@ class PrecomputeError(Exception):
 
 def model_digest(model: str | os.PathLike[str] | None) -> str:
     """What identifies a drafter's weights: a digest of a local folder's weight and config files
-    (an adapter retrained in place gets a new digest), else the model name itself."""
-    try:  # the project-wide helper, where it exists
-        from agent.model_identity import model_digest as shared  # type: ignore[import-not-found]
-    except ImportError:
-        pass
-    else:
-        return str(shared(model))
+    (an adapter retrained in place gets a new digest), else the model name itself.
+
+    A local helper until the project has one owner of model identity (issue 10 item 3:
+    ``agent.model_identity``); then this should call that.
+    """
     if model is None:
         return "none"
     path = Path(model)
@@ -366,6 +364,7 @@ def precompute(
                 store=store,
                 catalog=deps.catalog,
                 drafter=deps.drafter,
+                ranking=deps.ranking,
                 context=context,
                 model=model,
                 batch_size=batch_size,

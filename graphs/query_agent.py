@@ -1,6 +1,6 @@
 """The QueryAgent-R1 LangGraph state machine.
 
-    recall_memory -> draft_query -> retrieve_products -> check_consistency
+    recall_memory -> draft_query -> recall_candidates -> retrieve_products -> check_consistency
         -> (refine_query -> retrieve_products -> check_consistency)* -> finalize
 
 ``build_graph(deps)`` returns the uncompiled builder (tests compile it with their own store,
@@ -36,10 +36,16 @@ T = TypeVar("T")
 
 @dataclass
 class Deps:
-    """What the nodes need besides the state and the store."""
+    """What the nodes need besides the state and the store.
 
-    drafter: QueryDrafter
+    ``drafter`` is a ``GroundedDrafter`` for constrained drafting (a plain ``QueryDrafter``
+    drafts freely; ``None`` runs recall and the check alone, the ``ranker`` ablation);
+    ``ranking`` the catalog's fitted models (``agent.ranking``).
+    """
+
+    drafter: Any
     catalog: Catalog
+    ranking: Any
 
 
 def build_graph(deps: Deps) -> StateGraph[Any, Context, Any, Any]:
@@ -47,15 +53,18 @@ def build_graph(deps: Deps) -> StateGraph[Any, Context, Any, Any]:
     builder = StateGraph(
         State, input_schema=InputState, output_schema=OutputState, context_schema=Context
     )
+    d, c, r = deps.drafter, deps.catalog, deps.ranking
     builder.add_node("recall_memory", nodes.recall_memory)
-    builder.add_node("draft_query", partial(nodes.draft_query, drafter=deps.drafter))
-    builder.add_node("retrieve_products", partial(nodes.retrieve_products, catalog=deps.catalog))
-    builder.add_node("check_consistency", partial(nodes.check_consistency, catalog=deps.catalog))
-    builder.add_node("refine_query", partial(nodes.refine_query, drafter=deps.drafter))
-    builder.add_node("finalize", partial(nodes.finalize, catalog=deps.catalog))
+    builder.add_node("draft_query", partial(nodes.draft_query, drafter=d, ranking=r))
+    builder.add_node("recall_candidates", partial(nodes.recall_candidates, ranking=r))
+    builder.add_node("retrieve_products", partial(nodes.retrieve_products, catalog=c, ranking=r))
+    builder.add_node("check_consistency", partial(nodes.check_consistency, drafter=d, ranking=r))
+    builder.add_node("refine_query", partial(nodes.refine_query, drafter=d, ranking=r))
+    builder.add_node("finalize", partial(nodes.finalize, catalog=c, ranking=r))
     builder.add_edge(START, "recall_memory")
     builder.add_edge("recall_memory", "draft_query")
-    builder.add_edge("draft_query", "retrieve_products")
+    builder.add_edge("draft_query", "recall_candidates")
+    builder.add_edge("recall_candidates", "retrieve_products")
     builder.add_edge("retrieve_products", "check_consistency")
     builder.add_conditional_edges("check_consistency", nodes.route_after_check)
     builder.add_edge("refine_query", "retrieve_products")
@@ -87,11 +96,15 @@ def default_deps(model: str | None = None, home: str | None = None) -> Deps:
     server named by ``$QUERYAGENT_CHROMA_HOST``)."""
     from agent.catalog import ChromaCatalog
     from agent.drafter import HFDrafter, default_model
+    from agent.drafting.constrained import GroundedHFDrafter
+    from agent.ranking import load_served
 
     model = model or os.environ.get(MODEL_ENV) or default_model()
-    drafter = HFDrafter(model, home=home)  # lazy: loads on the first generate()
+    # Lazy: the model loads on the first call, the catalog and its fitted models on first use.
+    drafter = GroundedHFDrafter(HFDrafter(model, home=home))
     catalog: Catalog = _Lazy(lambda: ChromaCatalog.from_env(home=home))  # type: ignore[assignment]
-    return Deps(drafter=drafter, catalog=catalog)
+    ranking = _Lazy(lambda: load_served(home))
+    return Deps(drafter=drafter, catalog=catalog, ranking=ranking)
 
 
 graph = build_graph(default_deps()).compile(name="QueryAgent")

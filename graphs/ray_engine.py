@@ -54,6 +54,7 @@ class PrecomputeActor:
             store=self.store,
             catalog=deps.catalog,
             drafter=deps.drafter,
+            ranking=deps.ranking,
             context=context,
             model=versions.model,
             batch_size=batch_size,

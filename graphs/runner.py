@@ -23,6 +23,7 @@ messages ``draft_query`` would build from the memory at that cut.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,7 +43,15 @@ from memory_store import Dataset, UserProfile, build_profile, events_from_sequen
 if TYPE_CHECKING:
     from langgraph.store.base import BaseStore
 
-__all__ = ["CHUNK_BATCHES", "OfflineRunner", "RunResult", "draft_prompt_at", "profile_at"]
+__all__ = [
+    "CHUNK_BATCHES",
+    "OfflineRunner",
+    "RunResult",
+    "draft_prompt_at",
+    "fit_sequences",
+    "offline_ranking",
+    "profile_at",
+]
 
 # Graph runs handed to one ``graph.batch`` call, in multiples of the drafter batch: enough to keep
 # the micro-batcher full, few enough that a chunk's results are small and progress is smooth.
@@ -67,6 +76,45 @@ def draft_prompt_at(
     return profile, draft_messages(profile, list(popular_categories))
 
 
+def fit_sequences(dataset: Dataset, split: str) -> dict[str, list[str]]:
+    """Every sequence cut before its held-out item for a run over ``split``: the ``valid`` /
+    ``test`` targets for those splits, the ``valid`` targets for ``train`` (its rows lie before
+    them), so models fitted on them never saw what the run predicts or what is held out."""
+    from memory_store import target_position
+
+    held_out = "valid" if split == "train" else split
+    cut = {u: list(s) for u, s in dataset.sequences.items()}
+    for ex in dataset.examples(held_out):
+        cut[ex.user_id] = cut[ex.user_id][: target_position(dataset, ex, held_out)]
+    return cut
+
+
+def offline_ranking(
+    dataset: Dataset,
+    catalog: Catalog,
+    split: str,
+    home: str | os.PathLike[str] | None = None,
+    *,
+    progress: bool = False,
+) -> Any:
+    """The catalog's fitted models (``agent.ranking``) for an offline run over ``split``: fitted
+    on ``fit_sequences`` once, kept in the home (``ranking/offline-<data>-<split>-<digest>``)."""
+    from agent.ranking import RANKING_DIR
+    from agent.ranking.fit import CatalogModels, data_fingerprint, fit_catalog
+    from memory_store.paths import queryagent_home
+
+    sequences = fit_sequences(dataset, split)
+    digest = data_fingerprint(dataset.products, sequences)
+    folder = (
+        queryagent_home(home) / RANKING_DIR / f"offline-{dataset.name.lower()}-{split}-{digest}"
+    )
+    if CatalogModels.exists(folder):
+        return CatalogModels.load(folder)
+    models = fit_catalog(dataset.products, sequences, catalog.search_many, progress=progress)
+    models.save(folder)
+    return models
+
+
 @dataclass
 class RunResult:
     """Outputs in input order; trajectory records too when asked for (same order)."""
@@ -82,7 +130,10 @@ class OfflineRunner:
     Args:
         store: the memory's store, already ingested (see ``from_dataset``).
         catalog: the product catalog the graph searches.
-        drafter: any ``QueryDrafter``; wrapped in a ``MicroBatchingDrafter`` unless it is one.
+        drafter: a ``QueryDrafter``, wrapped in a ``MicroBatchingDrafter`` (unless it is one) so
+            concurrent runs share model calls; a ``GroundedDrafter`` (constrained beams and
+            scoring, ``agent.drafting``) is used as it is.
+        ranking: the catalog's fitted models (``agent.ranking``) the nodes use.
         context: the default run context (``run`` may pass another).
         model: the model id written into trajectory records (default: the drafter's ``name``).
         batch_size: the most prompts per model call, and the concurrency of ``graph.batch``.
@@ -94,6 +145,7 @@ class OfflineRunner:
         store: BaseStore,
         catalog: Catalog,
         drafter: Any,
+        ranking: Any = None,
         context: Context | None = None,
         model: str | None = None,
         batch_size: int = 16,
@@ -103,17 +155,20 @@ class OfflineRunner:
         self.store = store
         self.catalog = catalog
         self.batch_size = batch_size
+        from agent.drafting.constrained import GroundedDrafter
+
         self.drafter = (
             drafter
-            if isinstance(drafter, MicroBatchingDrafter)
+            if isinstance(drafter, MicroBatchingDrafter | GroundedDrafter)
             else MicroBatchingDrafter(drafter, max_batch=batch_size)
         )
+        self.ranking = ranking
         self.context = context or Context()
         inner = getattr(self.drafter, "drafter", drafter)
         self.model = model or getattr(inner, "name", None) or getattr(drafter, "name", None)
-        self.graph = build_graph(Deps(drafter=self.drafter, catalog=catalog)).compile(
-            store=store, name="QueryAgent"
-        )
+        self.graph = build_graph(
+            Deps(drafter=self.drafter, catalog=catalog, ranking=ranking)
+        ).compile(store=store, name="QueryAgent")
 
     @classmethod
     def from_dataset(

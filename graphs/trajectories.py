@@ -202,10 +202,11 @@ class TrajectoryStep(BaseModel):
 
     turn: int = Field(ge=0, description="0 for the draft, then 1, 2, ... for refinements")
     kind: Literal["draft", "refine"]
-    messages: list[dict[str, Any]]
-    completion: str
-    prompt_token_ids: list[int]
-    completion_token_ids: list[int]
+    # Empty for a candidate no model wrote (recalled from memory, transitions, ...).
+    messages: list[dict[str, Any]] = Field(default_factory=list)
+    completion: str = ""
+    prompt_token_ids: list[int] = Field(default_factory=list)
+    completion_token_ids: list[int] = Field(default_factory=list)
     query: str | None = None
     error: str | None = None
 

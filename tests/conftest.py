@@ -65,3 +65,16 @@ def store(tiny_dataset):
     UserMemory(store).ingest_dataset(tiny_dataset, progress=False)
     store.put(CATALOG_NAMESPACE, CATALOG_STATS_KEY, {"popular_categories": ["duct tape"]})
     return store
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tiny_dataset):
+    """The tiny catalog's fitted ranking models (vocabulary, transitions, next-item model; too
+    few rows for a ranker), retrieval from the fake catalog."""
+    from agent.ranking.fit import FitConfig, fit_catalog
+    from tests.helpers.fakes import FakeCatalog
+
+    catalog = FakeCatalog(tiny_dataset.products.values())
+    return fit_catalog(
+        tiny_dataset.products, tiny_dataset.sequences, catalog.search_many, FitConfig(epochs=3)
+    )

@@ -77,6 +77,7 @@ def export_trajectories(
     *,
     catalog: Catalog | None = None,
     drafter: Any = None,
+    ranking: Any = None,
     command: str | None = None,
     progress: bool = True,
 ) -> ExportResult:
@@ -88,6 +89,7 @@ def export_trajectories(
         out: the ``.jsonl`` file (its folder must exist); ``<out>.meta.json`` is written beside.
         catalog: the catalog to search (default: the evaluation's collection for this data set).
         drafter: the drafter (default: ``HFDrafter(config.model)``).
+        ranking: the catalog's fitted models (default: ``graphs.runner.offline_ranking``).
         command: recorded in the sidecar (default: this process's argv).
         progress: show a tqdm bar.
 
@@ -95,7 +97,7 @@ def export_trajectories(
         EvalError: a bad split or an example that does not line up with its sequence.
         TrajectoryError: the output folder does not exist.
     """
-    from graphs.runner import OfflineRunner
+    from graphs.runner import OfflineRunner, offline_ranking
 
     t0 = time.perf_counter()
     out = Path(out)
@@ -121,6 +123,10 @@ def export_trajectories(
         dataset,
         catalog=catalog,
         drafter=drafter,
+        # fitted on the sequences cut before what this split holds out (graphs.runner)
+        ranking=ranking
+        if ranking is not None
+        else offline_ranking(dataset, catalog, config.split, config.home),
         context=Context(max_refinements=config.max_refinements, seed=config.seed, top_k=RETRIEVE_K),
         model=config.model or getattr(drafter, "name", None),
         batch_size=config.batch_size,

@@ -290,6 +290,7 @@ def run_grpo(
     from trl import GRPOConfig, GRPOTrainer
 
     from graphs.ingest import ingest
+    from graphs.runner import offline_ranking
     from graphs.trajectories import code_version
     from training.evaluation.runner import open_eval_catalog
     from training.rewards import CONSISTENCY_REWARDS, optimiser_kwargs
@@ -314,7 +315,10 @@ def run_grpo(
     catalog = open_eval_catalog(dataset, settings.home)
     ingest(dataset, store, catalog, progress=False)
     context = Context(max_refinements=0 if settings.single_turn else settings.max_refinements)
-    rollout = GraphRollout(rows=rows, catalog=catalog, store=store, context=context)
+    ranking = offline_ranking(dataset, catalog, settings.split, settings.home)
+    rollout = GraphRollout(
+        rows=rows, catalog=catalog, store=store, context=context, ranking=ranking
+    )
     model, tokenizer, has_adapter = _load_policy(settings)
 
     cuda = torch.cuda.is_available()

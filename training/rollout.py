@@ -90,6 +90,17 @@ def render_conversation(steps: Sequence[dict[str, Any]], tokenizer: Any) -> Rend
     return RenderedRollout(prompt_ids, completion_ids, env_mask)
 
 
+def model_turns(steps: Sequence[Any]) -> list[dict[str, Any]]:
+    """The steps the policy wrote (one per turn, in turn order): candidates recalled from other
+    sources carry no prompt and are not part of the conversation the loss is computed on."""
+    turns: dict[int, dict[str, Any]] = {}
+    for step in steps:
+        dumped = step.model_dump() if hasattr(step, "model_dump") else dict(step)
+        if dumped.get("messages") and dumped["turn"] not in turns:
+            turns[dumped["turn"]] = dumped
+    return [turns[t] for t in sorted(turns)]
+
+
 def prompt_key(prompt: Any) -> str:
     """A stable key for a dataset prompt (conversational or plain), to find its row again."""
     return json.dumps(prompt, sort_keys=True, ensure_ascii=False)
@@ -102,14 +113,22 @@ class GraphRollout:
         rows: the prompt rows (``prompt``, ``user_id``, ``before``), found again by their prompt.
         catalog: the environment's catalog.
         store: the environment's memory store (ingested with ``graphs.ingest.ingest``).
+        ranking: the catalog's fitted models (``agent.ranking``) the nodes use.
         context: the run context; the trainer's sampling temperature replaces its own.
     """
 
     def __init__(
-        self, *, rows: list[dict[str, Any]], catalog: Any, store: Any, context: Context
+        self,
+        *,
+        rows: list[dict[str, Any]],
+        catalog: Any,
+        store: Any,
+        context: Context,
+        ranking: Any = None,
     ) -> None:
         self.rows = {prompt_key(r["prompt"]): r for r in rows}
         self.catalog = catalog
+        self.ranking = ranking
         self.store = store
         self.context = context
         self.history: list[dict[str, float]] = []  # per call: mean refinements, distinct queries
@@ -125,6 +144,7 @@ class GraphRollout:
         runner = OfflineRunner(
             store=self.store,
             catalog=self.catalog,
+            ranking=self.ranking,
             drafter=HFDrafter.from_loaded(model, tokenizer, name="policy"),
             batch_size=len(rows),
         )
@@ -136,9 +156,7 @@ class GraphRollout:
             records=True,
             chunk_size=len(rows),
         ).records
-        rendered = [
-            render_conversation([s.model_dump() for s in rec.steps], tokenizer) for rec in records
-        ]
+        rendered = [render_conversation(model_turns(rec.steps), tokenizer) for rec in records]
         queries = [rec.final.query for rec in records]
         with self._lock:
             self.history.append(

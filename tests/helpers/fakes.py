@@ -62,3 +62,57 @@ class FakeCatalog:
 
     def count(self) -> int:
         return len(self.products)
+
+
+class ScriptedGroundedDrafter:
+    """A ``GroundedDrafter`` for unit tests: each ``beams`` call returns the next scripted list
+    of queries (kept only when they are in the trie, as constrained decoding guarantees), with
+    log-probabilities -1, -2, ...; ``score`` gives -(number of tokens) per completion.
+    ``generate`` answers free-generation calls with ``Query: <first scripted query>``."""
+
+    name = "scripted-grounded"
+
+    def __init__(self, script: Sequence[Sequence[str]]) -> None:
+        self.script = [list(s) for s in script]
+        self.calls: list[list[dict[str, str]]] = []
+        self.scored: list[list[list[int]]] = []
+
+    def trie(self, queries: Sequence[str]):  # type: ignore[no-untyped-def]
+        from agent.drafting.trie import QueryTrie
+
+        return QueryTrie.build(WordTokenizer(), queries)
+
+    def beams(self, prompts, trie, n):  # type: ignore[no-untyped-def]
+        from agent.drafting.constrained import Beam
+
+        out = []
+        for messages in prompts:
+            self.calls.append([dict(m) for m in messages])
+            queries = self.script.pop(0) if self.script else []
+            beams = []
+            for k, q in enumerate(queries[:n]):
+                ids = trie.completion_ids(q)
+                if ids is not None:
+                    beams.append(Beam(q, -1.0 - k, tuple(ids), (1, 2, 3)))
+            out.append(beams)
+        return out
+
+    def score(self, prompts, completions):  # type: ignore[no-untyped-def]
+        self.scored.extend([list(map(list, c)) for c in completions])
+        return [[-float(len(ids)) for ids in c] for c in completions]
+
+
+class WordTokenizer:
+    """A whitespace tokenizer with a growing vocabulary (enough to build a ``QueryTrie``)."""
+
+    eos_token_id = 0
+    name_or_path = "word-tokenizer"
+
+    def __init__(self) -> None:
+        self.vocab: dict[str, int] = {"<eos>": 0}
+
+    def __len__(self) -> int:
+        return len(self.vocab)
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        return [self.vocab.setdefault(w, len(self.vocab)) for w in text.split()]

@@ -22,7 +22,14 @@ def reply(messages: list[dict[str, str]]) -> str:
     return "Query: duct tape"
 
 
-def scripted_deps() -> Deps:
-    """The scripted drafter and the fake catalog over the tiny data set's products."""
+def scripted_deps(models: str | Path) -> Deps:
+    """The scripted drafter, the fake catalog over the tiny data set's products and the fitted
+    models saved in the folder ``models`` (``CatalogModels.save``)."""
+    from agent.ranking.fit import CatalogModels
+
     products = load_dataset(TINY).products.values()
-    return Deps(drafter=ScriptedDrafter(reply), catalog=FakeCatalog(products))
+    return Deps(
+        drafter=ScriptedDrafter(reply),
+        catalog=FakeCatalog(products),
+        ranking=CatalogModels.load(Path(models)),
+    )

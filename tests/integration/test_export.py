@@ -17,6 +17,7 @@ from agent.drafter import ScriptedDrafter
 from graphs.cli import main as queryagent
 from graphs.trajectories import SCHEMA, load_trajectories, meta_path, read_meta
 from memory_store import load_dataset
+from training.rollout import model_turns
 
 pytestmark = pytest.mark.integration
 
@@ -145,7 +146,8 @@ def test_export_test_split_gives_one_record_per_user_with_targets(
         assert record.target.title == dataset.products[ex.target].title
         assert record.target.query  # HEM ground truth: the category path without its root
         assert record.model == "scripted" and record.steps[0].kind == "draft"
-        assert 1 <= len(record.steps) <= 2
+        # the model's turns (draft + at most one refinement); recalled candidates have no prompt
+        assert 1 <= len(model_turns(record.steps)) <= 2
     meta = read_meta(out)
     assert meta is not None and meta["record_count"] == 6 and meta["split"] == "test"
     assert meta["config"]["max_refinements"] == 1 and meta["skipped_no_category"] == 0
@@ -166,7 +168,7 @@ def test_export_train_split_cuts_memory_at_each_row(
         assert record.target is not None and record.before is not None
         assert sequence[record.before] == record.target.item_id
         assert record.profile["n_events"] == record.before
-        assert len(record.steps) == 1
+        assert len(model_turns(record.steps)) == 1
 
 
 def test_export_user_errors_are_one_line(

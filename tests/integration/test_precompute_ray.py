@@ -14,7 +14,7 @@ from agent.context import Context
 from graphs.ingest import ingest
 from graphs.precompute import RECOMMENDATIONS_NAMESPACE, precompute
 from memory_store import open_store
-from tests.helpers.precompute import scripted_deps
+from tests.helpers.precompute import scripted_deps as scripted_deps_of
 
 ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install -e '.[ray]'")
 
@@ -46,8 +46,12 @@ def _results(home: Path) -> dict[str, dict]:
     return {i.key: {k: v for k, v in i.value.items() if k not in VOLATILE} for i in items}
 
 
-def test_ray_engine_equals_the_in_process_engine(local_ray, tmp_path: Path, tiny_dataset) -> None:
+def test_ray_engine_equals_the_in_process_engine(
+    local_ray, tmp_path: Path, tiny_dataset, tiny_models
+) -> None:
     ctx = Context(max_refinements=1)
+    tiny_models.save(tmp_path / "models")  # each actor loads the same fitted models
+    scripted_deps = partial(scripted_deps_of, tmp_path / "models")
     local_home = _home(tmp_path, "local", tiny_dataset)
     local = precompute(
         open_store(local_home),

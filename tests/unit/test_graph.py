@@ -1,4 +1,5 @@
-"""The agent graph with fakes: a scripted drafter, an in-memory catalog and store."""
+"""The agent graph (recall, then rank) with fakes: a scripted grounded drafter, an in-memory
+catalog and store, and ranking models fitted on the tiny catalog."""
 
 from __future__ import annotations
 
@@ -10,127 +11,119 @@ from agent.drafter import ScriptedDrafter
 from agent.records import QueryAttempt
 from graphs.query_agent import Deps, build_graph
 from memory_store import UnknownUserError
-from tests.helpers.fakes import FakeCatalog
+from tests.helpers.fakes import FakeCatalog, ScriptedGroundedDrafter
 
 FILAMENT_USER = "A1TINYUSER01"  # bought filament (x3) then beakers
 COLD_USER = "A1TINYUSER04"  # listed in user2index, no interactions
+FILAMENT = "additive manufacturing products 3d printing supplies filament"
+BEAKERS = "lab scientific products glassware labware beakers"
+TAPE = "tapes adhesives sealants adhesive duct tape"
+METERS = "test measure inspect electrical testing multimeters analyzers digital"
 
 
-def compile_graph(tiny_dataset, store, completions, **kw):
-    drafter = ScriptedDrafter(completions)
+def compile_graph(tiny_dataset, store, tiny_models, drafter, **kw):
     catalog = FakeCatalog(tiny_dataset.products.values())
-    graph = build_graph(Deps(drafter=drafter, catalog=catalog)).compile(store=store, **kw)
-    return graph, drafter, catalog
+    deps = Deps(drafter=drafter, catalog=catalog, ranking=tiny_models)
+    return build_graph(deps).compile(store=store, **kw), catalog
 
 
-def test_fitting_draft_is_accepted_without_refinement(tiny_dataset, store) -> None:
-    graph, drafter, catalog = compile_graph(tiny_dataset, store, ["Query: glass beaker set"])
-    out = graph.invoke({"user_id": FILAMENT_USER}, context=Context(fit_threshold=0.3))
-    assert out["query"] == "glass beaker set"
-    assert out["source"] == "model"
-    assert out["refinements"] == 0
-    assert len(out["attempts"]) == 1
-    attempt = QueryAttempt.model_validate(out["attempts"][0])
-    assert attempt.kind == "draft" and attempt.query == "glass beaker set"
-    assert attempt.products and attempt.products[0].category.endswith("Beakers")
-    assert attempt.consistency is not None and attempt.consistency.score >= 0.3
-    assert out["consistency"] == attempt.consistency.score
-    assert catalog.queries == ["glass beaker set"]
-    # the memory reached the prompt
-    assert "Beakers" in drafter.calls[0][-1]["content"]
+def test_candidates_name_their_sources_and_every_query_is_the_catalogs(
+    tiny_dataset, store, tiny_models
+) -> None:
+    drafter = ScriptedGroundedDrafter([[TAPE, "not a catalog query", BEAKERS]])
+    graph, _ = compile_graph(tiny_dataset, store, tiny_models, drafter)
+    out = graph.invoke({"user_id": FILAMENT_USER, "before": 3}, context=Context(fit_threshold=0))
+    attempts = [QueryAttempt.model_validate(a) for a in out["attempts"]]
+    queries = [a.query for a in attempts]
+    assert len(queries) == len(set(queries))  # one attempt per query
+    assert set(queries) <= set(tiny_models.vocab.queries)
+    assert "not a catalog query" not in queries  # off the trie: never proposed
+    by_query = {a.query: a for a in attempts}
+    assert by_query[TAPE].sources[0] == "model" and by_query[TAPE].logprob == -1.0
+    assert "model" in by_query[BEAKERS].sources and "memory" in by_query[BEAKERS].sources
+    assert by_query[FILAMENT].sources[0] == "memory"  # the last purchase's query, not proposed
+    for a in attempts:
+        assert a.products and a.consistency is not None and 0 <= a.consistency.score <= 1
+    assert out["query"] in queries and out["refinements"] == 0
+    best = max(attempts, key=lambda a: a.rank_score or 0.0)
+    assert out["query"] == best.query and out["consistency"] == best.consistency.score
+    assert out["source"] == best.sources[0]
+    # the memory reached the (grounded, worked-turn-free) prompt; the cutoff hid later items
+    prompt = drafter.calls[0]
+    assert len(prompt) == 2 and "Filament" in prompt[-1]["content"]
+    assert "Multimeter" not in prompt[-1]["content"]
 
 
-def test_unparseable_draft_is_recorded_and_refined(tiny_dataset, store) -> None:
-    graph, drafter, _ = compile_graph(tiny_dataset, store, ["", "Query: glass beaker set"])
-    out = graph.invoke({"user_id": FILAMENT_USER}, context=Context(fit_threshold=0.3))
-    assert [a["kind"] for a in out["attempts"]] == ["draft", "refine"]
-    assert out["attempts"][0]["query"] is None
-    assert out["attempts"][0]["error"] == "empty completion"
-    assert out["attempts"][0]["products"] == []
-    assert out["query"] == "glass beaker set"
-    # the refine prompt continues the conversation: draft messages, the reply, the feedback
+def test_refinement_sees_the_verdict_and_proposes_new_queries(
+    tiny_dataset, store, tiny_models
+) -> None:
+    from agent.ranking.fit import CatalogModels
+
+    # Without a next-item model every candidate's chance is 0: nothing clears the threshold.
+    unfit = CatalogModels(tiny_models.vocab, None, None)
+    drafter = ScriptedGroundedDrafter([[TAPE], [TAPE, METERS], [BEAKERS]])
+    graph, _ = compile_graph(tiny_dataset, store, unfit, drafter)
+    ctx = Context(max_refinements=2, fit_threshold=0.5, max_candidates=2)
+    out = graph.invoke({"user_id": FILAMENT_USER, "before": 3}, context=ctx)
+    assert out["refinements"] == 2  # the budget is spent
+    turns = [(a["turn"], a["kind"], a["query"]) for a in out["attempts"]]
+    assert (1, "refine", METERS) in turns  # the tried TAPE is not proposed again
     refine_prompt = drafter.calls[1]
-    assert refine_prompt[: len(drafter.calls[0])] == drafter.calls[0]
-    assert refine_prompt[-2]["role"] == "assistant"
-    assert "not a search query" in refine_prompt[-1]["content"]
+    assert refine_prompt[:2] == drafter.calls[0]
+    assert refine_prompt[-2] == {"role": "assistant", "content": f"Query: {TAPE}"}
+    assert "chance the next purchase is among the products" in refine_prompt[-1]["content"]
 
 
-def test_refinements_are_bounded_and_best_attempt_wins(tiny_dataset, store) -> None:
-    completions = ["Query: duct tape", "Query: multimeter", "Query: gorilla tape", "Query: beaker"]
-    graph, _, _ = compile_graph(tiny_dataset, store, completions)
-    out = graph.invoke(
-        {"user_id": FILAMENT_USER}, context=Context(max_refinements=2, fit_threshold=1.0)
-    )
-    assert len(out["attempts"]) == 3  # the draft and two refinements, then the budget is spent
-    assert out["refinements"] == 2
-    assert [a["turn"] for a in out["attempts"]] == [0, 1, 2]
-    best = max(out["attempts"], key=lambda a: a["consistency"]["score"])
-    assert out["consistency"] == best["consistency"]["score"]
-    # the refine turn tells the model what the last query retrieved and what did not fit
-    feedback = out["attempts"][1]["messages"][-1]["content"]
-    assert 'The query "duct tape" retrieved:' in feedback
-    assert "do not fit" in feedback
+def test_accepts_without_refining_when_the_best_clears_the_threshold(
+    tiny_dataset, store, tiny_models
+) -> None:
+    drafter = ScriptedGroundedDrafter([[TAPE]])
+    graph, _ = compile_graph(tiny_dataset, store, tiny_models, drafter)
+    out = graph.invoke({"user_id": FILAMENT_USER}, context=Context(fit_threshold=0.0))
+    assert out["refinements"] == 0 and len(drafter.calls) == 1
 
 
-def test_refinements_can_sample_while_the_draft_stays_greedy(tiny_dataset, store) -> None:
-    completions = ["Query: duct tape", "Query: multimeter", "Query: gorilla tape"]
-    graph, drafter, _ = compile_graph(tiny_dataset, store, completions)
-    ctx = Context(max_refinements=2, fit_threshold=1.0, refine_temperature=0.7)
-    graph.invoke({"user_id": FILAMENT_USER}, context=ctx)
-    assert drafter.temperatures == [0.0, 0.7, 0.7]
-    graph.invoke({"user_id": FILAMENT_USER}, context=Context(max_refinements=1, fit_threshold=1.0))
-    assert drafter.temperatures[3:] == [0.0, 0.0]  # unset: refinements use `temperature`
-    with pytest.raises(ValueError, match="refine_temperature"):
-        Context(refine_temperature=-0.1)
+def test_without_a_model_recall_and_the_check_still_answer(
+    tiny_dataset, store, tiny_models
+) -> None:
+    graph, _ = compile_graph(tiny_dataset, store, tiny_models, None)
+    out = graph.invoke({"user_id": FILAMENT_USER}, context=Context(max_refinements=2))
+    assert out["query"] in tiny_models.vocab.queries and out["refinements"] == 0
+    assert all("model" not in a["sources"] for a in out["attempts"])
 
 
-def test_single_turn_never_refines(tiny_dataset, store) -> None:
-    graph, _, _ = compile_graph(tiny_dataset, store, ["Query: duct tape"])
-    out = graph.invoke(
-        {"user_id": FILAMENT_USER}, context=Context(max_refinements=0, fit_threshold=1.0)
-    )
-    assert len(out["attempts"]) == 1 and out["refinements"] == 0
+def test_free_generation_remains_an_option(tiny_dataset, store, tiny_models) -> None:
+    drafter = ScriptedDrafter(["Query: glass beaker set"])
+    graph, catalog = compile_graph(tiny_dataset, store, tiny_models, drafter)
+    out = graph.invoke({"user_id": FILAMENT_USER}, context=Context(grounded=False))
+    model = [a for a in out["attempts"] if a["sources"] == ["model"]]
+    assert model and model[0]["query"] == "glass beaker set"
+    assert "glass beaker set" in catalog.queries  # not a vocabulary query: searched for real
+    assert len(drafter.calls[0]) > 2  # the free prompt keeps its worked turns
 
 
-def test_no_parsed_query_falls_back_to_strongest_interest(tiny_dataset, store) -> None:
-    graph, _, _ = compile_graph(tiny_dataset, store, ["..."])
-    out = graph.invoke({"user_id": FILAMENT_USER}, context=Context(max_refinements=1))
-    assert out["source"] == "fallback"
-    assert all(a["query"] is None for a in out["attempts"])
-    assert out["query"]  # the top interest-graph category, lower-cased
-    assert out["products"]
-
-
-def test_cold_start_user_gets_an_answer(tiny_dataset, store) -> None:
-    graph, drafter, _ = compile_graph(tiny_dataset, store, ["Query: duct tape"])
+def test_cold_start_user_gets_a_catalog_query(tiny_dataset, store, tiny_models) -> None:
+    drafter = ScriptedGroundedDrafter([[TAPE]])
+    graph, _ = compile_graph(tiny_dataset, store, tiny_models, drafter)
     out = graph.invoke({"user_id": COLD_USER}, context=Context())
-    assert out["query"] == "duct tape"
-    assert len(out["attempts"]) == 1
+    assert out["query"] in tiny_models.vocab.queries
     assert "New shopper" in drafter.calls[0][-1]["content"]
-    assert "duct tape" in drafter.calls[0][-1]["content"]  # popular categories offered
+    assert out["refinements"] == 0
 
 
-def test_unknown_user_raises(tiny_dataset, store) -> None:
-    graph, _, _ = compile_graph(tiny_dataset, store, ["Query: x"])
+def test_unknown_user_raises(tiny_dataset, store, tiny_models) -> None:
+    graph, _ = compile_graph(tiny_dataset, store, tiny_models, ScriptedGroundedDrafter([]))
     with pytest.raises(UnknownUserError):
         graph.invoke({"user_id": "NOBODY"})
 
 
-def test_history_cutoff_hides_later_items(tiny_dataset, store) -> None:
-    graph, drafter, _ = compile_graph(tiny_dataset, store, ["Query: filament"])
-    out = graph.invoke({"user_id": FILAMENT_USER, "before": 2}, context=Context(max_refinements=0))
-    assert out["attempts"]
-    prompt = drafter.calls[0][-1]["content"]
-    assert "Beakers" not in prompt  # the beaker is the third item, after the cutoff
-    assert "Filament" in prompt
-
-
-def test_checkpointer_keeps_the_trajectory(tiny_dataset, store) -> None:
-    graph, _, _ = compile_graph(
-        tiny_dataset, store, ["Query: glass beaker set"], checkpointer=InMemorySaver()
+def test_checkpointer_keeps_the_trajectory(tiny_dataset, store, tiny_models) -> None:
+    drafter = ScriptedGroundedDrafter([[BEAKERS]])
+    graph, _ = compile_graph(
+        tiny_dataset, store, tiny_models, drafter, checkpointer=InMemorySaver()
     )
     config = {"configurable": {"thread_id": "t1"}}
-    graph.invoke({"user_id": FILAMENT_USER}, config, context=Context(fit_threshold=0.3))
+    graph.invoke({"user_id": FILAMENT_USER}, config, context=Context(fit_threshold=0.0))
     snapshot = graph.get_state(config)
-    assert snapshot.values["attempts"][0]["query"] == "glass beaker set"
+    assert BEAKERS in [a["query"] for a in snapshot.values["attempts"]]
     assert snapshot.values["profile"]["user_id"] == FILAMENT_USER

@@ -55,8 +55,19 @@ def home_store(tiny_dataset) -> InMemoryStore:
     return store
 
 
+@pytest.fixture(autouse=True)
+def _models(tiny_models) -> None:
+    global MODELS
+    MODELS = tiny_models
+
+
+MODELS = None  # the tiny catalog's fitted models (set per test from the session fixture)
+
+
 def deps(tiny_dataset, drafter) -> Deps:
-    return Deps(drafter=drafter, catalog=FakeCatalog(tiny_dataset.products.values()))
+    return Deps(
+        drafter=drafter, catalog=FakeCatalog(tiny_dataset.products.values()), ranking=MODELS
+    )
 
 
 def stored(store) -> dict[str, dict]:
@@ -73,7 +84,7 @@ def test_computes_every_shopper_with_versions_then_nothing(tiny_dataset, home_st
     results = stored(home_store)
     assert sorted(results) == USERS
     one = results["A1TINYUSER01"]
-    assert one["query"] == "glass beaker set" and one["products"]
+    assert one["query"] and one["products"] and one["source"]
     assert one["memory"] == {"n_events": 5, "revision": 0}
     assert one["model"] == "scripted" and one["model_digest"] == "scripted"
     assert one["catalog_version"] and one["code_version"]

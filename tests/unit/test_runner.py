@@ -37,21 +37,28 @@ INPUTS = [
 
 
 @pytest.fixture()
-def runner(tiny_dataset) -> OfflineRunner:
+def runner(tiny_dataset, tiny_models) -> OfflineRunner:
     return OfflineRunner.from_dataset(
         tiny_dataset,
         catalog=FakeCatalog(tiny_dataset.products.values()),
         drafter=ScriptedDrafter(reply),
+        ranking=tiny_models,
         context=Context(max_refinements=1),
         batch_size=2,
     )
 
 
-def test_runner_equals_one_invoke_per_input(tiny_dataset, runner: OfflineRunner) -> None:
+def test_runner_equals_one_invoke_per_input(
+    tiny_dataset, tiny_models, runner: OfflineRunner
+) -> None:
     result = runner.run(INPUTS, records=True, chunk_size=4)  # two graph.batch calls
     # the same graph, one plain invoke at a time, on the runner's store
     plain = build_graph(
-        Deps(drafter=ScriptedDrafter(reply), catalog=FakeCatalog(tiny_dataset.products.values()))
+        Deps(
+            drafter=ScriptedDrafter(reply),
+            catalog=FakeCatalog(tiny_dataset.products.values()),
+            ranking=tiny_models,
+        )
     ).compile(store=runner.store)
     expected = [plain.invoke(dict(i), context=Context(max_refinements=1)) for i in INPUTS]
     assert result.outputs == expected

@@ -5,22 +5,38 @@ last-category  the query of the last history item's category
 swing          Swing item-to-item co-occurrence (Alibaba) over training sequences; the query
                of the top co-occurring item's category
 dense-query    the nearest training-split ground-truth query to the embedded recent history
+markov         the most frequent next query after the last purchase's query
+sasrec         the query of the next-item model's (SASRec) most likely next item
+ranker         the learned check over rule-based candidates, no language model (ablation)
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import combinations
 
 import numpy as np
 
 from agent.catalog import Catalog
+from agent.ranking.fit import CatalogModels
 from memory_store import Example
 from training.queries import QueryOracle
 
-__all__ = ["DenseQuery", "LastCategory", "Popular", "QueryOracle", "Swing"]
+__all__ = [
+    "DenseQuery",
+    "LastCategory",
+    "Markov",
+    "Popular",
+    "QueryOracle",
+    "RankerOnly",
+    "SASRecQuery",
+    "Swing",
+]
+
+# The purchases a method may see for an example (the memory before the target's position).
+HistoryOf = Callable[[Example], list[str]]
 
 # Recent history items embedded for dense-query (the paper's latest intent is short too).
 DENSE_RECENT = 5
@@ -129,3 +145,74 @@ class DenseQuery:
 def _unit(x: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.where(norms == 0, 1.0, norms)
+
+
+# --------------------------------------------------------------------------- fitted per catalog
+# The three below use the models ``queryagent ingest`` fits from a catalog's own sequences
+# (``agent.ranking``); the evaluation fits them on the part of the folder before its targets.
+
+
+class Markov:
+    """The most frequent next query after the last purchase's query (first-order transitions)."""
+
+    name = "markov"
+
+    def __init__(self, models: CatalogModels, history_of: HistoryOf) -> None:
+        self.models = models
+        self.history_of = history_of
+
+    def __call__(self, examples: Sequence[Example]) -> list[str | None]:
+        vocab = self.models.vocab
+        out: list[str | None] = []
+        for ex in examples:
+            recent = vocab.history_queries(self.history_of(ex))
+            last = recent[0] if recent else None
+            nxt = vocab.transitions.top(last, 1) if last else []
+            out.append((nxt or recent or vocab.transitions.popular(1) or [None])[0])
+        return out
+
+
+class SASRecQuery:
+    """The query of the next-item model's most likely next item (SASRec, Kang & McAuley 2018)."""
+
+    name = "sasrec"
+
+    def __init__(self, models: CatalogModels, history_of: HistoryOf) -> None:
+        self.models = models
+        self.history_of = history_of
+
+    def __call__(self, examples: Sequence[Example]) -> list[str | None]:
+        histories = [self.history_of(ex) for ex in examples]
+        out: list[str | None] = []
+        for probs in self.models.next_item_probs(histories):
+            query = None
+            if probs is not None:
+                for j in np.argsort(-probs)[:50]:
+                    query = self.models.vocab.query_of(self.models.item_ids[int(j)])
+                    if query:
+                        break
+            out.append(query or (self.models.vocab.transitions.popular(1) or [None])[0])
+        return out
+
+
+class RankerOnly:
+    """The learned check over the rule-based candidates (memory, transitions, next-item,
+    popular), no language model: the ablation that shows what the model adds."""
+
+    name = "ranker"
+
+    def __init__(self, models: CatalogModels, history_of: HistoryOf) -> None:
+        self.models = models
+        self.history_of = history_of
+
+    def __call__(self, examples: Sequence[Example]) -> list[str | None]:
+        histories = [self.history_of(ex) for ex in examples]
+        out: list[str | None] = []
+        for history, probs in zip(histories, self.models.next_item_probs(histories), strict=True):
+            queries = [c.query for c in self.models.recall(history, probs)]
+            if not queries:
+                out.append(None)
+                continue
+            raw, _ = self.models.score(self.models.features(history, queries, probs))
+            out.append(queries[int(np.argmax(raw))])
+        return out

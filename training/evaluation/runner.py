@@ -24,11 +24,30 @@ from agent.context import Context
 from agent.parsing import parse_query
 from agent.prompts import STOP, prompt_fingerprint
 from memory_store import DataError, Dataset, Example, target_position
-from training.evaluation.baselines import DenseQuery, LastCategory, Popular, QueryOracle, Swing
+from training.evaluation.baselines import (
+    DenseQuery,
+    LastCategory,
+    Markov,
+    Popular,
+    QueryOracle,
+    RankerOnly,
+    SASRecQuery,
+    Swing,
+)
 from training.evaluation.metrics import UserOutcome, aggregate, distinct_ratio, score_outcomes
 from training.queries import common_root
 
-BASELINES = ("popular", "last-category", "swing", "dense-query")
+BASELINES = (
+    "popular",
+    "last-category",
+    "swing",
+    "dense-query",
+    "markov",
+    "sasrec",
+    "ranker",
+)
+# Methods that use the models fitted from the catalog's sequences (agent.ranking).
+FITTED = ("markov", "sasrec", "ranker", "agent-single-turn", "agent")
 MODEL_METHODS = ("llm-direct", "agent-single-turn", "agent")
 METHODS = BASELINES + MODEL_METHODS
 RETRIEVE_K = 10
@@ -190,6 +209,7 @@ class Evaluator:
         self._baselines: dict[str, Any] = {}
         self._store: Any = None
         self._runners: dict[str | None, Any] = {}  # graphs.runner.OfflineRunner per model
+        self._models: Any = None
 
     # -- caching ----------------------------------------------------------------------------
     def _cache_key(self, spec: MethodSpec) -> dict[str, Any]:
@@ -202,7 +222,53 @@ class Evaluator:
             "data": dataset_fingerprint(self.dataset),
             # Model methods depend on the prompt template; baselines do not.
             "prompt": prompt_fingerprint() if spec.method in MODEL_METHODS else None,
+            # Methods using the fitted catalog models depend on what was fitted.
+            "ranking": self._ranking_key() if spec.method in FITTED else None,
         }
+
+    # -- the catalog's fitted models (agent.ranking), fitted on what precedes the targets --------
+    def _fit_sequences(self) -> dict[str, list[str]]:
+        """Every sequence cut before its target in the evaluated split (test: the test item and
+        after; valid: the valid item and after), so nothing fitted has seen a target."""
+        cut = {u: list(s) for u, s in self.dataset.sequences.items()}
+        for ex in self.dataset.examples(self.config.split):
+            cut[ex.user_id] = cut[ex.user_id][: self._position(ex)]
+        return cut
+
+    def _ranking_key(self) -> str:
+        from agent.ranking.fit import FitConfig, data_fingerprint
+
+        seqs = self._fit_sequences()
+        config = json.dumps(asdict(FitConfig()), sort_keys=True, default=str)
+        digest = hashlib.sha256((data_fingerprint(self.dataset.products, seqs) + config).encode())
+        return digest.hexdigest()[:16]
+
+    def ranking(self) -> Any:
+        """The fitted ``CatalogModels`` for this split (fitted once, kept in the home)."""
+        if self._models is None:
+            from agent.ranking import RANKING_DIR
+            from agent.ranking.fit import CatalogModels, fit_catalog
+            from memory_store.paths import queryagent_home
+
+            folder = (
+                queryagent_home(self.config.home)
+                / RANKING_DIR
+                / f"eval-{self.dataset.name.lower()}-{self.config.split}-{self._ranking_key()}"
+            )
+            if CatalogModels.exists(folder):
+                self._models = CatalogModels.load(folder)
+            else:
+                self._models = fit_catalog(
+                    self.dataset.products,
+                    self._fit_sequences(),
+                    self.catalog.search_many,
+                    progress=True,
+                )
+                self._models.save(folder)
+        return self._models
+
+    def _history(self, ex: Example) -> list[str]:
+        return list(self.dataset.sequences[ex.user_id][: self._position(ex)])
 
     def _cache_path(self, spec: MethodSpec) -> Path:
         return self.cache_dir / f"{spec.label.replace('/', '_')}.jsonl"
@@ -302,6 +368,9 @@ class Evaluator:
                 "last-category": lambda: last,
                 "swing": lambda: Swing(self.oracle, last),
                 "dense-query": lambda: DenseQuery(self.oracle, self.catalog),
+                "markov": lambda: Markov(self.ranking(), self._history),
+                "sasrec": lambda: SASRecQuery(self.ranking(), self._history),
+                "ranker": lambda: RankerOnly(self.ranking(), self._history),
             }
             self._baselines[name] = builders[name]()
         return self._baselines[name]
@@ -353,9 +422,13 @@ class Evaluator:
 
         runner = self._runners.get(spec.model)
         if runner is None:
+            from agent.drafting.constrained import GroundedHFDrafter
+
+            base = self._drafter(spec.model)
             common = {
                 "catalog": self.catalog,
-                "drafter": self._drafter(spec.model),
+                "drafter": base if hasattr(base, "beams") else GroundedHFDrafter(base),
+                "ranking": self.ranking(),
                 "batch_size": self.config.batch_size,
             }
             if self._store is None:  # ingested once (as `queryagent ingest` does), shared
@@ -370,6 +443,6 @@ class Evaluator:
         outputs = runner.run(inputs, context=ctx).outputs
         return (
             [o.get("query") for o in outputs],
-            [o.get("source") == "model" for o in outputs],
+            [o.get("source") not in (None, "fallback") for o in outputs],
             [int(o.get("refinements", 0)) for o in outputs],
         )

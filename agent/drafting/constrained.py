@@ -1,0 +1,203 @@
+"""Grounded drafting: beam search constrained to the catalog's query trie, and candidate scoring.
+
+Two operations on a loaded causal LM (any Hugging Face model and its tokenizer):
+
+* ``constrained_beams``: ``generate(num_beams=N, prefix_allowed_tokens_fn=trie)`` returns N
+  distinct queries of the served catalog and their log-probabilities in one call (a batch of
+  prompts is left-padded; every beam follows the trie, so every draft is a valid query).
+* ``score_completions``: the log-probability of given completions (candidates recalled from other
+  sources) after one prompt. The prompt runs once; its keys and values are repeated over the
+  candidates, which run together in one forward pass.
+
+``GroundedDrafter`` wraps an ``HFDrafter`` (its model, tokenizer and lock) with both, so the graph
+holds one model for free generation, beams and scoring.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from agent.drafting.trie import QueryTrie
+
+__all__ = [
+    "Beam",
+    "GroundedDrafter",
+    "GroundedHFDrafter",
+    "constrained_beams",
+    "score_completions",
+]
+
+Messages = list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class Beam:
+    """One constrained completion: the query, its log-probability and its token ids."""
+
+    query: str
+    logprob: float
+    completion_token_ids: tuple[int, ...]
+    prompt_token_ids: tuple[int, ...] = ()
+
+
+@runtime_checkable
+class GroundedDrafter(Protocol):
+    """What grounded drafting needs from a model. Implementations must be thread-safe."""
+
+    name: str
+
+    def beams(
+        self, prompts: Sequence[Messages], trie: QueryTrie, n: int
+    ) -> list[list[Beam]]:
+        """Up to ``n`` distinct trie queries per prompt, best first."""
+        ...
+
+    def score(
+        self, prompts: Sequence[Messages], completions: Sequence[Sequence[Sequence[int]]]
+    ) -> list[list[float]]:
+        """Log-probability of each completion (token ids) after its prompt."""
+        ...
+
+
+def _prompt_ids(tokenizer: Any, messages: Messages) -> list[int]:
+    text = tokenizer.apply_chat_template(
+        [dict(m) for m in messages], tokenize=False, add_generation_prompt=True
+    )
+    # The chat template already holds any bos token; adding special tokens would double it.
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def constrained_beams(
+    model: Any, tokenizer: Any, prompts: Sequence[Messages], trie: QueryTrie, n: int
+) -> list[list[Beam]]:
+    """Beam search over the trie: ``n`` beams per prompt, returned as distinct queries."""
+    import torch
+
+    if not prompts:
+        return []
+    n = max(1, min(n, len(trie)))
+    ids = [_prompt_ids(tokenizer, m) for m in prompts]
+    width = max(len(i) for i in ids)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else trie.eos_id
+    input_ids = torch.tensor([[pad] * (width - len(i)) + i for i in ids], device=model.device)
+    mask = torch.tensor(
+        [[0] * (width - len(i)) + [1] * len(i) for i in ids], device=model.device
+    )
+    longest = max(len(s) for s in trie.sequences.values())
+
+    def allowed(_batch_id: int, row: torch.Tensor) -> list[int]:
+        return trie.allowed(row[width:].tolist())
+
+    with torch.inference_mode():
+        out = model.generate(
+            input_ids=input_ids,
+            attention_mask=mask,
+            num_beams=n,
+            num_return_sequences=n,
+            max_new_tokens=longest,
+            prefix_allowed_tokens_fn=allowed,
+            length_penalty=0.0,  # scores are plain sums of token log-probabilities
+            early_stopping=True,
+            do_sample=False,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+            output_scores=True,
+            return_dict_in_generate=True,
+            pad_token_id=pad,
+            eos_token_id=trie.eos_id,
+        )
+    results: list[list[Beam]] = []
+    for b, prompt in enumerate(ids):
+        seen: dict[str, Beam] = {}
+        for j in range(n):
+            row = out.sequences[b * n + j, width:].tolist()
+            if trie.eos_id in row:
+                row = row[: row.index(trie.eos_id) + 1]
+            query = trie.query(row)
+            if query is None or query in seen:
+                continue  # an unfinished beam (max length) or a duplicate
+            score = float(out.sequences_scores[b * n + j])
+            seen[query] = Beam(query, score, tuple(row), tuple(prompt))
+        results.append(sorted(seen.values(), key=lambda beam: -beam.logprob))
+    return results
+
+
+def score_completions(
+    model: Any, tokenizer: Any, messages: Messages, completions: Sequence[Sequence[int]]
+) -> list[float]:
+    """Sum of token log-probabilities of each completion after ``messages``' prompt."""
+    import torch
+
+    if not completions:
+        return []
+    prompt = _prompt_ids(tokenizer, messages)
+    with torch.inference_mode():
+        out = model(input_ids=torch.tensor([prompt], device=model.device), use_cache=True)
+        first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
+        scores = [float(first[c[0]]) for c in completions]
+        rest = [list(c[1:]) for c in completions]
+        longest = max(len(r) for r in rest)
+        if longest == 0:
+            return scores
+        # Feed tokens 0..L-2 of each completion (right-padded) after the shared prompt cache;
+        # the logits at step j predict token j+1.
+        inputs = [list(c[:-1]) for c in completions]
+        width = max(len(i) for i in inputs)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        batch = torch.tensor([i + [pad] * (width - len(i)) for i in inputs], device=model.device)
+        attn = torch.tensor(
+            [[1] * len(prompt) + [1] * len(i) + [0] * (width - len(i)) for i in inputs],
+            device=model.device,
+        )
+        cache = out.past_key_values
+        cache.batch_repeat_interleave(len(completions))
+        logits = model(
+            input_ids=batch, attention_mask=attn, past_key_values=cache, use_cache=True
+        ).logits
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        for k, r in enumerate(rest):
+            if r:
+                idx = torch.tensor(r, device=model.device)
+                scores[k] += float(logp[k, torch.arange(len(r), device=model.device), idx].sum())
+    return scores
+
+
+class GroundedHFDrafter:
+    """Beams and scoring on an ``HFDrafter``'s model (loaded on first use, shared lock)."""
+
+    def __init__(self, drafter: Any) -> None:
+        self.drafter = drafter
+        self.name = getattr(drafter, "name", "hf")
+
+    def __repr__(self) -> str:
+        return f"GroundedHFDrafter({self.drafter!r})"
+
+    def generate(self, prompts: Sequence[Messages], **kwargs: Any) -> Any:
+        """Free generation (``Context(grounded=False)``): the wrapped drafter's."""
+        return self.drafter.generate(prompts, **kwargs)
+
+    def beams(self, prompts: Sequence[Messages], trie: QueryTrie, n: int) -> list[list[Beam]]:
+        model, tokenizer = self.drafter.model, self.drafter.tokenizer
+        with self.drafter._lock:
+            return constrained_beams(model, tokenizer, prompts, trie, n)
+
+    def score(
+        self, prompts: Sequence[Messages], completions: Sequence[Sequence[Sequence[int]]]
+    ) -> list[list[float]]:
+        model, tokenizer = self.drafter.model, self.drafter.tokenizer
+        with self.drafter._lock:
+            return [
+                score_completions(model, tokenizer, m, c)
+                for m, c in zip(prompts, completions, strict=True)
+            ]
+
+    def trie(self, queries: Sequence[str]) -> QueryTrie:
+        """The trie of ``queries`` for this drafter's tokenizer (cached per vocabulary)."""
+        key = hash(tuple(queries))
+        cached = getattr(self, "_trie", None)
+        if cached is None or cached[0] != key:
+            self._trie = (key, QueryTrie.build(self.drafter.tokenizer, queries))
+        return self._trie[1]

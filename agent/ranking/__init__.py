@@ -1,0 +1,68 @@
+"""What the check learns from one catalog's own sequences, fitted at ingest and stored per catalog.
+
+* ``vocabulary``: the catalog's category queries, what each retrieves, query transitions;
+* ``nextitem``: the next-item model (a compact SASRec);
+* ``candidates``: recall sources (memory, transitions, next-item, popular);
+* ``features`` and ``ranker``: the learned check (LightGBM lambdarank, calibrated);
+* ``fit``: ``fit_catalog`` and ``CatalogModels`` (save/load).
+
+``graphs`` (ingest, the check node) and ``training`` (rewards, evaluation) use it; it imports
+nothing from them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from memory_store.paths import queryagent_home
+
+__all__ = ["RANKING_DIR", "RankingMissingError", "load_served", "served_dir"]
+
+RANKING_DIR = "ranking"
+
+
+class RankingMissingError(RuntimeError):
+    """The served catalog has no fitted ranking models yet (run ``queryagent ingest``)."""
+
+
+def served_dir(home: str | os.PathLike[str] | None = None) -> Path:
+    """Where ``queryagent ingest`` writes the served catalog's fitted models."""
+    return queryagent_home(home) / RANKING_DIR / "served"
+
+
+def load_served(home: str | os.PathLike[str] | None = None):  # type: ignore[no-untyped-def]
+    """The served catalog's ``CatalogModels``; one clear error when ingest has not fitted them."""
+    from agent.ranking.fit import CatalogModels
+
+    folder = served_dir(home)
+    if not CatalogModels.exists(folder):
+        raise RankingMissingError(
+            f"no fitted catalog models in {folder}: run `queryagent ingest` to fit them"
+        )
+    return CatalogModels.load(folder)
+
+
+def fit_served(  # type: ignore[no-untyped-def]
+    products,
+    sequences,
+    search_many,
+    home: str | os.PathLike[str] | None = None,
+    *,
+    force: bool = False,
+    progress: bool = True,
+):
+    """Fit the served catalog's models at ingest (``agent.ranking.fit.fit_catalog``) and store
+    them in the home; skipped when the stored ones were fitted on the same products and
+    sequences. Returns ``(models, fitted)``."""
+    from agent.ranking.fit import CatalogModels, data_fingerprint, fit_catalog
+
+    folder = served_dir(home)
+    fingerprint = data_fingerprint(products, sequences)
+    if not force and CatalogModels.exists(folder):
+        models = CatalogModels.load(folder)
+        if models.meta.get("fingerprint") == fingerprint:
+            return models, False
+    models = fit_catalog(products, sequences, search_many, progress=progress)
+    models.save(folder)
+    return models, True

@@ -1,0 +1,285 @@
+"""Fit everything the check learns from one catalog's sequences, and load it back.
+
+``fit_catalog`` runs at ``queryagent ingest`` (and in the evaluation, on the training part of the
+folder it evaluates), so a catalog the project never saw works without a training run:
+
+1. the vocabulary (item -> category query) and what each query retrieves from the catalog;
+2. stage A, for the ranker's training rows: each shopper's last purchase is held out; the
+   transitions and the next-item model are fitted on the purchases before it, and the rows'
+   features come from those (leave-one-out: no event at or after a row's target is seen);
+3. the ranker (LightGBM lambdarank) on those rows;
+4. stage B, for serving: transitions and the next-item model refitted on whole sequences.
+
+Everything is written to one folder with a ``meta.json`` (data fingerprint, sizes, times, ranker
+feature importance). ``CatalogModels.load(folder)`` gives the check what it needs.
+
+    python -m agent.ranking.fit --data data/amazon-scientific --home /tmp/qa   # same as ingest's
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from agent.ranking.candidates import Candidate, RecallConfig, recall
+from agent.ranking.features import FEATURES, candidate_features
+from agent.ranking.nextitem import NextItemConfig, NextItemModel
+from agent.ranking.ranker import Ranker, RankerConfig
+from agent.ranking.vocabulary import QueryVocabulary
+from agent.records import RetrievedProduct
+from memory_store.products import Product
+from memory_store.queries import catalog_queries
+
+__all__ = ["CatalogModels", "FitConfig", "data_fingerprint", "fit_catalog", "relevance"]
+
+logger = logging.getLogger(__name__)
+
+META_FILE = "meta.json"
+NEXTITEM_DIR = "nextitem"
+SearchMany = Callable[[list[str], int], list[list[RetrievedProduct]]]
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """What ``fit_catalog`` fits and how long it may take."""
+
+    retrieve_k: int = 10  # products retrieved per query (the evaluation's top 10)
+    epochs: int = 30  # next-item model epochs (each about 2-5 s on 2 cores for 8k shoppers)
+    refit_for_serving: bool = True  # stage B; False serves with the stage-A model
+    max_rows: int = 10_000  # ranker training rows (shoppers), a seeded sample beyond that
+    recall: RecallConfig = field(default_factory=RecallConfig)
+    ranker: RankerConfig = field(default_factory=RankerConfig)
+    seed: int = 0
+
+
+def data_fingerprint(products: Mapping[str, Product], sequences: Mapping[str, Sequence[str]]) -> str:
+    digest = hashlib.sha256()
+    for item_id in sorted(products):
+        digest.update(products[item_id].document().encode())
+    for user in sorted(sequences):
+        digest.update(f"{user}:{','.join(sequences[user])}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def relevance(query: str, truth: str | None, target: str, retrieved: Sequence[str]) -> int:
+    """0; 1 for the real next query (Q_EM); 3 when it also retrieves the real next item."""
+    if truth is None or query != truth:
+        return 0
+    return 3 if target in retrieved else 1
+
+
+class CatalogModels:
+    """The fitted vocabulary, next-item model and ranker of one catalog."""
+
+    def __init__(
+        self,
+        vocab: QueryVocabulary,
+        nextitem: NextItemModel | None,
+        ranker: Ranker | None,
+        meta: dict[str, object] | None = None,
+    ) -> None:
+        self.vocab = vocab
+        self.nextitem = nextitem
+        self.ranker = ranker
+        self.meta = meta or {}
+        self.item_ids = nextitem.item_ids if nextitem else sorted(vocab.item_query)
+        self.item_index = {item: i for i, item in enumerate(self.item_ids)}
+        self.lm_ranker: Ranker | None = None
+
+    # ----------------------------------------------------------------- scoring
+
+    def next_item_probs(self, histories: Sequence[Sequence[str]]) -> list[np.ndarray | None]:
+        if self.nextitem is None:
+            return [None] * len(histories)
+        probs = self.nextitem.predict(histories)
+        return [probs[i] if histories[i] else None for i in range(len(histories))]
+
+    def recall(
+        self,
+        history: Sequence[str],
+        probs: np.ndarray | None,
+        *,
+        model_queries: Sequence[str] = (),
+        config: RecallConfig | None = None,
+    ) -> list[Candidate]:
+        return recall(
+            self.vocab, history, probs, self.item_ids, config, model_queries=model_queries
+        )
+
+    def features(
+        self, history: Sequence[str], queries: Sequence[str], probs: np.ndarray | None
+    ) -> np.ndarray:
+        return candidate_features(self.vocab, history, queries, probs, self.item_index)
+
+    def score(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Raw ranking scores and calibrated fit probabilities of candidate features ``x``.
+
+        Without a fitted ranker (a catalog too small to fit one) the next-item mass on the
+        query's products (``mass_hit``) is both the score and the fit.
+        """
+        if self.ranker is None:
+            mass = x[:, FEATURES.index("mass_hit")] if len(x) else np.zeros(0)
+            return mass, mass
+        return self.ranker.score(x), self.ranker.fit_probability(x)
+
+    @property
+    def threshold(self) -> float:
+        return self.ranker.threshold if self.ranker is not None else 0.0
+
+    # ----------------------------------------------------------------- persistence
+
+    def save(self, folder: Path) -> None:
+        """Write to ``folder`` atomically (a temp folder beside it, renamed into place)."""
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = folder.with_name(f".{folder.name}.tmp-{time.time_ns()}")
+        tmp.mkdir()
+        try:
+            self.vocab.save(tmp)
+            if self.nextitem is not None:
+                self.nextitem.save(tmp / NEXTITEM_DIR)
+            if self.ranker is not None:
+                self.ranker.save(tmp)
+            (tmp / META_FILE).write_text(json.dumps(self.meta, indent=2, default=str))
+            old = folder.with_name(f".{folder.name}.old-{time.time_ns()}")
+            if folder.exists():
+                folder.rename(old)
+            tmp.rename(folder)
+            shutil.rmtree(old, ignore_errors=True)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    @classmethod
+    def load(cls, folder: Path) -> CatalogModels:
+        folder = Path(folder)
+        if not (folder / META_FILE).is_file():
+            raise FileNotFoundError(f"no fitted catalog models in {folder}")
+        vocab = QueryVocabulary.load(folder)
+        nextitem = (
+            NextItemModel.load(folder / NEXTITEM_DIR)
+            if (folder / NEXTITEM_DIR).is_dir()
+            else None
+        )
+        ranker = Ranker.load(folder) if Ranker.exists(folder) else None
+        models = cls(vocab, nextitem, ranker, json.loads((folder / META_FILE).read_text()))
+        if Ranker.exists(folder, "lm-"):
+            models.lm_ranker = Ranker.load(folder, "lm-")
+        return models
+
+    @staticmethod
+    def exists(folder: Path) -> bool:
+        return (Path(folder) / META_FILE).is_file()
+
+
+def ranker_rows(
+    models: CatalogModels,
+    rows: Sequence[tuple[Sequence[str], str]],
+    config: FitConfig,
+) -> tuple[list[np.ndarray], list[np.ndarray], list[list[Candidate]]]:
+    """Features and relevance of each (history, target) row's recalled candidates."""
+    probs = models.next_item_probs([h for h, _ in rows])
+    groups, labels, cands = [], [], []
+    for (history, target), p in zip(rows, probs, strict=True):
+        truth = models.vocab.query_of(target)
+        candidates = models.recall(history, p, config=config.recall)
+        queries = [c.query for c in candidates]
+        groups.append(models.features(history, queries, p))
+        labels.append(
+            np.array(
+                [relevance(q, truth, target, models.vocab.retrieved.get(q, [])) for q in queries]
+            )
+        )
+        cands.append(candidates)
+    return groups, labels, cands
+
+
+def fit_catalog(
+    products: Mapping[str, Product],
+    sequences: Mapping[str, Sequence[str]],
+    search_many: SearchMany,
+    config: FitConfig | None = None,
+    *,
+    progress: bool = False,
+) -> CatalogModels:
+    """Fit the vocabulary, next-item model and ranker of one catalog (see the module doc).
+
+    Args:
+        products: the catalog.
+        sequences: user -> purchased item ids, oldest first: only what may be learned from (the
+            evaluation passes sequences cut before the items it evaluates).
+        search_many: ``(queries, k) -> products per query`` from the served catalog (for
+            instance ``ChromaCatalog.search_many``).
+    """
+    cfg = config or FitConfig()
+    started = time.perf_counter()
+    item_query = catalog_queries(products)
+    queries = sorted(set(item_query.values()))
+    found = search_many(queries, cfg.retrieve_k)
+    retrieved = {
+        q: [p.model_dump(mode="json") for p in ps] for q, ps in zip(queries, found, strict=True)
+    }
+    items = sorted(products)
+    timings: dict[str, float] = {"retrieval_s": time.perf_counter() - started}
+
+    # Stage A: hold out each shopper's last purchase for the ranker's rows.
+    cut = {u: list(s[:-1]) for u, s in sequences.items() if len(s) >= 2}
+    rows = [(cut[u], sequences[u][-1]) for u in sorted(cut) if sequences[u][-1] in item_query]
+    if len(rows) > cfg.max_rows:
+        rng = np.random.default_rng(cfg.seed)
+        keep = sorted(rng.choice(len(rows), cfg.max_rows, replace=False).tolist())
+        rows = [rows[i] for i in keep]
+    t = time.perf_counter()
+    nextitem_cfg = NextItemConfig(epochs=cfg.epochs, seed=cfg.seed)
+    model_a = NextItemModel.fit(cut, items, nextitem_cfg, progress=progress) if cut else None
+    timings["nextitem_a_s"] = time.perf_counter() - t
+    stage_a = CatalogModels(QueryVocabulary.build(item_query, cut.values(), retrieved), model_a, None)
+    t = time.perf_counter()
+    groups, labels, _ = ranker_rows(stage_a, rows, cfg)
+    n_pos = int(sum((y >= 3).any() for y in labels))
+    ranker = (
+        Ranker.fit(groups, labels, FEATURES, cfg.ranker)
+        if n_pos >= 5 and len(rows) >= 50
+        else None
+    )
+    if ranker is None:
+        logger.warning(
+            "too few training rows to fit the ranker (%d rows, %d with a hit); the check uses "
+            "the next-item mass alone",
+            len(rows),
+            n_pos,
+        )
+    timings["ranker_s"] = time.perf_counter() - t
+
+    # Stage B: serve with everything.
+    t = time.perf_counter()
+    if cfg.refit_for_serving and model_a is not None:
+        model_b: NextItemModel | None = NextItemModel.fit(
+            {u: list(s) for u, s in sequences.items()}, items, nextitem_cfg, progress=progress
+        )
+    else:
+        model_b = model_a
+    timings["nextitem_b_s"] = time.perf_counter() - t
+    vocab = QueryVocabulary.build(item_query, sequences.values(), retrieved)
+    timings = {k: round(v, 1) for k, v in timings.items()}
+    meta: dict[str, object] = {
+        "made_by": "agent.ranking.fit.fit_catalog",
+        "fingerprint": data_fingerprint(products, sequences),
+        "products": len(products),
+        "shoppers": len(sequences),
+        "queries": len(queries),
+        "ranker_rows": len(rows),
+        "ranker_rows_with_hit": n_pos,
+        "config": asdict(cfg),
+        "seconds": round(time.perf_counter() - started, 1),
+        "timings": timings,
+        "importance": ranker.importance() if ranker else {},
+        "threshold": ranker.threshold if ranker else None,
+    }
+    return CatalogModels(vocab, model_b, ranker, meta)

@@ -1,0 +1,103 @@
+"""What the check learns per catalog: recall sources, leave-one-out fitting, the new baselines."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from agent.ranking import fit as fitmod
+from agent.ranking.candidates import merge, recall
+from agent.ranking.features import FEATURES
+from agent.ranking.fit import FitConfig, fit_catalog, relevance
+from agent.ranking.vocabulary import QueryVocabulary, Transitions
+from tests.helpers.fakes import FakeCatalog
+
+FILAMENT = "additive manufacturing products 3d printing supplies filament"
+BEAKERS = "lab scientific products glassware labware beakers"
+TAPE = "tapes adhesives sealants adhesive duct tape"
+METERS = "test measure inspect electrical testing multimeters analyzers digital"
+
+
+def test_transitions_count_consecutive_queries_and_smooth() -> None:
+    tr = Transitions.fit([["a", "b", "a", "b"], ["a", "c"], [None, "a", "b"]])
+    assert tr.top("a", 2) == ["b", "c"]
+    assert tr.prob("a", "b") > tr.prob("a", "c") > tr.prob("a", "a") > 0
+    assert tr.popular(1) == ["a"] or tr.popular(1) == ["b"]
+
+
+def test_recall_lists_every_source_of_a_candidate(tiny_models, tiny_dataset) -> None:
+    history = list(tiny_dataset.sequences["A1TINYUSER01"][:3])  # filament, filament, beakers
+    [probs] = tiny_models.next_item_probs([history])
+    cands = recall(
+        tiny_models.vocab, history, probs, tiny_models.item_ids, model_queries=[TAPE, BEAKERS]
+    )
+    by_query = {c.query: c.sources for c in cands}
+    assert by_query[TAPE][0] == "model"
+    assert by_query[BEAKERS][:2] == ["model", "memory"]
+    assert by_query[FILAMENT][0] == "memory"
+    assert set(s for c in cands for s in c.sources) <= {
+        "model",
+        "memory",
+        "transition",
+        "next-item",
+        "popular",
+    }
+    assert merge([("a", ["x"]), ("b", ["x", "y"])])[0].sources == ["a", "b"]
+
+
+def test_fitting_holds_out_each_shoppers_last_purchase(tiny_dataset, monkeypatch) -> None:
+    """Leave-one-out: the stage-A model and transitions never see a row's target, and a row's
+    features come from the events before it."""
+    fitted: list[dict[str, list[str]]] = []
+    real_fit = fitmod.NextItemModel.fit
+
+    def spy(sequences, item_ids, config=None, **kw):  # type: ignore[no-untyped-def]
+        fitted.append({u: list(s) for u, s in sequences.items()})
+        return real_fit(sequences, item_ids, config, **kw)
+
+    rows_seen: list[tuple[list[str], str]] = []
+    real_rows = fitmod.ranker_rows
+
+    def rows_spy(models, rows, config):  # type: ignore[no-untyped-def]
+        rows_seen.extend((list(h), t) for h, t in rows)
+        # the stage-A transitions hold no transition into a row's target position
+        return real_rows(models, rows, config)
+
+    monkeypatch.setattr(fitmod.NextItemModel, "fit", staticmethod(spy))
+    monkeypatch.setattr(fitmod, "ranker_rows", rows_spy)
+    catalog = FakeCatalog(tiny_dataset.products.values())
+    models = fit_catalog(
+        tiny_dataset.products, tiny_dataset.sequences, catalog.search_many, FitConfig(epochs=1)
+    )
+    seqs = {u: list(s) for u, s in tiny_dataset.sequences.items() if len(s) >= 2}
+    stage_a, stage_b = fitted
+    assert stage_a == {u: s[:-1] for u, s in seqs.items()}  # the last purchase held out
+    assert stage_b == {u: list(s) for u, s in tiny_dataset.sequences.items()}  # serving: all
+    assert rows_seen
+    for history, target in rows_seen:
+        user = next(u for u, s in seqs.items() if s[:-1] == history and s[-1] == target)
+        assert history == seqs[user][: len(seqs[user]) - 1]  # nothing at or after the target
+    assert models.meta["ranker_rows"] == len(rows_seen)
+
+
+def test_features_and_relevance(tiny_models, tiny_dataset) -> None:
+    history = list(tiny_dataset.sequences["A1TINYUSER01"][:3])
+    [probs] = tiny_models.next_item_probs([history])
+    queries = [FILAMENT, BEAKERS, TAPE, METERS]
+    x = tiny_models.features(history, queries, probs)
+    assert x.shape == (4, len(FEATURES))
+    col = {n: x[:, i] for i, n in enumerate(FEATURES)}
+    assert col["is_last"].tolist() == [0, 1, 0, 0]  # the last purchase was a beaker
+    assert col["recency"][1] == 1.0 and col["recency"][0] == 0.5 and col["recency"][2] == 0.0
+    assert np.all(col["mass_hit"] <= col["mass_retrieved"] + 1e-9)
+    assert sorted(col["mass_rank"].tolist()) == [0, 1, 2, 3]
+    assert relevance("q", "q", "t", ["t"]) == 3
+    assert relevance("q", "q", "t", ["u"]) == 1
+    assert relevance("q", "r", "t", ["t"]) == 0
+
+
+def test_vocabulary_round_trips(tiny_models, tmp_path) -> None:
+    tiny_models.vocab.save(tmp_path)
+    again = QueryVocabulary.load(tmp_path)
+    assert again.queries == tiny_models.vocab.queries
+    assert again.retrieved == tiny_models.vocab.retrieved
+    assert again.transitions.counts == tiny_models.vocab.transitions.counts

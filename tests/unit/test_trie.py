@@ -1,0 +1,61 @@
+"""The catalog query trie and constrained decoding over it (real beam search on a tiny LM)."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.drafting.trie import QueryTrie
+from tests.helpers.fakes import WordTokenizer
+
+QUERIES = ["duct tape", "duct tape silver", "glass beakers", "pla filament"]
+
+
+def test_every_path_is_a_query_and_its_end_allows_only_eos() -> None:
+    trie = QueryTrie.build(WordTokenizer(), QUERIES)
+    for query, ids in trie.sequences.items():
+        assert ids[-1] == trie.eos_id
+        for n in range(len(ids)):
+            assert ids[n] in trie.allowed(ids[:n])
+        assert trie.query(ids) == query
+    duct = trie.completion_ids("duct tape")
+    assert duct is not None
+    # after "Query: duct tape" the query may end or go on to "silver"; after "silver" only end
+    after = set(trie.allowed(duct[:-1]))
+    assert trie.eos_id in after and len(after) == 2
+    longer = trie.completion_ids("duct tape silver")
+    assert longer is not None and trie.allowed(longer[:-1]) == [trie.eos_id]
+    assert trie.query([999]) is None
+
+
+def test_a_catalog_change_changes_the_key() -> None:
+    a = QueryTrie.build(WordTokenizer(), QUERIES)
+    b = QueryTrie.build(WordTokenizer(), QUERIES[:-1])
+    assert a.key != b.key and len(b) == len(QUERIES) - 1
+    assert QueryTrie.build(WordTokenizer(), list(reversed(QUERIES))).key == a.key
+
+
+@pytest.mark.integration
+def test_constrained_beams_never_leave_the_trie(tiny_model_dir) -> None:
+    """A random tiny LM would write anything; constrained, every beam is a catalog query, the
+    beams are distinct, and their log-probabilities equal the teacher-forced scores."""
+    from agent.drafter import HFDrafter
+    from agent.drafting.constrained import GroundedHFDrafter
+
+    drafter = GroundedHFDrafter(HFDrafter(str(tiny_model_dir), prefix_cache=False))
+    queries = ["usb c cable", "usb c charger", "yoga mat", "coffee grinder", "usb c"]
+    trie = drafter.trie(queries)
+    prompts = [
+        [{"role": "user", "content": "a shopper who buys tape"}],
+        [{"role": "user", "content": "someone else entirely, with a longer memory text"}],
+    ]
+    beams = drafter.beams(prompts, trie, 3)
+    assert len(beams) == 2
+    for row in beams:
+        assert row and len({b.query for b in row}) == len(row)
+        assert all(b.query in queries for b in row)
+        assert [b.logprob for b in row] == sorted((b.logprob for b in row), reverse=True)
+        scored = drafter.score([prompts[0]], [[list(b.completion_token_ids) for b in row]])[0]
+        if row is beams[0]:
+            assert scored == pytest.approx([b.logprob for b in row], abs=1e-3)
+    best = beams[0][0]
+    assert best.query in drafter.drafter.tokenizer.decode(list(best.completion_token_ids))
