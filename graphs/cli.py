@@ -7,10 +7,14 @@
                           [--engine local|ray]
 
 Argument parsing uses the standard library's argparse (maintained, no extra dependency).
-Errors a user can cause (unknown user, bad data file, empty catalog, a log file that is not a
-trajectory file or whose folder is missing) print one line and exit 2. ``--log FILE`` appends the
-run's trajectory (``graphs.trajectories``, schema v2, built from the graph's output) to FILE and
-updates ``FILE.meta.json``. ``precompute`` and ``--cached``: see ``graphs.precompute``.
+Errors a user can cause (unknown user, bad data file, an id the store cannot key by, an oversized
+input, empty or unreachable catalog, an interrupted ingest, a ``--model`` that cannot load, an
+unwritable home, a store URL that names no database, a log file that is not a trajectory file or
+whose folder is missing, a bad precompute request) print one line and exit 2. ``recommend``
+checks the store, the shopper, the catalog and the model folder in that order, before any model is
+loaded. ``--log FILE`` appends the run's trajectory (``graphs.trajectories``, schema v2, built from
+the graph's output) to FILE and updates ``FILE.meta.json``. ``precompute`` and ``--cached``: see
+``graphs.precompute``.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from graphs.trajectories import (
 )
 from memory_store import (
     DataError,
+    HomeError,
     StoreError,
     UnknownUserError,
     UserMemory,
@@ -78,10 +83,13 @@ def _ingest(args: argparse.Namespace) -> int:
 
 
 def _recommend(args: argparse.Namespace) -> int:
+    from agent.catalog import ChromaCatalog
+    from agent.model_identity import check_model
     from graphs.query_agent import build_graph, default_deps
 
     store = open_store(args.home)
     memory = UserMemory(store)
+    memory.check_ingested(args.user)  # a killed ingest is not a cold-start shopper
     if not memory.known(args.user):
         raise CliError(
             f"unknown user {args.user!r}: not in the ingested data set "
@@ -95,8 +103,13 @@ def _recommend(args: argparse.Namespace) -> int:
     if args.log is not None:
         check_appendable(args.log)  # before the model runs: a bad log path costs nothing
     if args.cached and _serve_cached(args, store, memory):
-        return 0
+        return 0  # a stored answer needs neither the catalog nor the model
+    # The catalog answers (server up, collection filled) before the model loads: a Chroma server
+    # that is down costs a second, not a model load and a draft.
+    ChromaCatalog.from_env(home=args.home).check()
+    check_model(args.model)
     deps = default_deps(args.model, home=args.home)
+    _load_model(deps.drafter, args.model)
     graph = build_graph(deps).compile(store=store, name="QueryAgent")
     inputs = {"user_id": args.user}
     run_id, created = str(uuid4()), datetime.now(UTC).isoformat()
@@ -164,6 +177,27 @@ def _serve_cached(args: argparse.Namespace, store: Any, memory: UserMemory) -> b
         f"with {stored.get('model')}{note}"
     )
     return True
+
+
+def _load_model(drafter: Any, model: str | None) -> None:
+    """Load the drafter's weights now, so a model that cannot load is one line, not a traceback
+    from inside the graph. Loading a user-named folder fails in many library-specific ways
+    (OSError, ValueError, JSON and safetensors errors), all of them the user's to fix."""
+    from agent.drafting import DrafterError
+
+    while getattr(type(drafter), "model", None) is None:  # a wrapper (GroundedHFDrafter)
+        inner = getattr(drafter, "drafter", None)
+        if inner is None:
+            return  # a drafter without lazy weights (scripted)
+        drafter = inner
+    try:
+        drafter.model  # noqa: B018 (the property loads the weights)
+    except DrafterError:
+        raise
+    except Exception as exc:
+        name = model or getattr(drafter, "name", "the default model")
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise CliError(f"cannot load the model {name}: {type(exc).__name__}: {first}") from None
 
 
 def _log(args: argparse.Namespace, record: TrajectoryRecord, catalog: Any, model: str) -> None:
@@ -342,6 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from agent.catalog import CatalogError
+    from agent.drafting import DrafterError
+    from agent.model_identity import ModelSourceError
     from graphs.precompute import PrecomputeError
 
     args = build_parser().parse_args(argv)
@@ -352,9 +388,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         DataError,
         UnknownUserError,
         StoreError,
+        HomeError,
         CatalogError,
         TrajectoryError,
         PrecomputeError,
+        DrafterError,
+        ModelSourceError,
     ) as exc:
         print(f"queryagent: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

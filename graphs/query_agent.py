@@ -14,7 +14,6 @@ Importing this module loads no model: the default drafter and catalog open on fi
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,10 +25,7 @@ from langgraph.graph import END, START, StateGraph
 from agent import nodes
 from agent.catalog import Catalog
 from agent.context import Context
-from agent.drafter import QueryDrafter
 from agent.state import InputState, OutputState, State
-
-MODEL_ENV = "QUERYAGENT_MODEL"
 
 T = TypeVar("T")
 
@@ -91,15 +87,14 @@ class _Lazy(Generic[T]):
 
 
 def default_deps(model: str | None = None, home: str | None = None) -> Deps:
-    """The real drafter (``model`` or ``$QUERYAGENT_MODEL`` or the shipped trained adapter, see
-    ``agent.drafter.default_model``) and the Chroma catalog in the QueryAgent home (or the
-    server named by ``$QUERYAGENT_CHROMA_HOST``)."""
+    """The real drafter (``model`` resolved by ``agent.drafting.resolve_model``: ``None`` is
+    ``$QUERYAGENT_MODEL``, else the shipped trained adapter) and the Chroma catalog in the
+    QueryAgent home (or the server named by ``$QUERYAGENT_CHROMA_HOST``)."""
     from agent.catalog import ChromaCatalog
-    from agent.drafter import HFDrafter, default_model
+    from agent.drafting import HFDrafter
     from agent.drafting.constrained import GroundedHFDrafter
     from agent.ranking import load_served
 
-    model = model or os.environ.get(MODEL_ENV) or default_model()
     # Lazy: the model loads on the first call, the catalog and its fitted models on first use.
     drafter = GroundedHFDrafter(HFDrafter(model, home=home))
     catalog: Catalog = _Lazy(lambda: ChromaCatalog.from_env(home=home))  # type: ignore[assignment]

@@ -31,9 +31,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from uuid import uuid4
 
-from agent.batching import MicroBatchingDrafter
 from agent.catalog import Catalog
 from agent.context import Context
+from agent.drafting import MicroBatchingDrafter
 from agent.prompts import draft_messages
 from graphs.ingest import ingest
 from graphs.query_agent import Deps, build_graph

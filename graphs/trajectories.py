@@ -30,7 +30,6 @@ which command, config, catalog and code version made it and how many records it 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -43,6 +42,8 @@ from typing import IO, Any, Literal
 from uuid import uuid4
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from memory_store.files import atomic_path, atomic_write
 
 __all__ = [
     "SCHEMA",
@@ -389,31 +390,11 @@ def _sidecar(
     return out
 
 
-def _open_temp(path: Path) -> tuple[IO[str], str]:
-    """A new temp file beside ``path`` (same file system, so ``os.replace`` is atomic).
-
-    Not ``tempfile.mkstemp``: its files are mode 0600, which the rename would give the output.
-    Opening with ``"x"`` keeps the umask's usual mode and never reuses an existing name.
-    """
-    tmp = str(path.with_name(f".{path.name}.{uuid4().hex[:12]}.tmp"))
+def _write_atomic(path: Path, text: str) -> None:
     try:
-        return open(tmp, "x", encoding="utf-8"), tmp  # closed by the caller
+        atomic_write(path, text, fsync=True)
     except OSError as err:
         raise TrajectoryError(f"{path}: cannot write in {path.parent} ({err.strerror})") from None
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    f, tmp = _open_temp(path)
-    try:
-        with f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def _check_folder(path: Path) -> None:
@@ -465,11 +446,21 @@ class TrajectoryWriter:
         self.meta = dict(meta)
         self.count = 0
         self._file: IO[str] | None = None
-        self._tmp: str | None = None
+        self._stack: contextlib.ExitStack | None = None
 
     def __enter__(self) -> TrajectoryWriter:
         _check_folder(self.path)
-        self._file, self._tmp = _open_temp(self.path)
+        # The file goes to a temp name (memory_store.files.atomic_path) that replaces ``path``
+        # when the block ends cleanly; on an error the temp is removed and ``path`` is untouched.
+        self._stack = contextlib.ExitStack()
+        try:
+            tmp = self._stack.enter_context(atomic_path(self.path))
+            self._file = self._stack.enter_context(open(tmp, "x", encoding="utf-8"))
+        except OSError as err:
+            self._stack.close()
+            raise TrajectoryError(
+                f"{self.path}: cannot write in {self.path.parent} ({err.strerror})"
+            ) from None
         return self
 
     def write(self, records: Iterable[TrajectoryRecord]) -> None:
@@ -479,20 +470,15 @@ class TrajectoryWriter:
             self.count += 1
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        assert self._file is not None and self._tmp is not None
-        try:
-            if exc_type is None:
-                self._file.flush()
-                os.fsync(self._file.fileno())
-            self._file.close()
-            if exc_type is None:
-                os.replace(self._tmp, self.path)
-                _write_atomic(
-                    meta_path(self.path), json.dumps(_sidecar(self.meta, self.count), indent=2)
-                )
-        finally:
-            if os.path.exists(self._tmp):
-                os.unlink(self._tmp)
+        assert self._file is not None and self._stack is not None
+        if exc_type is None:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        self._stack.__exit__(exc_type, exc, tb)  # closes the file, then renames or removes it
+        if exc_type is None:
+            _write_atomic(
+                meta_path(self.path), json.dumps(_sidecar(self.meta, self.count), indent=2)
+            )
 
 
 def write_trajectories(
@@ -520,18 +506,21 @@ def write_trajectories(
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[IO[str]]:
-    """The file opened for appending, under an exclusive lock (two CLIs logging at once)."""
+    """The file opened for appending, under an exclusive lock (two CLIs logging at once).
+
+    The lock is ``filelock.FileLock`` on a hidden ``.<name>.lock`` beside the file (portable,
+    unlike ``fcntl.flock``); it is held from before the file is opened until it is closed.
+    """
+    from filelock import FileLock
+
     _check_folder(path)
-    try:
-        f = path.open("a+", encoding="utf-8")
-    except OSError as err:
-        raise TrajectoryError(f"{path}: cannot open for appending ({err.strerror})") from None
-    with f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+    with FileLock(path.with_name(f".{path.name}.lock")):
         try:
+            f = path.open("a+", encoding="utf-8")
+        except OSError as err:
+            raise TrajectoryError(f"{path}: cannot open for appending ({err.strerror})") from None
+        with f:
             yield f
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def check_appendable(path: str | os.PathLike[str]) -> int:

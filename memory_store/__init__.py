@@ -18,8 +18,10 @@ from memory_store.datasets import (
 from memory_store.events import BehaviorEvent, EventKind, events_from_sequence
 from memory_store.memory import (
     EVENTS_NAMESPACE,
+    INGEST_NAMESPACE,
     PROFILES_NAMESPACE,
     USERS_NAMESPACE,
+    IngestIncompleteError,
     IngestStats,
     StoreError,
     UnknownUserError,
@@ -27,7 +29,7 @@ from memory_store.memory import (
     events_namespace,
     open_store,
 )
-from memory_store.paths import queryagent_home
+from memory_store.paths import HomeError, queryagent_home
 from memory_store.products import Product
 from memory_store.profile import (
     DEFAULT_DECAY,
@@ -46,6 +48,8 @@ from memory_store.profile import (
 __all__ = [
     "DEFAULT_DECAY",
     "EVENTS_NAMESPACE",
+    "INGEST_NAMESPACE",
+    "IngestIncompleteError",
     "PROFILES_NAMESPACE",
     "ROOT_PREFIX",
     "SPLITS",
@@ -55,6 +59,7 @@ __all__ = [
     "Dataset",
     "EventKind",
     "Example",
+    "HomeError",
     "IngestStats",
     "IntentItem",
     "InterestEdge",

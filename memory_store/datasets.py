@@ -41,6 +41,13 @@ __all__ = [
 
 SPLITS = ("train", "valid", "test")
 
+# Input size limits: a line or a file beyond them is refused before anything is parsed (a 50 MB
+# line once cost 4 GB of memory and a 949 MB home). Raise them with these variables.
+MAX_LINE_BYTES_ENV = "QUERYAGENT_MAX_LINE_BYTES"
+MAX_FILE_BYTES_ENV = "QUERYAGENT_MAX_FILE_BYTES"
+DEFAULT_MAX_LINE_BYTES = 1 << 20  # 1 MiB; the bundled set's longest line is 851 bytes
+DEFAULT_MAX_FILE_BYTES = 1 << 30  # 1 GiB; the bundled set's largest file is 0.9 MB
+
 # RecBole's default MAX_ITEM_LIST_LENGTH, used by the UniSRec recipe that made the bundled set: a
 # history longer than this keeps only its most recent items.
 DEFAULT_MAX_HISTORY = 50
@@ -250,16 +257,80 @@ def _recbole_prefixes(root: Path) -> set[str]:
     return prefixes
 
 
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(1-based line number, line without its newline); blank lines are skipped."""
+def _limit(env: str, default: int) -> int:
+    raw = os.environ.get(env)
+    if not raw:
+        return default
     try:
-        with path.open(encoding="utf-8") as f:
-            for number, raw in enumerate(f, start=1):
-                line = raw.rstrip("\r\n")
-                if line.strip():
-                    yield number, line
-    except UnicodeDecodeError as err:
-        raise DataError(path, None, f"not UTF-8 text ({err.reason})") from err
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise DataError(Path(env), None, f"must be a positive number of bytes, got {raw!r}")
+    return value
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(1-based line number, line without its newline); blank lines are skipped.
+
+    Raises:
+        DataError: the file is larger than ``$QUERYAGENT_MAX_FILE_BYTES``, a line is longer than
+            ``$QUERYAGENT_MAX_LINE_BYTES`` (read no further than the limit), or not UTF-8.
+    """
+    max_file = _limit(MAX_FILE_BYTES_ENV, DEFAULT_MAX_FILE_BYTES)
+    max_line = _limit(MAX_LINE_BYTES_ENV, DEFAULT_MAX_LINE_BYTES)
+    try:
+        size = path.stat().st_size
+    except OSError as err:
+        raise DataError(path, None, f"cannot read ({err.strerror or err})") from None
+    if size > max_file:
+        raise DataError(
+            path,
+            None,
+            f"file is {size:,} bytes, over the limit of {max_file:,} "
+            f"(raise it with {MAX_FILE_BYTES_ENV})",
+        )
+    with path.open("rb") as f:
+        number = 0
+        while raw := f.readline(max_line + 2):  # +2: room for a CRLF ending a line at the limit
+            number += 1
+            body = raw.rstrip(b"\r\n")
+            if len(body) > max_line:
+                raise DataError(
+                    path,
+                    number,
+                    f"line is over the limit of {max_line:,} bytes "
+                    f"(raise it with {MAX_LINE_BYTES_ENV})",
+                )
+            try:
+                line = body.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DataError(path, number, f"not UTF-8 text ({err.reason})") from None
+            if line.strip():
+                yield number, line
+
+
+def check_id(path: Path, number: int | None, kind: str, value: str) -> None:
+    """Refuse an id the memory cannot key by: empty, or with ``.`` or NUL in a user id.
+
+    A user id becomes a LangGraph store namespace label (``("queryagent", "events", user_id)``),
+    which may not be empty nor contain ``.`` or NUL; an item id is a Chroma record id, which may
+    not be empty. Checked while loading, so a bad id is one line before anything is written.
+
+    Raises:
+        DataError: naming the file and line.
+    """
+    if not value.strip():
+        raise DataError(path, number, f"empty {kind} id")
+    if "\x00" in value:
+        raise DataError(path, number, f"{kind} id {value!r} contains a NUL byte")
+    if kind == "user" and "." in value:
+        raise DataError(
+            path,
+            number,
+            f"user id {value!r} contains '.', which the memory store cannot key by "
+            "(LangGraph namespace labels exclude '.'); rename the user, e.g. '.' -> '_'",
+        )
 
 
 def _columns(path: Path, number: int, line: str, n: int) -> list[str]:
@@ -284,12 +355,13 @@ def _recbole_body(path: Path, n_columns: int) -> Iterator[tuple[int, list[str]]]
         yield number, _columns(path, number, line, n_columns)
 
 
-def _index_file(path: Path) -> dict[int, str]:
+def _index_file(path: Path, kind: str) -> dict[int, str]:
     """A RecBole ``*2index`` file (``real id<TAB>integer``, no header) -> integer to real id."""
     by_index: dict[int, str] = {}
     seen: set[str] = set()
     for number, line in _lines(path):
         real, index = _columns(path, number, line, 2)
+        check_id(path, number, kind, real)
         idx = _int(path, number, index)
         if real in seen:
             raise DataError(path, number, f"duplicate id {real!r}")
@@ -336,8 +408,8 @@ def load_recbole(root: str | os.PathLike[str]) -> Dataset:
         if not file.is_file():
             raise DataError(file, None, "missing file")
 
-    items = _index_file(files["item2index"])
-    users_by_index = _index_file(files["user2index"])
+    items = _index_file(files["item2index"], "item")
+    users_by_index = _index_file(files["user2index"], "user")
 
     # Item text, in two passes: the unambiguous lines (exactly three parts) give the categories
     # that settle the lines whose title or brand contains ". " (see parse_item_text).
@@ -346,6 +418,7 @@ def load_recbole(root: str | os.PathLike[str]) -> Dataset:
     known.discard("")
     products: dict[str, Product] = {}
     for number, (item_id, text) in rows:
+        check_id(files["text"], number, "item", item_id)
         if item_id in products:
             raise DataError(files["text"], number, f"duplicate item id {item_id!r}")
         try:
@@ -474,6 +547,7 @@ def load_jsonl(
     products: dict[str, Product] = {}
     for number, record in _jsonl(products_file, Product):
         assert isinstance(record, Product)
+        check_id(products_file, number, "item", record.item_id)
         if record.item_id in products:
             raise DataError(products_file, number, f"duplicate item id {record.item_id!r}")
         products[record.item_id] = record
@@ -481,6 +555,7 @@ def load_jsonl(
     sequences: dict[str, list[str]] = {}
     for number, record in _jsonl(sequences_file, _SequenceRecord):
         assert isinstance(record, _SequenceRecord)
+        check_id(sequences_file, number, "user", record.user_id)
         if record.user_id in sequences:
             raise DataError(sequences_file, number, f"duplicate user id {record.user_id!r}")
         for position, item_id in enumerate(record.items):

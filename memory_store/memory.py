@@ -11,6 +11,11 @@ Layout in the store (all keys and values are plain JSON):
 - ``("queryagent", "profiles")``, key ``f"{user_id}@{n}"``: the :class:`UserProfile` built from
   the user's first ``n`` events, plus a ``"built_with"`` stamp (revision, decay, root prefix); the
   paper's offline-compressed profile. It is reused only while the stamp still matches.
+- ``("queryagent", "ingest")``, key ``"state"``: ``{"generation", "complete", "data", "users"}``,
+  the completion mark of the last :meth:`UserMemory.ingest_dataset`. Each registry entry an
+  ingest writes carries its ``generation``; while the mark says ``complete: false`` (the ingest
+  was killed, or is still running) a shopper the current ingest has not written yet is refused
+  with :class:`IngestIncompleteError` instead of being served as a cold-start shopper.
 
 Everything is synchronous and safe to call from several threads (LangGraph runs sync nodes in a
 thread pool): writes that read the registry first are serialised by a lock, and events are
@@ -32,6 +37,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -42,11 +48,13 @@ from tqdm.auto import tqdm
 
 from memory_store.datasets import Dataset
 from memory_store.events import BehaviorEvent, events_from_sequence
-from memory_store.paths import queryagent_home
+from memory_store.paths import HOME_ENV, HomeError, private_file, queryagent_home
 from memory_store.profile import DEFAULT_DECAY, ROOT_PREFIX, UserProfile, build_profile
 
 __all__ = [
     "EVENTS_NAMESPACE",
+    "INGEST_NAMESPACE",
+    "IngestIncompleteError",
     "PROFILES_NAMESPACE",
     "USERS_NAMESPACE",
     "IngestStats",
@@ -60,6 +68,8 @@ __all__ = [
 USERS_NAMESPACE = ("queryagent", "users")
 EVENTS_NAMESPACE = ("queryagent", "events")
 PROFILES_NAMESPACE = ("queryagent", "profiles")
+INGEST_NAMESPACE = ("queryagent", "ingest")
+INGEST_STATE_KEY = "state"
 STORE_FILE = "memory.sqlite"
 
 # Operations per store.batch call. Each SQLite put is 5 bound parameters in one multi-row INSERT;
@@ -71,6 +81,17 @@ T = TypeVar("T")
 
 class StoreError(RuntimeError):
     """The store cannot be opened or is inconsistent (one line, for a CLI)."""
+
+
+class IngestIncompleteError(StoreError):
+    """The last ingest did not finish before this shopper's memory was written."""
+
+    def __init__(self, user_id: str) -> None:
+        super().__init__(
+            f"the memory of shopper {user_id!r} is incomplete: ingest was interrupted; "
+            "run `queryagent ingest` again"
+        )
+        self.user_id = user_id
 
 
 class UnknownUserError(KeyError):
@@ -109,25 +130,36 @@ def open_store(home: str | os.PathLike[str] | None = None, url: str | None = Non
 
     Args:
         home: the QueryAgent home folder (see ``queryagent_home``); the default store is the
-            SQLite file ``memory.sqlite`` in it.
+            SQLite file ``memory.sqlite`` in it (created ``0600``).
         url: instead (or ``$QUERYAGENT_STORE_URL``), ``sqlite:///<path>``
-            (``sqlite:///:memory:`` for a throwaway store) or a ``postgresql://`` URL (needs
-            ``pip install langgraph-checkpoint-postgres``).
+            (``sqlite:///:memory:`` for a throwaway store) or a ``postgresql://`` URL (needs the
+            ``postgres`` extra: ``pip install -e '.[postgres]'``).
 
     Returns:
         A ready store (tables created).
 
     Raises:
-        StoreError: an unsupported URL or a missing Postgres driver.
+        StoreError: an unsupported URL, a missing Postgres driver, or a store that cannot be
+            opened (an unwritable folder, a file that is not a database, a server that refuses).
     """
     url = url or os.environ.get(STORE_URL_ENV) or None
     if url is None:
-        return _sqlite_store(str(queryagent_home(home) / STORE_FILE))
+        try:
+            path = queryagent_home(home) / STORE_FILE
+        except HomeError as err:
+            raise StoreError(str(err)) from None
+        return _sqlite_store(str(path))
     if url.startswith("sqlite:///"):
-        path = url.removeprefix("sqlite:///")
-        if path != ":memory:":
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        return _sqlite_store(path)
+        path_text = url.removeprefix("sqlite:///")
+        if path_text != ":memory:":
+            try:
+                os.makedirs(os.path.dirname(os.path.abspath(path_text)), exist_ok=True)
+            except OSError as err:
+                raise StoreError(
+                    f"cannot open the memory store {url} ({err.strerror or err}); "
+                    f"fix {STORE_URL_ENV} or the folder's permissions"
+                ) from None
+        return _sqlite_store(path_text)
     if url.startswith(("postgresql://", "postgres://")):
         return _postgres_store(url)
     raise StoreError(
@@ -138,12 +170,24 @@ def open_store(home: str | os.PathLike[str] | None = None, url: str | None = Non
 def _sqlite_store(path: str) -> BaseStore:
     # check_same_thread=False: the store serialises access with its own lock, and LangGraph calls
     # sync nodes from worker threads. Autocommit, because the store issues BEGIN/COMMIT itself.
-    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-    if path != ":memory:":
-        # WAL lets a reader (the dev server) read while another process ingests.
-        conn.execute("PRAGMA journal_mode=WAL")
-    store = ThreadedSqliteStore(conn)
-    store.setup()
+    try:
+        if path != ":memory:":
+            private_file(path)  # 0600 from its first byte; -wal and -shm inherit the mode
+        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        try:
+            if path != ":memory:":
+                # WAL lets a reader (the dev server) read while another process ingests.
+                conn.execute("PRAGMA journal_mode=WAL")
+            store = ThreadedSqliteStore(conn)
+            store.setup()
+        except BaseException:
+            conn.close()
+            raise
+    except (sqlite3.Error, HomeError) as err:
+        raise StoreError(
+            f"cannot open the memory store {path}: {err}; it must be a QueryAgent SQLite file "
+            f"in a writable folder (see --home, ${HOME_ENV} and ${STORE_URL_ENV})"
+        ) from None
     return store
 
 
@@ -161,18 +205,51 @@ class ThreadedSqliteStore(SqliteStore):
 
 def _postgres_store(url: str) -> BaseStore:
     try:
+        import psycopg
         from langgraph.store.postgres import PostgresStore
-        from psycopg import Connection
         from psycopg.rows import dict_row
     except ImportError:
         raise StoreError(
-            "a postgresql:// store needs langgraph-checkpoint-postgres: "
-            "pip install langgraph-checkpoint-postgres 'psycopg[binary]'"
+            "a postgresql:// store needs the postgres extra: pip install -e '.[postgres]' "
+            "(langgraph-checkpoint-postgres, psycopg[binary])"
         ) from None
-    conn = Connection.connect(url, autocommit=True, prepare_threshold=0, row_factory=dict_row)
-    store = PostgresStore(conn)  # type: ignore[arg-type]
-    store.setup()
+    try:
+        conn = psycopg.Connection.connect(
+            url, autocommit=True, prepare_threshold=0, row_factory=dict_row, connect_timeout=10
+        )
+        # One connection shared by the process's threads: PostgresStore serialises its use with
+        # a lock, as the SQLite store does.
+        store = PostgresStore(conn)  # type: ignore[arg-type]
+        store.setup()
+    except psycopg.Error as err:
+        raise StoreError(
+            f"cannot open the PostgreSQL memory store {_redact(url)}: {' '.join(str(err).split())}"
+        ) from None
     return store
+
+
+def _redact(url: str) -> str:
+    """The URL without its password (it may end up in a log)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+_STORE_LOCKS: weakref.WeakKeyDictionary[BaseStore, threading.RLock] = weakref.WeakKeyDictionary()
+_STORE_LOCKS_LOCK = threading.Lock()
+
+
+def _store_lock(store: BaseStore) -> threading.RLock:
+    """One lock per store object in this process (see ``UserMemory.__init__``)."""
+    with _STORE_LOCKS_LOCK:
+        lock = _STORE_LOCKS.get(store)
+        if lock is None:
+            lock = _STORE_LOCKS[store] = threading.RLock()
+        return lock
 
 
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
@@ -203,9 +280,10 @@ class UserMemory:
         self.decay = decay
         self.root_prefix = root_prefix
         self.batch_size = batch_size
-        # Registry updates are read-modify-write; one lock per memory object keeps threads of
-        # one process from interleaving them.
-        self._lock = threading.RLock()
+        # Registry updates are read-modify-write. The lock belongs to the store, not to this
+        # object: graph nodes build a UserMemory per call, and two of them appending to one
+        # shopper from two threads must not both write seq n (a lost event).
+        self._lock = _store_lock(store)
 
     # -- store helpers --------------------------------------------------------------------
 
@@ -234,8 +312,13 @@ class UserMemory:
 
     # -- registry -------------------------------------------------------------------------
 
-    def register_users(self, user_ids: Iterable[str]) -> int:
+    def register_users(self, user_ids: Iterable[str], *, generation: int | None = None) -> int:
         """Add users to the registry (with no events); users already known are left as they are.
+
+        Args:
+            user_ids: the users.
+            generation: the ingest generation writing them (see :meth:`ingest_dataset`); known
+                users are stamped with it too, keeping their events.
 
         Returns:
             How many users were new.
@@ -244,12 +327,14 @@ class UserMemory:
         with self._lock:
             known = self._registry(wanted)
             new = [u for u in wanted if u not in known]
-            self._put_many(
-                [
-                    PutOp(USERS_NAMESPACE, u, {"user_id": u, "n_events": 0, "revision": 0})
-                    for u in new
+            ops = [PutOp(USERS_NAMESPACE, u, _entry_value(u, 0, 0, generation)) for u in new]
+            if generation is not None:
+                ops += [
+                    PutOp(USERS_NAMESPACE, u, {**known[u], "generation": generation})
+                    for u in wanted
+                    if u in known and known[u].get("generation") != generation
                 ]
-            )
+            self._put_many(ops)
         return len(new)
 
     def known(self, user_id: str) -> bool:
@@ -266,12 +351,13 @@ class UserMemory:
 
     # -- events ---------------------------------------------------------------------------
 
-    def add_events(self, events: Iterable[BehaviorEvent]) -> None:
+    def add_events(self, events: Iterable[BehaviorEvent], *, generation: int | None = None) -> None:
         """Store events, registering their users; idempotent.
 
         An event whose ``(user_id, seq)`` is already stored replaces it. A user's events must stay
         contiguous: each ``seq`` is at most the user's current ``n_events`` or filled by the same
-        call. Nothing is written when the batch is invalid.
+        call. Nothing is written when the batch is invalid. ``generation`` stamps the users'
+        registry entries (see :meth:`ingest_dataset`); ``None`` keeps their stamp.
 
         Raises:
             ValueError: the events would leave a gap in a user's sequence.
@@ -304,15 +390,18 @@ class UserMemory:
                 if item is None or item.value != by_user[user][seq].model_dump(mode="json"):
                     changed.add(user)
 
-            def entry(user: str, n: int) -> PutOp:
+            def entry(user: str, n: int, stamp: int | None) -> PutOp:
                 revision = int(registry.get(user, {}).get("revision", 0)) + (user in changed)
-                value = {"user_id": user, "n_events": n, "revision": revision}
-                return PutOp(USERS_NAMESPACE, user, value)
+                return PutOp(USERS_NAMESPACE, user, _entry_value(user, n, revision, stamp))
+
+            def old_stamp(user: str) -> int | None:
+                value = registry.get(user, {}).get("generation")
+                return None if value is None else int(value)
 
             # Order of writes: bump the revision of changed users first (their cached profiles
             # go stale before any event changes), then the events, then the registry entries
             # that make new events visible.
-            self._put_many([entry(u, old_n[u]) for u in users if u in changed])
+            self._put_many([entry(u, old_n[u], old_stamp(u)) for u in users if u in changed])
             self._put_many(
                 [
                     PutOp(events_namespace(user), f"{seq:08d}", event.model_dump(mode="json"))
@@ -320,7 +409,8 @@ class UserMemory:
                     for seq, event in sorted(batch.items())
                 ]
             )
-            self._put_many([entry(u, new_n[u]) for u in users])
+            stamps = {u: old_stamp(u) if generation is None else generation for u in users}
+            self._put_many([entry(u, new_n[u], stamps[u]) for u in users])
 
     def _get_stored(self, keys: Sequence[tuple[str, int]]) -> list[Item | None]:
         return self._get([GetOp(events_namespace(u), f"{seq:08d}") for u, seq in keys])
@@ -361,7 +451,9 @@ class UserMemory:
 
         Raises:
             UnknownUserError: the user is not registered.
+            IngestIncompleteError: an unfinished ingest has not written this user yet.
         """
+        self.check_ingested(user_id)
         entry = self._entry(user_id)
         n = int(entry["n_events"])
         if before is not None:
@@ -388,15 +480,45 @@ class UserMemory:
 
     # -- bulk -----------------------------------------------------------------------------
 
+    def ingest_state(self) -> dict[str, Any] | None:
+        """The completion mark of the last :meth:`ingest_dataset` (``None`` if none ran)."""
+        item = self.store.get(INGEST_NAMESPACE, INGEST_STATE_KEY)
+        return None if item is None else dict(item.value)
+
+    def check_ingested(self, user_id: str) -> None:
+        """Refuse a shopper whose memory an unfinished ingest has not written (yet).
+
+        A store never filled by :meth:`ingest_dataset` (events added by hand) has no mark and
+        passes; so does every shopper once the last ingest completed.
+
+        Raises:
+            IngestIncompleteError: the last ingest is not complete and has not written this
+                shopper (unregistered, or registered by an earlier generation).
+        """
+        state = self.ingest_state()
+        if state is None or state.get("complete"):
+            return
+        item = self.store.get(USERS_NAMESPACE, user_id)
+        if item is None or item.value.get("generation") != state.get("generation"):
+            raise IngestIncompleteError(user_id)
+
     def ingest_dataset(
         self, dataset: Dataset, progress: bool = True, *, users_per_batch: int = 250
     ) -> IngestStats:
-        """Register every user of ``dataset`` and store their full sequences as purchase events.
+        """Store every user of ``dataset`` with its full sequence as purchase events.
 
-        Idempotent: ingesting the same data set again rewrites the same keys.
+        Idempotent: ingesting the same data set again rewrites the same keys. Resumable in the
+        sense that matters: the completion mark (``INGEST_NAMESPACE``) is set to a new,
+        incomplete generation first and to complete last, and each user's registry entry is
+        stamped with the generation together with its events, so after a kill every shopper not
+        yet written is refused (:meth:`check_ingested`) instead of looking like a cold-start
+        shopper, and running the ingest again completes it.
         """
         start = time.perf_counter()
-        self.register_users(dataset.users)
+        state = self.ingest_state() or {}
+        generation = int(state.get("generation", 0)) + 1
+        mark = {"generation": generation, "data": dataset.name, "users": len(dataset.users)}
+        self.store.put(INGEST_NAMESPACE, INGEST_STATE_KEY, {**mark, "complete": False})
         n_events = 0
         with tqdm(
             total=len(dataset.users),
@@ -412,9 +534,22 @@ class UserMemory:
                         user, dataset.sequences.get(user, []), dataset.products
                     )
                 ]
-                self.add_events(events)
+                self.add_events(events, generation=generation)
+                # Users without events (cold start) are registered by their own write.
+                self.register_users(
+                    [u for u in chunk if not dataset.sequences.get(u)], generation=generation
+                )
                 n_events += len(events)
                 bar.update(len(chunk))
+        self.store.put(INGEST_NAMESPACE, INGEST_STATE_KEY, {**mark, "complete": True})
         return IngestStats(
             users=len(dataset.users), events=n_events, seconds=time.perf_counter() - start
         )
+
+
+def _entry_value(user: str, n_events: int, revision: int, generation: int | None) -> dict[str, Any]:
+    """A registry entry; ``generation`` only when an ingest wrote it."""
+    value: dict[str, Any] = {"user_id": user, "n_events": n_events, "revision": revision}
+    if generation is not None:
+        value["generation"] = generation
+    return value

@@ -78,3 +78,37 @@ def tiny_models(tiny_dataset):
     return fit_catalog(
         tiny_dataset.products, tiny_dataset.sequences, catalog.search_many, FitConfig(epochs=3)
     )
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster():
+    """A throwaway PostgreSQL cluster (initdb in a temp folder, a free loopback port), stopped
+    at the end of the session; skipped with the reason when this machine cannot start one."""
+    from tests.helpers.servers import PostgresCluster
+
+    reason = PostgresCluster.skip_reason()
+    if reason:
+        pytest.skip(reason)
+    with PostgresCluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture()
+def postgres_url(postgres_cluster, request: pytest.FixtureRequest) -> str:
+    """A fresh, empty database in the session's cluster, one per test."""
+    import re
+
+    name = "t_" + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[-50:]
+    return postgres_cluster.create_database(name)
+
+
+@pytest.fixture(scope="module")
+def chroma_server():
+    """``chroma run`` on a free loopback port over a temp folder, for one test module."""
+    from tests.helpers.servers import ChromaServer
+
+    reason = ChromaServer.skip_reason()
+    if reason:
+        pytest.skip(reason)
+    with ChromaServer() as server:
+        yield server

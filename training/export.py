@@ -112,11 +112,9 @@ def export_trajectories(
     if catalog is None:
         catalog = open_eval_catalog(dataset, config.home)
     if drafter is None:
-        from agent.drafter import HFDrafter, default_model
+        from agent.drafting import HFDrafter
 
-        drafter = HFDrafter(
-            config.model or default_model(), home=config.home, batch_size=config.batch_size
-        )
+        drafter = HFDrafter(config.model, home=config.home, batch_size=config.batch_size)
     # The whole data set in memory (ingested as `queryagent ingest` does); each run's profile is
     # cut at its ``before``.
     runner = OfflineRunner.from_dataset(

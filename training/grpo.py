@@ -1,8 +1,16 @@
 """GRPO (or GDPO) on the consistency reward, with the agent graph as the rollout.
 
-    queryagent-train grpo --data data/amazon-scientific --model ~/.queryagent/checkpoints/sft \
-        --max-steps 50 --num-generations 4 [--single-turn] [--optimiser gdpo|grpo] \
-        [--from-trajectories logged.jsonl] [--resume] [--out DIR]
+    queryagent-train grpo --config recipes/grpo.yaml                # the shipped adapter's recipe
+    queryagent-train grpo --data data/amazon-scientific --model models/smollm2-sft \
+        --max_steps 50 --num_generations 4 [--single_turn] \
+        [--multi_objective_aggregation normalize_then_sum|sum_then_normalize] \
+        [--from_trajectories logged.jsonl] [--resume] [--out DIR]
+    python -m training.grpo --help                                  # every flag, with its default
+
+Settings are ``GRPOArguments`` (this script's) and ``QueryAgentGRPOConfig`` (TRL's ``GRPOConfig``
+with this project's defaults), parsed by ``trl.TrlParser`` (see ``training.common``): every
+``GRPOConfig`` field is a flag, and ``--config FILE.yaml`` sets any of them.
+``per_device_train_batch_size`` counts completions: prompts per step x ``num_generations``.
 
 Each prompt row is one shopper at one point of their history; each of its ``num_generations``
 completions is one full run of the graph (draft -> retrieve -> check -> refine ...) with the
@@ -11,81 +19,93 @@ built from the graph's outputs) and rendered by ``training.rollout.render_conver
 conversation whose environment turns are masked
 out of the loss. Every member of a group sees the same profile and catalog. The four reward terms
 of ``training.rewards`` score the recorded trajectory; GDPO normalizes each term within its group
-before summing (``multi_objective_aggregation="normalize_then_sum"``), GRPO sums first.
+before summing (``multi_objective_aggregation="normalize_then_sum"``, the default), GRPO sums
+first (``sum_then_normalize``).
 
-Writes the adapter to ``--out`` with a ``queryagent.meta.json`` sidecar, and per-step metrics
-(each reward term's mean and std, the fraction of groups with zero reward spread, mean
-refinements, distinct queries) to ``metrics.jsonl`` and ``metrics.png`` beside it.
+Writes the adapter to ``--out`` with a ``queryagent.meta.json`` sidecar and a model card, and
+per-step metrics (each reward term's mean and std, the fraction of groups with zero reward
+spread, mean refinements, distinct queries) to ``metrics.jsonl`` and ``metrics.png`` beside it.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import random
 import shutil
 import sys
-import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trl import GRPOConfig
+
 from agent.context import Context
+from agent.drafting import BASE_MODEL_ID
 from agent.prompts import draft_messages
 from graphs.runner import profile_at
 from memory_store import Dataset, UserProfile, target_position
-from memory_store.paths import queryagent_home
+from training.common import (
+    TrainingError,
+    bf16_default,
+    command_line,
+    default_out,
+    load_start_model,
+    model_card,
+    parse_command_line,
+    prepare_output,
+    remove_work_dir,
+    save_output,
+    settings_dict,
+    versions,
+)
 from training.queries import QueryOracle, common_root
+from training.rewards import optimiser_kwargs
 from training.rollout import GraphRollout
-from training.sft import META_FILE, _replace_dir, _versions
 
 METRICS_FILE = "metrics.jsonl"
+# The optimiser's name (the paper's GDPO, or plain GRPO) for each of TRL's aggregations.
+OPTIMISERS = {optimiser_kwargs(n)["multi_objective_aggregation"]: n for n in ("gdpo", "grpo")}
 
 
-class GRPOError(Exception):
+class GRPOError(TrainingError):
     """A user-caused problem with a GRPO run (one line for the CLI)."""
 
 
-@dataclass(frozen=True, kw_only=True)
-class GRPOSettings:
-    """What one GRPO run does; every field is a ``queryagent-train grpo`` flag."""
+@dataclass(kw_only=True)
+class GRPOArguments:
+    """This script's own settings (TRL's are in ``QueryAgentGRPOConfig``)."""
 
     data: str = field(
         metadata={"help": "data-set folder: its memory and catalog are the environment"}
     )
-    model: str | None = field(
-        default=None,
-        metadata={"help": "policy: HF id, folder or SFT adapter; None: bundled SmolLM2"},
+    model: str = field(
+        default=BASE_MODEL_ID,
+        metadata={"help": "policy to start from: Hugging Face id, folder or (SFT) adapter folder"},
     )
     out: str | None = field(
-        default=None, metadata={"help": "output folder; None: <home>/checkpoints/grpo"}
+        default=None, metadata={"help": "output folder (default: <home>/checkpoints/grpo)"}
     )
     from_trajectories: str | None = field(
         default=None, metadata={"help": "build prompts from a logged trajectory file"}
-    )
-    max_steps: int = field(default=50, metadata={"help": "optimizer steps"})
-    num_generations: int = field(default=4, metadata={"help": "graph runs per prompt (the group)"})
-    prompts_per_step: int = field(
-        default=2, metadata={"help": "prompts (groups) per optimizer step"}
     )
     single_turn: bool = field(
         default=False, metadata={"help": "no refinement: the paper's ablation"}
     )
     max_refinements: int = field(default=2, metadata={"help": "refinement budget of each rollout"})
-    optimiser: str = field(
-        default="gdpo", metadata={"help": "gdpo (per-term group normalization) or grpo"}
-    )
-    lr: float = field(default=1e-5, metadata={"help": "learning rate"})
-    beta: float = field(default=0.001, metadata={"help": "KL coefficient (paper prior: 0.001)"})
-    temperature: float = field(default=0.8, metadata={"help": "rollout sampling temperature"})
     limit: int | None = field(default=None, metadata={"help": "keep this many prompt rows"})
-    split: str = field(default="train", metadata={"help": "split whose examples become prompts"})
-    seed: int = field(default=0)
-    home: str | None = field(default=None)
-    resume: bool = field(default=False, metadata={"help": "continue from <out>.work/"})
-    save_steps: int = field(default=25)
+    split: str = field(
+        default="train",
+        metadata={"help": "split whose examples become prompts", "choices": ["train", "valid"]},
+    )
+    home: str | None = field(
+        default=None, metadata={"help": "QueryAgent home (default: $QUERYAGENT_HOME)"}
+    )
+    resume: bool = field(
+        default=False, metadata={"help": "continue from the last checkpoint in output_dir"}
+    )
     max_minutes: float | None = field(
         default=None, metadata={"help": "stop after this many minutes of training (and save)"}
     )
@@ -94,35 +114,66 @@ class GRPOSettings:
         if self.max_minutes is not None and not (
             self.max_minutes > 0 and math.isfinite(self.max_minutes)
         ):
-            raise GRPOError(f"--max-minutes must be a positive number, got {self.max_minutes}")
-        for name in ("max_steps", "prompts_per_step", "save_steps"):
-            if getattr(self, name) < 1:
-                raise GRPOError(
-                    f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}"
-                )
-        if self.num_generations < 2:
-            raise GRPOError(
-                f"--num-generations must be >= 2 (a group needs a spread), "
-                f"got {self.num_generations}"
-            )
-        if self.optimiser not in ("gdpo", "grpo"):
-            raise GRPOError(f"--optimiser must be gdpo or grpo, got {self.optimiser!r}")
+            raise GRPOError(f"--max_minutes must be a positive number, got {self.max_minutes}")
         if self.split not in ("train", "valid"):
             raise GRPOError(
                 f"--split must be train or valid (test is held out), got {self.split!r}"
             )
-        if not (self.lr > 0 and math.isfinite(self.lr)) or self.beta < 0 or self.temperature <= 0:
-            raise GRPOError("--lr and --temperature must be positive and --beta >= 0")
         if self.limit is not None and self.limit < 1:
             raise GRPOError(f"--limit must be >= 1, got {self.limit}")
+        if self.max_refinements < 0:
+            raise GRPOError(f"--max_refinements must be >= 0, got {self.max_refinements}")
 
-    @property
-    def out_dir(self) -> Path:
-        return Path(self.out) if self.out else queryagent_home(self.home) / "checkpoints" / "grpo"
 
-    @property
-    def work_dir(self) -> Path:
-        return self.out_dir.with_name(self.out_dir.name + ".work")
+@dataclass
+class QueryAgentGRPOConfig(GRPOConfig):
+    """TRL's ``GRPOConfig`` with this project's defaults (each shown by ``--help``)."""
+
+    learning_rate: float = field(default=1e-5, metadata={"help": "AdamW learning rate"})
+    beta: float = field(default=0.001, metadata={"help": "KL coefficient (paper prior: 0.001)"})
+    temperature: float = field(default=0.8, metadata={"help": "rollout sampling temperature"})
+    num_generations: int | None = field(
+        default=4, metadata={"help": "graph runs per prompt (the group)"}
+    )
+    per_device_train_batch_size: int = field(
+        default=8, metadata={"help": "completions per step: prompts x num_generations"}
+    )
+    max_steps: int = field(default=50, metadata={"help": "optimizer steps"})
+    max_completion_length: int | None = field(
+        default=512, metadata={"help": "longest rendered rollout (all turns), in tokens"}
+    )
+    multi_objective_aggregation: str = field(
+        default=optimiser_kwargs("gdpo")["multi_objective_aggregation"],
+        metadata={
+            "help": "normalize_then_sum: GDPO, each reward term normalized in its group (the "
+            "paper's); sum_then_normalize: plain GRPO",
+        },
+    )
+    # Short sequences on a 135M model: recomputing activations would only cost time. TRL turns
+    # it on by default; None leaves it off without the deprecation warning an explicit False
+    # draws from transformers 5.2x (where --activation_checkpointing is the new name).
+    gradient_checkpointing: bool | None = field(  # type: ignore[assignment]
+        default=None, metadata={"help": "deprecated name of --activation_checkpointing (off)"}
+    )
+    logging_steps: float = field(default=1, metadata={"help": "log every N steps"})
+    save_steps: float = field(default=25, metadata={"help": "checkpoint every N steps"})
+    save_total_limit: int | None = field(default=1, metadata={"help": "checkpoints kept"})
+    seed: int = field(default=0, metadata={"help": "prompt shuffle and sampling seed"})
+    bf16: bool | None = field(  # type: ignore[assignment]  # None: decided in __post_init__
+        default=None, metadata={"help": "bf16 mixed precision (default: on CUDA with bf16)"}
+    )
+
+    def __post_init__(self) -> None:
+        if self.bf16 is None:
+            self.bf16 = bf16_default()
+        if self.num_generations is not None and self.num_generations < 2:
+            raise GRPOError(
+                f"--num_generations must be >= 2 (a group needs a spread), "
+                f"got {self.num_generations}"
+            )
+        if self.beta < 0 or not (self.temperature > 0):
+            raise GRPOError("--temperature must be positive and --beta >= 0")
+        super().__post_init__()
 
 
 # --------------------------------------------------------------------------- prompt rows
@@ -144,11 +195,12 @@ def _row(
     }
 
 
-def build_rows(dataset: Dataset, settings: GRPOSettings) -> list[dict[str, Any]]:
+def build_rows(dataset: Dataset, settings: GRPOArguments, seed: int = 0) -> list[dict[str, Any]]:
     """Prompt rows: one shopper at one position, with the held-out item as the reward's target.
 
     From the data set's split (the profile is built from the items before the target), or from a
     logged trajectory file (its profile snapshots and targets: retraining on what the graph saw).
+    Shuffled with ``seed`` (the run's ``--seed``), then cut to ``settings.limit``.
     """
     oracle = QueryOracle(dataset, common_root(p.category for p in dataset.products.values()))
     rows: list[dict[str, Any]] = []
@@ -173,7 +225,7 @@ def build_rows(dataset: Dataset, settings: GRPOSettings) -> list[dict[str, Any]]
             profile = profile_at(dataset, ex.user_id, before)
             if (row := _row(profile, before, ex.target, dataset, oracle)) is not None:
                 rows.append(row)
-    random.Random(settings.seed).shuffle(rows)
+    random.Random(seed).shuffle(rows)
     return rows[: settings.limit] if settings.limit else rows
 
 
@@ -250,214 +302,180 @@ def plot_metrics(path: Path, out: Path) -> None:
 # --------------------------------------------------------------------------- training
 
 
-def _load_policy(settings: GRPOSettings) -> tuple[Any, Any, bool]:
-    """The policy and tokenizer; ``True`` when it already carries a (trainable) LoRA adapter."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from agent.drafter import BASE_MODEL_SENTINEL, resolve_base_model
-
-    name = settings.model or BASE_MODEL_SENTINEL
-    adapter = Path(name) / "adapter_config.json"
-    try:
-        if adapter.is_file():
-            from peft import PeftConfig, PeftModel
-
-            base = resolve_base_model(
-                PeftConfig.from_pretrained(name).base_model_name_or_path, settings.home
-            )
-            model = PeftModel.from_pretrained(
-                AutoModelForCausalLM.from_pretrained(base), name, is_trainable=True
-            )
-            return model, AutoTokenizer.from_pretrained(name), True
-        source = resolve_base_model(name, settings.home)
-        return (
-            AutoModelForCausalLM.from_pretrained(source),
-            AutoTokenizer.from_pretrained(source),
-            False,
-        )
-    except (OSError, ValueError) as err:
-        raise GRPOError(f"cannot load model {name!r}: {str(err).splitlines()[0]}") from err
-
-
-def run_grpo(
-    settings: GRPOSettings, dataset: Dataset, *, command: str | None = None
-) -> dict[str, Any]:
-    """Train, save the adapter to ``settings.out_dir``; returns the sidecar's content."""
-    import torch
-    from datasets import Dataset as HFDataset
+def _environment(args: GRPOArguments, dataset: Dataset, rows: list[dict[str, Any]]) -> GraphRollout:
+    """The rollout's world: the data set's memory (ingested as `queryagent ingest` does), the
+    evaluation's catalog, its models fitted on the sequences cut before the held-out items, and
+    the graph's knobs."""
     from langgraph.store.memory import InMemoryStore
-    from peft import LoraConfig
-    from trl import GRPOConfig, GRPOTrainer
 
     from graphs.ingest import ingest
     from graphs.runner import offline_ranking
-    from graphs.trajectories import code_version
     from training.evaluation.runner import open_eval_catalog
-    from training.rewards import CONSISTENCY_REWARDS, optimiser_kwargs
 
-    started = time.perf_counter()
-    out = settings.out_dir
-    checkpoint = None
-    if settings.resume:
-        from transformers.trainer_utils import get_last_checkpoint
-
-        checkpoint = (
-            get_last_checkpoint(str(settings.work_dir)) if settings.work_dir.is_dir() else None
-        )
-        if checkpoint is None:
-            raise GRPOError(f"--resume: no checkpoint in {settings.work_dir} to resume from")
-    rows = build_rows(dataset, settings)
-    if not rows:
-        raise GRPOError("no prompt rows: no example has a target with a category")
-
-    # The environment, ingested as `queryagent ingest` does (memory and catalog statistics).
     store = InMemoryStore()
-    catalog = open_eval_catalog(dataset, settings.home)
+    catalog = open_eval_catalog(dataset, args.home)
     ingest(dataset, store, catalog, progress=False)
-    context = Context(max_refinements=0 if settings.single_turn else settings.max_refinements)
-    ranking = offline_ranking(dataset, catalog, settings.split, settings.home)
-    rollout = GraphRollout(
-        rows=rows, catalog=catalog, store=store, context=context, ranking=ranking
-    )
-    model, tokenizer, has_adapter = _load_policy(settings)
+    ranking = offline_ranking(dataset, catalog, args.split, args.home)
+    context = Context(max_refinements=0 if args.single_turn else args.max_refinements)
+    return GraphRollout(rows=rows, catalog=catalog, store=store, context=context, ranking=ranking)
 
-    cuda = torch.cuda.is_available()
-    config = GRPOConfig(
-        output_dir=str(settings.work_dir),
-        max_steps=settings.max_steps,
-        learning_rate=settings.lr,
-        beta=settings.beta,
-        temperature=settings.temperature,
-        num_generations=settings.num_generations,
-        per_device_train_batch_size=settings.num_generations * settings.prompts_per_step,
-        max_completion_length=512,
-        # Short sequences on a 135M model: recomputing activations would only cost time.
-        gradient_checkpointing=False,  # (activation_checkpointing from transformers 5.2x on)
-        seed=settings.seed,
-        use_cpu=not cuda,
-        bf16=cuda and torch.cuda.is_bf16_supported(),
-        logging_steps=1,
-        save_strategy="steps",
-        save_steps=settings.save_steps,
-        save_total_limit=1,
-        report_to="none",
-        **optimiser_kwargs(settings.optimiser),  # type: ignore[arg-type]
-    )
-    peft_config = (
-        None
-        if has_adapter
-        else LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM")
-    )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    settings.work_dir.mkdir(parents=True, exist_ok=True)
-    metrics_path = settings.work_dir / METRICS_FILE
-    if not settings.resume:
-        metrics_path.unlink(missing_ok=True)
+
+def _lora_config(continuing: bool) -> Any:
+    """A fresh LoRA adapter, unless the policy already carries one (an SFT adapter)."""
+    if continuing:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM")
+
+
+def _save_metrics(metrics_path: Path) -> Any:
+    """Copies the per-step metrics (and their plot) into the output folder."""
+
+    def extra(folder: Path) -> None:
+        if metrics_path.is_file():
+            shutil.copy(metrics_path, folder / METRICS_FILE)
+            plot_metrics(folder / METRICS_FILE, folder / "metrics.png")
+
+    return extra
+
+
+def _trainer(
+    args: GRPOArguments,
+    config: QueryAgentGRPOConfig,
+    rows: list[dict[str, Any]],
+    rollout: GraphRollout,
+    metrics_path: Path,
+) -> tuple[Any, Any, Any, Any]:
+    """The GRPO trainer on the policy; returns it, the resolved policy, tokenizer and budget."""
+    from datasets import Dataset as HFDataset
+    from trl import GRPOTrainer
+
     from training.callbacks import TimeBudget
+    from training.rewards import CONSISTENCY_REWARDS
 
-    budget = TimeBudget(settings.max_minutes) if settings.max_minutes else None
+    resolved, model, tokenizer = load_start_model(args.model, args.home)
+    budget = TimeBudget(args.max_minutes) if args.max_minutes else None
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=[*CONSISTENCY_REWARDS],
         args=config,
         train_dataset=HFDataset.from_list(rows),
         processing_class=tokenizer,
-        peft_config=peft_config,
+        peft_config=_lora_config(continuing=resolved.adapter),
         rollout_func=rollout,
         callbacks=[_metrics_callback(metrics_path, rollout), *([budget] if budget else [])],
     )
-    trainer.train(resume_from_checkpoint=checkpoint)
-    wall_s = time.perf_counter() - started
+    return trainer, resolved, tokenizer, budget
 
-    from agent.drafter import BASE_MODEL_SENTINEL
+
+def _card(
+    meta: dict[str, Any],
+    args: GRPOArguments,
+    config: QueryAgentGRPOConfig,
+    resolved: Any,
+    out: str,
+) -> Any:
+    groups = config.per_device_train_batch_size // (config.num_generations or 1)
+    source = f", taken from `{args.from_trajectories}`" if args.from_trajectories else ""
+    return model_card(
+        resolved=resolved,
+        adapter=True,
+        title=f"{out}: {meta['optimiser'].upper()} on the consistency reward",
+        summary=(
+            f"A LoRA adapter on `{resolved.base_name}`, trained from `{resolved.name}` with TRL's "
+            f"`GRPOTrainer` and the agent graph as the rollout: {meta['steps']} steps of "
+            f"{groups} shoppers x {config.num_generations} graph runs, rewards "
+            f"{', '.join(meta['rewards'])} ({config.multi_objective_aggregation})."
+        ),
+        data=(
+            f"{meta['data']['prompt_rows']:,} prompt rows (shopper, position) from the "
+            f"{args.split} split of `{meta['data']['path']}` ({meta['data']['name']}){source}; "
+            "each completion is a full graph run rendered as one conversation, the "
+            "retrieved-products and check-feedback turns masked out of the loss. Per-step "
+            f"metrics: `{METRICS_FILE}`, `metrics.png`."
+        ),
+        command=meta["command"],
+        tags=["grpo", meta["optimiser"]],
+    )
+
+
+def run_grpo(
+    args: GRPOArguments,
+    config: QueryAgentGRPOConfig,
+    dataset: Dataset,
+    *,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """Train, save the adapter to the output folder; returns the sidecar's content."""
+    from graphs.trajectories import code_version
+    from training.rewards import CONSISTENCY_REWARDS
+
+    started = time.perf_counter()
+    out, work, checkpoint = prepare_output(config, args.out, args.home, "grpo", args.resume)
+    rows = build_rows(dataset, args, seed=config.seed)
+    if not rows:
+        raise GRPOError("no prompt rows: no example has a target with a category")
+    rollout = _environment(args, dataset, rows)
+    work.mkdir(parents=True, exist_ok=True)
+    metrics_path = work / METRICS_FILE
+    if not args.resume:
+        metrics_path.unlink(missing_ok=True)
+    trainer, resolved, tokenizer, budget = _trainer(args, config, rows, rollout, metrics_path)
+    trainer.train(resume_from_checkpoint=checkpoint)
 
     meta = {
         "made_by": "training.grpo",
-        "command": command or " ".join(sys.argv),
-        "settings": asdict(settings),
-        "optimiser": settings.optimiser,
+        "command": command or command_line("queryagent-train grpo", None),
+        "settings": settings_dict(args, config),
+        "optimiser": OPTIMISERS.get(config.multi_objective_aggregation, "custom"),
         "rewards": [f.__name__ for f in CONSISTENCY_REWARDS],
         "data": {"path": str(dataset.root), "name": dataset.name, "prompt_rows": len(rows)},
-        "device": "cuda" if cuda else "cpu",
+        "device": str(trainer.args.device.type),
         "code_version": code_version(),
-        "versions": _versions(),
+        "versions": versions(),
+        "base_model": resolved.base_name,
+        "started_from": resolved.name,
         "steps": trainer.state.global_step,
         "stopped_by_time_budget": bool(budget and budget.stopped_at_step is not None),
         "resumed_from": checkpoint,
-        "wall_s": round(wall_s, 1),
+        "wall_s": round(time.perf_counter() - started, 1),
     }
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        trainer.save_model(str(tmp))
-        tokenizer.save_pretrained(str(tmp))
-        adapter_config = tmp / "adapter_config.json"
-        if adapter_config.is_file():
-            cfg = json.loads(adapter_config.read_text())
-            from agent.drafter import resolve_base_model
-
-            if cfg.get("base_model_name_or_path") == resolve_base_model(
-                BASE_MODEL_SENTINEL, settings.home
-            ):
-                cfg["base_model_name_or_path"] = BASE_MODEL_SENTINEL  # loads on any machine
-            adapter_config.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
-        if metrics_path.is_file():
-            shutil.copy(metrics_path, tmp / METRICS_FILE)
-            plot_metrics(tmp / METRICS_FILE, tmp / "metrics.png")
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-        tmp.chmod(0o755)
-        _replace_dir(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    save_output(
+        out,
+        trainer=trainer,
+        tokenizer=tokenizer,
+        resolved=resolved,
+        meta=meta,
+        card=_card(meta, args, config, resolved, out.name),
+        work=work,
+        extra=_save_metrics(metrics_path),
+    )
+    remove_work_dir(work)
     return meta
 
 
 # --------------------------------------------------------------------------- CLI
 
 
-def _grpo(args: argparse.Namespace) -> int:
-    from memory_store import load_dataset
+def main(argv: Sequence[str] | None = None, prog: str = "python -m training.grpo") -> int:
+    """``queryagent-train grpo ...`` / ``python -m training.grpo ...``: parse, train, report.
 
-    settings = GRPOSettings(
-        **{k: v for k, v in vars(args).items() if k in GRPOSettings.__dataclass_fields__}
-    )
-    meta = run_grpo(settings, load_dataset(settings.data))
-    print(f"grpo: {meta['steps']} steps in {meta['wall_s']} s -> {settings.out_dir}")
+    User errors print one line and return 2.
+    """
+    from graphs.trajectories import TrajectoryError
+    from memory_store import DataError, load_dataset
+
+    try:
+        args, config = parse_command_line((GRPOArguments, QueryAgentGRPOConfig), argv, prog)
+        meta = run_grpo(args, config, load_dataset(args.data), command=command_line(prog, argv))
+    except (TrainingError, DataError, TrajectoryError) as exc:
+        print(f"grpo: error: {exc}", file=sys.stderr)
+        return 2
+    out = default_out(args.out, args.home, "grpo")
+    print(f"grpo: {meta['steps']} steps in {meta['wall_s']} s -> {out}")
     return 0
 
 
-def add_parser(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "grpo", help="GRPO/GDPO on the consistency reward, the graph as the rollout"
-    )
-    p.add_argument("--data", required=True)
-    p.add_argument(
-        "--model",
-        default=None,
-        help="policy: HF id, folder or SFT adapter (default: bundled SmolLM2)",
-    )
-    p.add_argument("--out", default=None)
-    p.add_argument(
-        "--from-trajectories", default=None, help="prompts from a logged trajectory JSONL"
-    )
-    p.add_argument("--max-steps", type=int, default=50)
-    p.add_argument("--num-generations", type=int, default=4)
-    p.add_argument("--prompts-per-step", type=int, default=2)
-    p.add_argument("--single-turn", action="store_true", help="no refinement (ablation)")
-    p.add_argument("--max-refinements", type=int, default=2)
-    p.add_argument("--optimiser", choices=["gdpo", "grpo"], default="gdpo")
-    p.add_argument("--lr", type=float, default=1e-5)
-    p.add_argument("--beta", type=float, default=0.001)
-    p.add_argument("--temperature", type=float, default=0.8)
-    p.add_argument("--limit", type=int, default=None)
-    p.add_argument("--split", choices=["train", "valid"], default="train")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--home", default=None)
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--save-steps", type=int, default=25)
-    p.add_argument(
-        "--max-minutes",
-        type=float,
-        default=None,
-        help="stop training after this many minutes (the adapter is still saved)",
-    )
-    p.set_defaults(func=_grpo)
+if __name__ == "__main__":
+    sys.exit(main())

@@ -135,7 +135,7 @@ class GraphRollout:
         self._lock = threading.Lock()
 
     def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, Any]:
-        from agent.drafter import HFDrafter
+        from agent.drafting import HFDrafter
         from graphs.runner import OfflineRunner
 
         model = trainer.accelerator.unwrap_model(trainer.model)

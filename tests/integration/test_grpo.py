@@ -10,7 +10,13 @@ import pytest
 from agent.context import Context
 from graphs.trajectories import TrajectoryRecord
 from memory_store import UserMemory, load_dataset
-from training.grpo import GraphRollout, GRPOSettings, build_rows, run_grpo
+from training.grpo import (
+    GraphRollout,
+    GRPOArguments,
+    QueryAgentGRPOConfig,
+    build_rows,
+    run_grpo,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -31,7 +37,7 @@ def setting(tmp_path_factory, tiny_recbole_dir):
 
 
 def test_rows_carry_the_graph_prompt_and_targets(setting, tiny_recbole_dir) -> None:
-    rows = build_rows(setting.dataset, GRPOSettings(data=str(tiny_recbole_dir), limit=3))
+    rows = build_rows(setting.dataset, GRPOArguments(data=str(tiny_recbole_dir), limit=3))
     assert len(rows) == 3
     for row in rows:
         assert row["prompt"][0]["role"] == "system" and row["prompt"][-1]["role"] == "user"
@@ -43,7 +49,7 @@ def test_rows_carry_the_graph_prompt_and_targets(setting, tiny_recbole_dir) -> N
 def test_rollout_renders_each_graph_run(setting, tiny_model_dir, tiny_recbole_dir) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    rows = build_rows(setting.dataset, GRPOSettings(data=str(tiny_recbole_dir), limit=2))
+    rows = build_rows(setting.dataset, GRPOArguments(data=str(tiny_recbole_dir), limit=2))
     rollout = GraphRollout(
         rows=rows, catalog=setting.catalog, store=setting.store, context=Context(max_refinements=1)
     )
@@ -74,19 +80,18 @@ def test_grpo_smoke_trains_the_adapter(setting, tiny_model_dir, tiny_recbole_dir
     from safetensors.torch import load_file
 
     out = tmp_path / "grpo"
-    settings = GRPOSettings(
+    args = GRPOArguments(
         data=str(tiny_recbole_dir),
         model=str(tiny_model_dir),
         out=str(out),
         home=str(setting.home),
-        max_steps=2,
-        num_generations=2,
-        prompts_per_step=1,
         max_refinements=1,
-        lr=1e-2,
         limit=4,
     )
-    meta = run_grpo(settings, setting.dataset)
+    config = QueryAgentGRPOConfig(
+        max_steps=2, num_generations=2, per_device_train_batch_size=2, learning_rate=1e-2
+    )
+    meta = run_grpo(args, config, setting.dataset)
     assert meta["steps"] == 2 and meta["optimiser"] == "gdpo"
     weights = load_file(out / "adapter_model.safetensors")
     lora_b = [v for k, v in weights.items() if "lora_B" in k]

@@ -65,6 +65,7 @@ def test_sqlite_store_persists_across_reopen(tmp_path: Path) -> None:
         "user_id": "A1TINYUSER07",
         "n_events": 7,
         "revision": 0,
+        "generation": 2,  # the second ingest wrote it (see UserMemory.ingest_dataset)
     }
     close(reopened.store)
 

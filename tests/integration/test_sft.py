@@ -1,8 +1,8 @@
 """SFT cold start on the tiny local model and the tiny data set (no hub, a few optimizer steps).
 
-The bundled SmolLM2 is stood in for by the tiny model: ``_convert_gguf`` is replaced by a function
-that writes the tiny model where the conversion would, so the default-model path (the adapter's
-base-model sentinel, ``HFDrafter`` resolving it) runs for real in seconds.
+The bundled SmolLM2 is stood in for by the tiny model: ``convert_gguf`` is replaced by a function
+that writes the tiny model where the conversion would, so the default-model path (the adapter
+naming its base by the hub id, the resolver finding the local copy) runs for real in seconds.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import pytest
 import torch
 from langgraph.store.memory import InMemoryStore
 
-from agent import drafter as drafter_module
-from agent.drafter import BASE_MODEL_SENTINEL, HFDrafter, resolve_base_model
+import agent.drafting.bundled as bundled_module
+from agent.drafting import BASE_MODEL_ID, HFDrafter, ScriptedDrafter, resolve_model
 from agent.parsing import parse_query
 from graphs.query_agent import Deps, build_graph
 from memory_store import UserMemory
@@ -38,9 +38,17 @@ def fake_conversion(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
         build_tiny_causal_lm(target)
         written.append(target)
 
-    monkeypatch.setattr(drafter_module, "default_gguf_path", lambda: Path("smollm2.gguf"))
-    monkeypatch.setattr(drafter_module, "_convert_gguf", convert)
+    for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(bundled_module, "default_gguf_path", lambda: Path(__file__))
+    monkeypatch.setattr(bundled_module, "convert_gguf", convert)
     return written
+
+
+def snapshot_dir(home: Path) -> Path:
+    """Where the converted bundled model goes in ``home`` (no HF_* variable set)."""
+    repo = home / "hf-hub" / "models--HuggingFaceTB--SmolLM2-135M-Instruct"
+    return repo / "snapshots" / (repo / "refs" / "main").read_text()
 
 
 # --------------------------------------------------------------------------- pairs
@@ -56,7 +64,7 @@ def test_pairs_are_the_graphs_draft_prompt_and_the_truth(tiny_dataset) -> None:
     UserMemory(store).ingest_dataset(tiny_dataset, progress=False)
     for pair in pairs[:4]:
         # the graph's own draft prompt for this shopper, memory cut before the target
-        drafter = drafter_module.ScriptedDrafter(["Query: duct tape"])
+        drafter = ScriptedDrafter(["Query: duct tape"])
         graph = build_graph(
             Deps(drafter=drafter, catalog=FakeCatalog(tiny_dataset.products.values()))
         ).compile(store=store)
@@ -85,16 +93,16 @@ def test_pairs_are_shuffled_by_seed_limited_and_skip_uncategorized(tiny_dataset)
     assert all(p.target != target for p in pairs)
 
 
-def test_base_model_sentinel_resolves_to_the_converted_default(
+def test_base_model_id_resolves_to_the_converted_copy(
     tmp_path: Path, fake_conversion: list[Path]
 ) -> None:
-    expected = tmp_path / "models" / drafter_module.DEFAULT_MODEL_NAME
-    assert resolve_base_model(BASE_MODEL_SENTINEL, tmp_path) == str(expected)
-    assert fake_conversion == [expected]  # converted when missing ...
-    assert resolve_base_model(BASE_MODEL_SENTINEL, tmp_path) == str(expected)
-    assert fake_conversion == [expected]  # ... and only then
-    assert HFDrafter(BASE_MODEL_SENTINEL, home=tmp_path).model_name_or_path == str(expected)
-    assert resolve_base_model("some/model", tmp_path) == "some/model"
+    resolved = resolve_model(BASE_MODEL_ID, tmp_path)
+    assert resolved.source == str(snapshot_dir(tmp_path))
+    assert fake_conversion == [snapshot_dir(tmp_path)]  # converted when missing ...
+    assert resolve_model(BASE_MODEL_ID, tmp_path).source == str(snapshot_dir(tmp_path))
+    assert fake_conversion == [snapshot_dir(tmp_path)]  # ... and only then
+    assert HFDrafter(BASE_MODEL_ID, home=tmp_path).model_name_or_path == str(snapshot_dir(tmp_path))
+    assert resolve_model("some/model", tmp_path).source == "some/model"
 
 
 # --------------------------------------------------------------------------- training
@@ -107,11 +115,12 @@ def test_sft_lora_on_the_default_model_writes_a_portable_adapter(
 
     home, out = tmp_path / "home", tmp_path / "sft"
     argv = ["sft", "--data", str(tiny_recbole_dir), "--home", str(home), "--out", str(out)]
-    assert main([*argv, "--max-steps", "2", "--batch-size", "4", "--lr", "1e-2"]) == 0
-    assert fake_conversion == [home / "models" / drafter_module.DEFAULT_MODEL_NAME]
+    flags = ["--max_steps", "2", "--per_device_train_batch_size", "4", "--learning_rate", "1e-2"]
+    assert main([*argv, *flags]) == 0
+    assert fake_conversion == [snapshot_dir(home)]
 
     config = json.loads((out / "adapter_config.json").read_text())
-    assert config["base_model_name_or_path"] == BASE_MODEL_SENTINEL
+    assert config["base_model_name_or_path"] == BASE_MODEL_ID  # the hub id, not a local path
     assert config["r"] == 16 and config["lora_alpha"] == 32
     weights = load_file(out / "adapter_model.safetensors")
     lora_b = [w for name, w in weights.items() if "lora_B" in name]
@@ -119,7 +128,7 @@ def test_sft_lora_on_the_default_model_writes_a_portable_adapter(
 
     meta = json.loads((out / META_FILE).read_text())
     assert meta["steps"] == 2 and meta["data"]["pairs"] == 15
-    assert meta["base_model"] == BASE_MODEL_SENTINEL
+    assert meta["base_model"] == BASE_MODEL_ID
     assert meta["training"]["method"] == "lora" and meta["training"]["device"] == "cpu"
     assert meta["train_loss"] > 0 and meta["code_version"]
     assert not (tmp_path / "sft.work").exists()
@@ -150,7 +159,10 @@ def test_sft_full_changes_the_weights(
 
     out = tmp_path / "full"
     argv = ["sft", "--data", str(tiny_recbole_dir), "--model", str(tiny_model_dir)]
-    assert main([*argv, "--out", str(out), "--full", "--max-steps", "1", "--lr", "1e-2"]) == 0
+    assert (
+        main([*argv, "--out", str(out), "--full", "--max_steps", "1", "--learning_rate", "1e-2"])
+        == 0
+    )
     before = load_file(tiny_model_dir / "model.safetensors")
     after = load_file(out / "model.safetensors")
     assert before.keys() == after.keys()
@@ -164,9 +176,9 @@ def test_sft_full_changes_the_weights(
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--max-steps", "0"], "--max-steps must be >= 1"),
+        (["--max_steps", "0"], "--max_steps must be >= 1"),
         (["--limit", "-3"], "--limit must be >= 1"),
-        (["--lr", "nan"], "--lr must be a positive number"),
+        (["--learning_rate", "nan"], "--learning_rate must be a positive number"),
         (["--resume"], "no checkpoint"),
     ],
 )
@@ -192,18 +204,90 @@ def test_sft_resume_continues_from_the_last_checkpoint(
 
     out = tmp_path / "lora"
     argv = ["sft", "--data", str(tiny_recbole_dir), "--model", str(tiny_model_dir)]
-    argv += ["--out", str(out), "--batch-size", "4", "--save-steps", "1"]
+    argv += ["--out", str(out), "--per_device_train_batch_size", "4", "--save_steps", "1"]
     # An interrupted run: its checkpoints stay in <out>.work/ (a finished run deletes them).
-    real_rmtree = sft.shutil.rmtree
-    monkeypatch.setattr(
-        sft.shutil,
-        "rmtree",
-        lambda path, **kw: None if Path(path).name == "lora.work" else real_rmtree(path, **kw),
-    )
-    assert main([*argv, "--max-steps", "1"]) == 0
+    real_remove = sft.remove_work_dir
+    monkeypatch.setattr(sft, "remove_work_dir", lambda path: None)
+    assert main([*argv, "--max_steps", "1"]) == 0
     assert (tmp_path / "lora.work" / "checkpoint-1").is_dir()
-    monkeypatch.setattr(sft.shutil, "rmtree", real_rmtree)
-    assert main([*argv, "--max-steps", "2", "--resume"]) == 0
+    monkeypatch.setattr(sft, "remove_work_dir", real_remove)
+    assert main([*argv, "--max_steps", "2", "--resume"]) == 0
     meta = json.loads((out / META_FILE).read_text())
     assert meta["steps"] == 2 and meta["resumed_from"].endswith("checkpoint-1")
     assert not (tmp_path / "lora.work").exists()
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def test_shipped_recipes_parse_with_trl_parser() -> None:
+    from training.common import parse_command_line
+    from training.grpo import GRPOArguments, QueryAgentGRPOConfig
+    from training.sft import QueryAgentSFTConfig, SFTArguments
+
+    repo = Path(__file__).resolve().parents[2]
+    args, config = parse_command_line(
+        (SFTArguments, QueryAgentSFTConfig),
+        ["--config", str(repo / "recipes" / "sft.yaml"), "--gradient_accumulation_steps", "2"],
+        "sft",
+    )
+    assert args.data == "data/amazon-scientific" and args.out == "models/smollm2-sft"
+    assert args.model == BASE_MODEL_ID and not args.full
+    assert config.per_device_train_batch_size == 32 and config.learning_rate == 2e-4
+    assert config.gradient_accumulation_steps == 2  # any SFTConfig field is a flag
+    args, config = parse_command_line(
+        (GRPOArguments, QueryAgentGRPOConfig),
+        ["--config", str(repo / "recipes" / "grpo.yaml"), "--max_steps", "3"],
+        "grpo",
+    )
+    assert args.model == "models/smollm2-sft" and config.num_generations == 8
+    assert config.per_device_train_batch_size == 64 and config.max_steps == 3  # the flag wins
+    assert config.multi_objective_aggregation == "normalize_then_sum"
+
+
+def test_help_shows_every_config_field_with_its_default(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sft", "--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--gradient_accumulation_steps" in text and "--report_to" in text
+    assert "the usual LoRA rate (adapters start at zero) (default: 0.0002)" in text
+
+
+def test_sft_from_a_yaml_recipe_reports_to_tensorboard(
+    tmp_path: Path, tiny_recbole_dir: Path, tiny_model_dir: Path
+) -> None:
+    pytest.importorskip("tensorboard")
+    out = tmp_path / "recipe-out"
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        f"data: {tiny_recbole_dir}\nmodel: {tiny_model_dir}\nout: {out}\nmax_steps: 5\n"
+        "per_device_train_batch_size: 2\ngradient_accumulation_steps: 2\nlogging_steps: 1\n"
+    )
+    assert not main(
+        ["sft", "--config", str(recipe), "--max_steps", "1", "--report_to", "tensorboard"]
+    )
+    meta = json.loads((out / META_FILE).read_text())
+    assert meta["steps"] == 1  # the flag overrode the recipe's 5
+    assert meta["settings"]["gradient_accumulation_steps"] == 2
+    assert meta["settings"]["report_to"] == ["tensorboard"]
+    assert list((out / "runs").rglob("events.out.tfevents.*"))  # kept when .work is deleted
+
+    # The model card: the standard YAML header, and the exact command in the body.
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(out / "README.md")
+    assert card.data.base_model == str(tiny_model_dir)
+    assert card.data.library_name == "peft" and card.data.license == "apache-2.0"
+    assert "sft" in card.data.tags
+    assert f"--config {recipe}" in card.text and "## Training data" in card.text
+
+
+def test_grpo_user_errors_are_one_line(tmp_path: Path, tiny_recbole_dir: Path, capsys) -> None:
+    argv = ["grpo", "--data", str(tiny_recbole_dir), "--out", str(tmp_path / "o")]
+    assert main([*argv, "--num_generations", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--num_generations must be >= 2" in err and len(err.splitlines()) == 1
+    assert main([*argv, "--config", str(tmp_path / "missing.yaml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "missing.yaml" in err and len(err.splitlines()) == 1

@@ -6,8 +6,7 @@ import threading
 
 import pytest
 
-from agent.batching import MicroBatchingDrafter
-from agent.drafter import ScriptedDrafter
+from agent.drafting import MicroBatchingDrafter, ScriptedDrafter
 
 
 def test_concurrent_calls_are_merged_and_answered_in_order() -> None:

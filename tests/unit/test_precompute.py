@@ -10,7 +10,7 @@ import pytest
 from langgraph.store.memory import InMemoryStore
 
 from agent.context import Context
-from agent.drafter import ScriptedDrafter
+from agent.drafting import ScriptedDrafter
 from graphs.ingest import ingest
 from graphs.precompute import (
     RECOMMENDATIONS_NAMESPACE,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent.drafter import PrefixCache
+from agent.drafting import PrefixCache
 
 
 class FakeCache:

@@ -35,11 +35,7 @@ def test_recall_lists_every_source_of_a_candidate(tiny_models, tiny_dataset) -> 
     assert by_query[BEAKERS][:2] == ["model", "memory"]
     assert by_query[FILAMENT][0] == "memory"
     assert set(s for c in cands for s in c.sources) <= {
-        "model",
-        "memory",
-        "transition",
-        "next-item",
-        "popular",
+        "model", "memory", "transition", "next-item", "popular"
     }
     assert merge([("a", ["x"]), ("b", ["x", "y"])])[0].sources == ["a", "b"]
 

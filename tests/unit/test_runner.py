@@ -6,7 +6,7 @@ import pytest
 from langgraph.store.memory import InMemoryStore
 
 from agent.context import Context
-from agent.drafter import ScriptedDrafter
+from agent.drafting import ScriptedDrafter
 from agent.nodes import CATALOG_NAMESPACE, CATALOG_STATS_KEY
 from graphs.ingest import catalog_version, ingest
 from graphs.query_agent import Deps, build_graph

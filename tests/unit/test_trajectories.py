@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.batching import MicroBatchingDrafter
 from agent.context import Context
-from agent.drafter import ScriptedDrafter
+from agent.drafting import MicroBatchingDrafter, ScriptedDrafter
 from graphs.query_agent import Deps, build_graph
 from graphs.trajectories import (
     SCHEMA,

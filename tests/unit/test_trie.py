@@ -38,7 +38,7 @@ def test_a_catalog_change_changes_the_key() -> None:
 def test_constrained_beams_never_leave_the_trie(tiny_model_dir) -> None:
     """A random tiny LM would write anything; constrained, every beam is a catalog query, the
     beams are distinct, and their log-probabilities equal the teacher-forced scores."""
-    from agent.drafter import HFDrafter
+    from agent.drafting import HFDrafter
     from agent.drafting.constrained import GroundedHFDrafter
 
     drafter = GroundedHFDrafter(HFDrafter(str(tiny_model_dir), prefix_cache=False))

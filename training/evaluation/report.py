@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-from uuid import uuid4
 
+from memory_store.files import atomic_path, atomic_write
 from training.evaluation.metrics import METRICS
 
 TABLE_METRICS = (
@@ -24,27 +23,6 @@ TABLE_METRICS = (
     "latency_s",
 )
 CHART_METRICS = ("q_em", "rouge_l", "i_hit@1", "i_hit@10", "ndcg@10", "cons@1", "cons@10")
-
-
-def _temp_beside(path: Path) -> Path:
-    """An unused name beside ``path`` (same file system, so ``os.replace`` is atomic).
-
-    Not ``tempfile.mkstemp``: its files are mode 0600, which the rename would give the report.
-    A file created by ``open(..., "x")`` or by ``savefig`` gets the umask's usual mode, as in
-    ``graphs.trajectories``.
-    """
-    return path.with_name(f".{path.stem}.{uuid4().hex[:12]}.tmp{path.suffix}")
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_beside(path)
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def markdown_table(methods: dict[str, dict[str, Any]]) -> str:
@@ -104,19 +82,16 @@ def bar_chart(methods: dict[str, dict[str, Any]], path: Path, title: str) -> Non
     ax.set_title(title)
     ax.legend(fontsize=8, ncols=2)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_beside(path)  # keeps the .png suffix savefig reads the format from
     try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:  # keeps the .png suffix savefig reads the format from
+            fig.savefig(tmp, dpi=110)
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
 
 
-def write_report(out: Path, header: dict[str, Any], results: Sequence[Any]) -> dict[str, Path]:
-    """Write ``out`` (JSON), ``out`` with .md and .png beside it; returns the three paths."""
-    methods = {
+def method_rows(results: Sequence[Any]) -> dict[str, dict[str, Any]]:
+    """The report's entry for each method result, keyed by its label."""
+    return {
         r.spec.label: {
             "method": r.spec.method,
             "model": r.spec.model,
@@ -126,12 +101,17 @@ def write_report(out: Path, header: dict[str, Any], results: Sequence[Any]) -> d
         }
         for r in results
     }
+
+
+def write_report(out: Path, header: dict[str, Any], results: Sequence[Any]) -> dict[str, Path]:
+    """Write ``out`` (JSON), ``out`` with .md and .png beside it; returns the three paths."""
+    methods = method_rows(results)
     report = {**header, "methods": methods}
     paths = {"json": out, "md": out.with_suffix(".md"), "png": out.with_suffix(".png")}
-    _atomic_write(paths["json"], json.dumps(report, indent=2).encode())
+    atomic_write(paths["json"], json.dumps(report, indent=2))
     title = (
         f"{header.get('data_name', '')} {header.get('split', '')}: {header.get('users', 0)} users"
     )
-    _atomic_write(paths["md"], (f"{title}\n\n" + markdown_table(methods)).encode())
+    atomic_write(paths["md"], f"{title}\n\n" + markdown_table(methods))
     bar_chart(methods, paths["png"], title)
     return paths

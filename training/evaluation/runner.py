@@ -24,6 +24,7 @@ from agent.context import Context
 from agent.parsing import parse_query
 from agent.prompts import STOP, prompt_fingerprint
 from memory_store import DataError, Dataset, Example, target_position
+from memory_store.paths import private_dir, private_file
 from training.evaluation.baselines import (
     DenseQuery,
     LastCategory,
@@ -213,9 +214,15 @@ class Evaluator:
 
     # -- caching ----------------------------------------------------------------------------
     def _cache_key(self, spec: MethodSpec) -> dict[str, Any]:
+        from agent.model_identity import model_digest
+
+        model_methods = spec.method in MODEL_METHODS
         return {
             "method": spec.method,
             "model": spec.model,
+            # The model's content, not its path: a folder retrained in place (make train-sft)
+            # must not be served the old model's results.
+            "model_digest": model_digest(spec.model, self.config.home) if model_methods else None,
             "split": self.config.split,
             "seed": self.config.seed,
             "max_refinements": self.config.max_refinements,
@@ -299,8 +306,9 @@ class Evaluator:
         done = self._load_cache(spec)
         todo = [(ex, truth) for ex, truth in self.pairs if ex.user_id not in done]
         path = self._cache_path(spec)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
         if not path.exists():
+            private_file(path)  # per-user outcomes: 0600 like everything in the home
             path.write_text(json.dumps(self._cache_key(spec)) + "\n")
         bar = tqdm(
             total=len(self.pairs),
@@ -380,7 +388,7 @@ class Evaluator:
             if self._drafter_factory is not None:
                 self._drafters[model] = self._drafter_factory(model)
             else:
-                from agent.drafter import HFDrafter
+                from agent.drafting import HFDrafter
 
                 self._drafters[model] = HFDrafter(
                     model, home=self.config.home, batch_size=self.config.batch_size

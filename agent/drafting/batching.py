@@ -16,7 +16,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.drafter import QueryDrafter
+from agent.drafting.protocol import QueryDrafter
 from agent.records import Generation
 
 

@@ -1,0 +1,78 @@
+"""``PrefixCache``: attention keys/values of recent prompt prefixes, reused across ``generate``."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+__all__ = ["PrefixCache"]
+
+
+class PrefixCache:
+    """Attention keys/values of recent prompt prefixes, for prompts generated one at a time.
+
+    Consecutive prompts share long prefixes: every draft prompt starts with the same system
+    prompt and worked turns, and a refinement prompt starts with its own draft prompt. After a
+    call, the prompt itself and its longest common prefix with the previous prompt are kept
+    (least recently used first out); a later prompt that starts with a kept prefix only runs
+    the model over the rest. This is transformers' documented prefix-reuse pattern (a copy of a
+    ``DynamicCache`` handed to ``generate``); written here because transformers keeps no
+    such cache across ``generate`` calls itself. Batches are left-padded, so their rows do not
+    share positions and they are generated without it.
+    """
+
+    def __init__(self, size: int = 4, min_tokens: int = 32) -> None:
+        self.size = size
+        self.min_tokens = min_tokens
+        self._kept: dict[tuple[int, ...], Any] = {}  # insertion order = least recent first
+        self._previous: list[int] | None = None
+        self.hits = 0
+        self.reused_tokens = 0
+
+    def lookup(self, ids: list[int]) -> Any:
+        """A private copy of the longest kept prefix of ``ids`` (shorter than ``ids``), or None."""
+
+        best: tuple[int, ...] | None = None
+        for key in self._kept:
+            if len(key) < len(ids) and (best is None or len(key) > len(best)):
+                if tuple(ids[: len(key)]) == key:
+                    best = key
+        if best is None:
+            return None
+        cache = self._kept.pop(best)
+        self._kept[best] = cache  # most recently used
+        self.hits += 1
+        self.reused_tokens += len(best)
+        return copy.deepcopy(cache)  # generate() appends to the cache it is given
+
+    def remember(self, ids: list[int], cache: Any) -> None:
+        """Keep ``ids``' own prefix and its common prefix with the previous prompt; ``cache``
+        (the one ``generate`` returned for ``ids``) is taken over, not copied."""
+
+        # Some caches cannot be cut back (recurrent or sliding-window layers): keep nothing then.
+        if cache is None or not hasattr(cache, "crop") or not getattr(cache, "is_croppable", True):
+            return
+        previous, self._previous = self._previous, ids
+        lengths = {len(ids)}
+        if previous is not None:
+            common = next(
+                (i for i, (a, b) in enumerate(zip(previous, ids, strict=False)) if a != b),
+                min(len(previous), len(ids)),
+            )
+            lengths.add(common)
+        # The caller is done with ``cache`` (generate() returned it), so the longest new prefix
+        # keeps it itself; only a shorter one needs a copy. Shorter prefixes are kept first, as
+        # the least recently used of the two.
+        new: dict[int, Any] = {}
+        for n in sorted(lengths, reverse=True):
+            if n < self.min_tokens or tuple(ids[:n]) in self._kept:
+                continue
+            kept = copy.deepcopy(cache) if new else cache
+            extra = kept.get_seq_length() - n
+            if extra > 0:
+                kept.crop(-extra)  # a negative count removes that many trailing positions
+            new[n] = kept
+        for n in sorted(new):
+            self._kept[tuple(ids[:n])] = new[n]
+        while len(self._kept) > self.size:
+            self._kept.pop(next(iter(self._kept)))
