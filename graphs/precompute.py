@@ -36,7 +36,6 @@ must be a file or a server the workers can open: the home's SQLite, or ``$QUERYA
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ from typing import Any, Literal, cast
 from langgraph.store.base import BaseStore, GetOp, Item, PutOp
 
 from agent.context import Context
+from agent.model_identity import model_digest
 from graphs.ingest import catalog_stats
 from graphs.query_agent import Deps
 from graphs.runner import OfflineRunner
@@ -60,7 +60,6 @@ __all__ = [
     "Versions",
     "age_text",
     "get_recommendation",
-    "model_digest",
     "parse_since",
     "precompute",
     "read_users_file",
@@ -80,26 +79,6 @@ class PrecomputeError(Exception):
     """A user-caused problem with a precompute request (one line for the CLI)."""
 
 
-def model_digest(model: str | os.PathLike[str] | None) -> str:
-    """What identifies a drafter's weights: a digest of a local folder's weight and config files
-    (an adapter retrained in place gets a new digest), else the model name itself.
-
-    A local helper until the project has one owner of model identity (issue 10 item 3:
-    ``agent.model_identity``); then this should call that.
-    """
-    if model is None:
-        return "none"
-    path = Path(model)
-    if not path.is_dir():
-        return str(model)
-    digest = hashlib.sha256()
-    for file in sorted(path.iterdir()):
-        if file.is_file() and file.suffix in {".safetensors", ".json", ".bin", ".gguf"}:
-            digest.update(file.name.encode())
-            digest.update(hashlib.sha256(file.read_bytes()).digest())
-    return "sha256:" + digest.hexdigest()[:16]
-
-
 @dataclass(frozen=True)
 class Versions:
     """What a stored result was computed with; a result of other versions is recomputed."""
@@ -113,7 +92,7 @@ class Versions:
     def current(cls, store: BaseStore, model: str | None) -> Versions:
         return cls(
             model=model,
-            model_digest=model_digest(model),
+            model_digest=model_digest(model),  # agent.model_identity: the project's one owner
             catalog_version=catalog_stats(store).get("catalog_version"),
             code_version=code_version(),
         )

@@ -86,7 +86,7 @@ def test_computes_every_shopper_with_versions_then_nothing(tiny_dataset, home_st
     one = results["A1TINYUSER01"]
     assert one["query"] and one["products"] and one["source"]
     assert one["memory"] == {"n_events": 5, "revision": 0}
-    assert one["model"] == "scripted" and one["model_digest"] == "scripted"
+    assert one["model"] == "scripted" and len(one["model_digest"]) == 16
     assert one["catalog_version"] and one["code_version"]
     assert datetime.fromisoformat(one["computed_at"]).tzinfo is not None
     again = precompute(home_store, deps(tiny_dataset, drafter), context=CTX, progress=False)
