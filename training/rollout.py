@@ -161,7 +161,7 @@ class GraphRollout:
         with self._lock:
             self.history.append(
                 {
-                    "rollout/mean_refinements": sum(len(rec.steps) - 1 for rec in records)
+                    "rollout/mean_refinements": sum(rec.run["refinements"] for rec in records)
                     / len(records),
                     "rollout/distinct_queries": len(set(queries)) / len(queries),
                     "rollout/parsed_final": sum(q is not None for q in queries) / len(queries),
