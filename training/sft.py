@@ -10,9 +10,12 @@ with this project's defaults), parsed by ``trl.TrlParser``: every ``SFTConfig`` 
 ``--config FILE.yaml`` sets any of them (flags given too win).
 
 Pairs come from the training split (leave-one-out prefixes, so no valid or test target is seen):
-the prompt is exactly the graph's draft prompt, ``agent.prompts.draft_messages`` of the profile the
-memory builds from the shopper's events before the target (train/serve parity); the completion is
-``Query: <ground-truth query>`` (``QueryOracle``: the target's category path minus the root).
+the prompt is exactly the graph's grounded draft prompt, ``agent.prompts.grounded_messages`` of the
+profile the
+memory builds from the shopper's events before the target (train/serve parity; the worked turns
+of the free prompt are gone, since constrained decoding needs no examples of the answer form); the
+completion is ``Query: <ground-truth query>``, the path the constrained decoder takes through the
+catalog's query trie (``QueryOracle``: the target's category path minus the root).
 Targets without a category are skipped and counted. Pairs are shuffled with ``--seed``;
 ``--limit`` keeps the first N.
 
@@ -47,7 +50,8 @@ from typing import Any
 from trl import SFTConfig
 
 from agent.drafting import BASE_MODEL_ID, ResolvedModel
-from graphs.runner import draft_prompt_at
+from agent.prompts import grounded_messages
+from graphs.runner import profile_at
 from memory_store import Dataset, Example, target_position
 from training.common import (
     META_FILE,
@@ -142,7 +146,7 @@ def build_pairs(
                 target=ex.target,
                 before=before,
                 truth=truth,
-                prompt=draft_prompt_at(dataset, ex.user_id, before)[1],
+                prompt=grounded_messages(profile_at(dataset, ex.user_id, before)),
                 completion=completion_messages(truth),
             )
         )

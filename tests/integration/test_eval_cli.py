@@ -65,7 +65,10 @@ def test_all_methods_write_json_markdown_and_chart(
             assert 0.0 <= m[name]["low"] <= m[name]["mean"] <= m[name]["high"] <= 1.0, (label, name)
     # the scripted drafter always says "duct tape": a valid query, never the category-path truth
     assert report["methods"][f"llm-direct@{SHIPPED}"]["metrics"]["format_valid"]["mean"] == 1.0
-    assert report["methods"][f"agent@{SHIPPED}"]["metrics"]["q_em"]["mean"] == 0.0
+    assert report["methods"][f"llm-direct@{SHIPPED}"]["metrics"]["q_em"]["mean"] == 0.0
+    # the agent recalls candidates beyond the model's (memory, transitions, next-item) and ranks
+    # them, so it can match the truth where the model alone cannot
+    assert report["methods"][f"agent@{SHIPPED}"]["metrics"]["q_em"]["mean"] > 0.0
     # two of six test targets are duct tapes: the query retrieves them among the top 10
     assert report["methods"][f"llm-direct@{SHIPPED}"]["metrics"]["i_hit@10"]["mean"] > 0
     # one query for all six users (the report rounds to 4 places)
@@ -173,6 +176,9 @@ def test_cards_flag_writes_the_table_into_a_model_card(
 
     folder = tmp_path / "my-adapter"
     folder.mkdir()
+    # what a trainer leaves beside the card (the scripted drafter never loads it)
+    config = '{"base_model_name_or_path": "some/base", "peft_type": "LORA"}'
+    (folder / "adapter_config.json").write_text(config)
     model_card(
         resolved=ResolvedModel(str(folder), adapter=True, base="some/base"),
         adapter=True,

@@ -433,9 +433,12 @@ class Evaluator:
             from agent.drafting.constrained import GroundedHFDrafter
 
             base = self._drafter(spec.model)
+            # A Hugging Face drafter (a model and its tokenizer) decodes inside the catalog's
+            # query trie; any other drafter (a scripted one in tests) drafts freely.
+            hf = getattr(type(base), "tokenizer", None) is not None
             common = {
                 "catalog": self.catalog,
-                "drafter": base if hasattr(base, "beams") else GroundedHFDrafter(base),
+                "drafter": GroundedHFDrafter(base) if hf else base,
                 "ranking": self.ranking(),
                 "batch_size": self.config.batch_size,
             }
