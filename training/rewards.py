@@ -162,7 +162,9 @@ class FormatReward(_TrajectoryReward):
     __name__ = "format_reward"
 
     def score(self, trajectory: Trajectory, i: int, kwargs: Mapping[str, Any]) -> float | None:
-        steps = _steps(trajectory)
+        # The policy's turns: candidates recalled from other sources ("sources" without "model",
+        # no prompt) wrote no completion to score. v1 steps were all the model's.
+        steps = [s for s in _steps(trajectory) if "model" in s.get("sources", ["model"])]
         if not steps:
             return 0.0
         return sum(parse_query(step.get("completion") or "").ok for step in steps) / len(steps)

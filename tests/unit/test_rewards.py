@@ -319,3 +319,13 @@ def test_optimiser_kwargs_match_trl() -> None:
     )
     with pytest.raises(ValueError, match="gdpo"):
         optimiser_kwargs("ppo")  # type: ignore[arg-type]
+
+
+def test_format_reward_counts_the_policys_turns_only() -> None:
+    """v2 steps also hold candidates recalled from other sources (no prompt, no completion)."""
+    drafted = {**step("Query: glass beakers", "glass beakers", HIT), "sources": ["model"]}
+    recalled = {**step("", "duct tape", HIT), "sources": ["memory"], "messages": []}
+    both = {**step("Query: beakers", "beakers", HIT), "sources": ["model", "memory"]}
+    assert call(format_reward, [trajectory([drafted, recalled])]) == [1.0]
+    assert call(format_reward, [trajectory([both, recalled])]) == [1.0]
+    assert call(format_reward, [trajectory([recalled])]) == [0.0]  # the policy wrote nothing
