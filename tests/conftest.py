@@ -72,11 +72,13 @@ def tiny_models(tiny_dataset):
     """The tiny catalog's fitted ranking models (vocabulary, transitions, next-item model; too
     few rows for a ranker), retrieval from the fake catalog."""
     from agent.ranking.fit import FitConfig, fit_catalog
+    from agent.ranking.nextitem import NextItemConfig
     from tests.helpers.fakes import FakeCatalog
 
     catalog = FakeCatalog(tiny_dataset.products.values())
     return fit_catalog(
-        tiny_dataset.products, tiny_dataset.sequences, catalog.search_many, FitConfig(epochs=3)
+        tiny_dataset.products, tiny_dataset.sequences, catalog.search_many,
+        FitConfig(nextitem=NextItemConfig(epochs=3)),
     )
 
 

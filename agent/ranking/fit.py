@@ -52,7 +52,9 @@ class FitConfig:
     """What ``fit_catalog`` fits and how long it may take."""
 
     retrieve_k: int = 10  # products retrieved per query (the evaluation's top 10)
-    epochs: int = 20  # next-item model epochs (each about 5 s on 2 free cores for 8k shoppers)
+    # The next-item model (40 epochs: about 3-7 s each on 2 cores for 8k shoppers; HR@10 on the
+    # bundled valid split rose from 0.035 at 10 epochs to 0.100 at 40 and 0.102 at 45).
+    nextitem: NextItemConfig = field(default_factory=lambda: NextItemConfig(epochs=40))
     refit_for_serving: bool = True  # stage B; False serves with the stage-A model
     refit_epochs: int = 5  # stage B starts from the stage-A weights
     max_rows: int = 10_000  # ranker training rows (shoppers), a seeded sample beyond that
@@ -237,7 +239,7 @@ def fit_catalog(
         keep = sorted(rng.choice(len(rows), cfg.max_rows, replace=False).tolist())
         rows = [rows[i] for i in keep]
     t = time.perf_counter()
-    nextitem_cfg = NextItemConfig(epochs=cfg.epochs, seed=cfg.seed)
+    nextitem_cfg = replace(cfg.nextitem, seed=cfg.seed)
     model_a = NextItemModel.fit(cut, items, nextitem_cfg, progress=progress) if cut else None
     timings["nextitem_a_s"] = time.perf_counter() - t
     stage_a = CatalogModels(QueryVocabulary.build(item_query, cut.values(), retrieved), model_a, None)

@@ -48,9 +48,11 @@ class NextItemConfig:
     blocks: int = 2
     heads: int = 1
     dropout: float = 0.3
-    lr: float = 1e-3
+    # Small batches and a higher rate: on the bundled set (8k short sequences) batch 32 at 2e-3
+    # reached HR@10 0.072 on valid after 20 epochs, batch 128 at 1e-3 0.030 (bench: README).
+    lr: float = 2e-3
     weight_decay: float = 0.0
-    batch_size: int = 128
+    batch_size: int = 32
     epochs: int = 40
     seed: int = 0
 

@@ -8,6 +8,7 @@ from agent.ranking import fit as fitmod
 from agent.ranking.candidates import merge, recall
 from agent.ranking.features import FEATURES
 from agent.ranking.fit import FitConfig, fit_catalog, relevance
+from agent.ranking.nextitem import NextItemConfig
 from agent.ranking.vocabulary import QueryVocabulary, Transitions
 from tests.helpers.fakes import FakeCatalog
 
@@ -62,7 +63,7 @@ def test_fitting_holds_out_each_shoppers_last_purchase(tiny_dataset, monkeypatch
     monkeypatch.setattr(fitmod, "ranker_rows", rows_spy)
     catalog = FakeCatalog(tiny_dataset.products.values())
     models = fit_catalog(
-        tiny_dataset.products, tiny_dataset.sequences, catalog.search_many, FitConfig(epochs=1)
+        tiny_dataset.products, tiny_dataset.sequences, catalog.search_many, FitConfig(nextitem=NextItemConfig(epochs=1))
     )
     seqs = {u: list(s) for u, s in tiny_dataset.sequences.items() if len(s) >= 2}
     stage_a, stage_b = fitted
