@@ -60,3 +60,5 @@ class OutputState:
     source: str | None = None
     refinements: int = 0
     attempts: list[dict[str, Any]] = field(default_factory=list)
+    # The profile the run recalled (what the prompts saw): with ``attempts``, a whole trajectory.
+    profile: dict[str, Any] | None = None

@@ -4,9 +4,10 @@
 
 Measures: the ingest time of the bundled catalog and memory (into a fresh home unless --home
 is given), ``recommend`` latency p50/p95 over N shoppers run one by one (model already loaded),
-and the throughput of the same N shoppers run together with ``graph.batch`` and the
-micro-batching drafter. Timings are wall clock on whatever machine runs it; name the machine
-next to the figures. Expected on the 2-core CPU dev machine: see README "Performance".
+and the throughput of the same N shoppers run together through ``graphs.runner.OfflineRunner``
+(``graph.batch`` and the micro-batching drafter). Timings are wall clock on whatever machine runs
+it; name the machine next to the figures. Expected on the 2-core CPU dev machine: see README
+"Performance".
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ import time
 from pathlib import Path
 
 from agent.context import Context
-from agent.drafting import MicroBatchingDrafter
 from graphs.cli import BUNDLED_DATA
 from graphs.cli import main as cli_main
-from graphs.query_agent import Deps, build_graph, default_deps
+from graphs.query_agent import build_graph, default_deps
+from graphs.runner import OfflineRunner
 from memory_store import load_dataset, open_store
 from memory_store.files import atomic_write
 
@@ -81,12 +82,18 @@ def main() -> None:
         "mean_refinements": round(statistics.mean(refinements), 2),
     }
 
-    batching = MicroBatchingDrafter(deps.drafter, max_batch=len(users))
-    batch_graph = build_graph(Deps(drafter=batching, catalog=deps.catalog)).compile(store=store)
-    t0 = time.perf_counter()
-    batch_graph.batch(
-        [{"user_id": u} for u in users], config={"max_concurrency": len(users)}, context=ctx
+    # The offline path (graphs.runner): one graph.batch over all shoppers, micro-batched drafter.
+    runner = OfflineRunner(
+        store=store,
+        catalog=deps.catalog,
+        drafter=deps.drafter,
+        ranking=deps.ranking,
+        context=ctx,
+        batch_size=len(users),
     )
+    batching = runner.drafter
+    t0 = time.perf_counter()
+    runner.run([{"user_id": u} for u in users])
     wall = time.perf_counter() - t0
     result["batched"] = {
         "users": len(users),

@@ -1,16 +1,20 @@
 """``queryagent``: ingest a data set, recommend a query for a shopper.
 
     queryagent ingest [--data DIR] [--home DIR]
-    queryagent recommend --user ID [--json] [--model ID_OR_PATH] [--home DIR] [--log FILE]
+    queryagent recommend --user ID [--json] [--model ID_OR_PATH] [--home DIR]
+                         [--log FILE | --cached]
+    queryagent precompute [--users FILE] [--since TIMESTAMP] [--home DIR] [--model M]
+                          [--engine local|ray]
 
 Argument parsing uses the standard library's argparse (maintained, no extra dependency).
 Errors a user can cause (unknown user, bad data file, an id the store cannot key by, an oversized
 input, empty or unreachable catalog, an interrupted ingest, a ``--model`` that cannot load, an
 unwritable home, a store URL that names no database, a log file that is not a trajectory file or
-whose folder is missing) print one line and exit 2. ``recommend`` checks the store, the shopper,
-the catalog and the model folder in that order, before any model is loaded. ``--log FILE``
-appends the run's trajectory (``graphs.trajectories``, schema v1) to FILE and updates
-``FILE.meta.json``.
+whose folder is missing, a bad precompute request) print one line and exit 2. ``recommend``
+checks the store, the shopper, the catalog and the model folder in that order, before any model is
+loaded. ``--log FILE`` appends the run's trajectory (``graphs.trajectories``, schema v2, built from
+the graph's output) to FILE and updates ``FILE.meta.json``. ``precompute`` and ``--cached``: see
+``graphs.precompute``.
 """
 
 from __future__ import annotations
@@ -19,18 +23,19 @@ import argparse
 import json
 import sys
 import time
-from collections import Counter
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from uuid import UUID, uuid4
 
 from agent.context import Context
-from agent.nodes import CATALOG_NAMESPACE, CATALOG_STATS_KEY
 from graphs.trajectories import (
     TrajectoryError,
-    TrajectoryRecorder,
+    TrajectoryRecord,
     append_trajectories,
     check_appendable,
+    record_from_output,
 )
 from memory_store import (
     DataError,
@@ -56,48 +61,25 @@ class CliError(Exception):
 
 def _ingest(args: argparse.Namespace) -> int:
     from agent.catalog import ChromaCatalog
+    from graphs.ingest import ingest, served_fit
 
-    t0 = time.perf_counter()
     dataset = load_dataset(args.data)  # validates everything before anything is written
     catalog = ChromaCatalog.from_env(home=args.home)
-    n_written = catalog.upsert(dataset.products.values())
-    t_catalog = time.perf_counter() - t0
-    store = open_store(args.home)
-    memory = UserMemory(store)
-    memory.ingest_dataset(dataset)
-    counts = Counter(p.category for p in dataset.products.values() if p.category)
-    popular = [_query_of(c) for c, _ in counts.most_common(10)]
-    store.put(
-        CATALOG_NAMESPACE,
-        CATALOG_STATS_KEY,
-        {"popular_categories": popular, "data": str(dataset.root)},
+    # served_fit: everything the check learns from this catalog's own sequences (agent.ranking):
+    # its query vocabulary and what each query retrieves, transitions, the next-item model and
+    # the ranker.
+    result = ingest(
+        dataset, open_store(args.home), catalog, fit=served_fit(args.home, force=args.refit)
     )
-    # Everything the check learns from this catalog's own sequences (agent.ranking): its query
-    # vocabulary and what each query retrieves, transitions, the next-item model and the ranker.
-    from agent.ranking import fit_served
-
-    t_fit = time.perf_counter()
-    models, fitted = fit_served(
-        dataset.products, dataset.sequences, catalog.search_many, args.home, force=args.refit
-    )
-    t_fit = time.perf_counter() - t_fit
-    elapsed = time.perf_counter() - t0
-    n_events = sum(len(s) for s in dataset.sequences.values())
     print(
-        f"ingested {dataset.name}: {len(dataset.products)} products in the catalog "
-        f"({n_written} new or changed, {t_catalog:.1f} s), "
-        f"{len(dataset.users)} shoppers and {n_events} events into memory; "
-        f"{len(models.vocab.queries)} catalog queries, ranking models "
-        f"{'fitted' if fitted else 'unchanged'} ({t_fit:.1f} s); {elapsed:.1f} s in all; "
-        f"home {queryagent_home(args.home)}"
+        f"ingested {dataset.name}: {result.products} products in the catalog "
+        f"({result.products_written} new or changed, {result.catalog_s:.1f} s), "
+        f"{result.users} shoppers and {result.events} events into memory; "
+        f"{len(result.models.vocab.queries)} catalog queries, ranking models "
+        f"{'fitted' if result.fitted else 'unchanged'} ({result.fit_s:.1f} s); "
+        f"{result.seconds:.1f} s in all; home {queryagent_home(args.home)}"
     )
     return 0
-
-
-def _query_of(category: str) -> str:
-    from memory_store import category_name
-
-    return " ".join(category_name(category).lower().split())
 
 
 def _recommend(args: argparse.Namespace) -> int:
@@ -120,6 +102,8 @@ def _recommend(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from exc
     if args.log is not None:
         check_appendable(args.log)  # before the model runs: a bad log path costs nothing
+    if args.cached and _serve_cached(args, store, memory):
+        return 0  # a stored answer needs neither the catalog nor the model
     # The catalog answers (server up, collection filled) before the model loads: a Chroma server
     # that is down costs a second, not a model load and a draft.
     ChromaCatalog.from_env(home=args.home).check()
@@ -127,20 +111,72 @@ def _recommend(args: argparse.Namespace) -> int:
     deps = default_deps(args.model, home=args.home)
     _load_model(deps.drafter, args.model)
     graph = build_graph(deps).compile(store=store, name="QueryAgent")
-    recorder = TrajectoryRecorder(model=deps.drafter.name)
-    config: RunnableConfig = {"callbacks": [recorder]} if args.log is not None else {}
+    inputs = {"user_id": args.user}
+    run_id, created = str(uuid4()), datetime.now(UTC).isoformat()
     t0 = time.perf_counter()
-    result = graph.invoke({"user_id": args.user}, config, context=context)
-    result["latency_s"] = round(time.perf_counter() - t0, 3)
+    config: RunnableConfig = {"run_id": UUID(run_id)}
+    result = graph.invoke(inputs, config, context=context)
+    latency = round(time.perf_counter() - t0, 3)
     if args.log is not None:
-        _log(args, recorder, deps.catalog)
+        record = record_from_output(
+            result, inputs, model=deps.drafter.name, run_id=run_id, created=created
+        )
+        _log(args, record, deps.catalog, deps.drafter.name)
+    if args.cached:  # none was stored: this one is, for the next call
+        from graphs.precompute import Versions, store_results
+
+        entry = {args.user: _registry(store, args)}  # the memory this result was computed from
+        store_results(store, [result], entry, Versions.current(store, deps.drafter.name))
+        result["cached"] = False
+    result["latency_s"] = latency
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         _print_text(result, memory.profile(args.user))
+        if args.cached:
+            print("  no stored recommendation: computed now and stored")
         if args.log is not None:
             print(f"  trajectory appended to {args.log}")
     return 0
+
+
+def _registry(store: Any, args: argparse.Namespace) -> dict[str, Any]:
+    from memory_store import USERS_NAMESPACE
+
+    item = store.get(USERS_NAMESPACE, args.user)
+    return dict(item.value) if item is not None else {}
+
+
+def _serve_cached(args: argparse.Namespace, store: Any, memory: UserMemory) -> bool:
+    """Print the stored recommendation; False when there is none (the caller computes it)."""
+    from graphs.precompute import age_text, get_recommendation
+
+    t0 = time.perf_counter()
+    stored = get_recommendation(store, args.user)
+    if stored is None:
+        return False
+    entry = _registry(store, args)
+    stale = stored.get("memory") != {
+        "n_events": int(entry.get("n_events", 0)),
+        "revision": int(entry.get("revision", 0)),
+    }
+    result = {
+        **stored,
+        "cached": True,
+        "age": age_text(stored["computed_at"]),
+        "memory_changed_since": stale,
+        "latency_s": round(time.perf_counter() - t0, 4),
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return True
+    _print_text(result, memory.profile(args.user))
+    note = "; the memory changed since: run `queryagent precompute`" if stale else ""
+    print(
+        f"  cached: computed {result['age']} ({stored['computed_at']}) "
+        f"with {stored.get('model')}{note}"
+    )
+    return True
 
 
 def _load_model(drafter: Any, model: str | None) -> None:
@@ -164,16 +200,12 @@ def _load_model(drafter: Any, model: str | None) -> None:
         raise CliError(f"cannot load the model {name}: {type(exc).__name__}: {first}") from None
 
 
-def _log(args: argparse.Namespace, recorder: TrajectoryRecorder, catalog: Any) -> None:
-    if not recorder.records:  # a recorder bug or a schema mismatch, not a user error
-        raise RuntimeError(
-            "the run left no trajectory record: " + "; ".join(recorder.errors or ["no run seen"])
-        )
+def _log(args: argparse.Namespace, record: TrajectoryRecord, catalog: Any, model: str) -> None:
     meta = {
         "command": " ".join(sys.argv),
         "config": {
             "user": args.user,
-            "model": args.model or getattr(recorder, "model", None),
+            "model": args.model or model,
             "max_refinements": args.max_refinements,
             "seed": args.seed,
             "home": str(queryagent_home(args.home)),
@@ -183,7 +215,42 @@ def _log(args: argparse.Namespace, recorder: TrajectoryRecorder, catalog: Any) -
             "collection": getattr(catalog, "collection_name", None),
         },
     }
-    append_trajectories(args.log, recorder.records, meta)
+    append_trajectories(args.log, [record], meta)
+
+
+def _precompute(args: argparse.Namespace) -> int:
+    from functools import partial
+
+    from graphs.precompute import parse_since, precompute, read_users_file
+    from graphs.query_agent import default_deps
+
+    users = read_users_file(args.users) if args.users is not None else None
+    since = parse_since(args.since) if args.since is not None else None
+    try:
+        context = Context(max_refinements=args.max_refinements, seed=args.seed)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    home = str(args.home) if args.home is not None else None
+    store = open_store(args.home)
+    t0 = time.perf_counter()
+    result = precompute(
+        store,
+        users=users,
+        since=since,
+        context=context,
+        batch_size=args.batch_size,
+        force=args.force,
+        engine=args.engine,
+        deps_factory=partial(default_deps, args.model, home),
+        store_opener=partial(open_store, home),
+        ray_actors=args.ray_actors,
+    )
+    print(
+        f"precomputed {len(result.computed)} of {result.selected} selected shoppers "
+        f"({result.up_to_date} up to date; engine {result.engine}; "
+        f"{time.perf_counter() - t0:.1f} s); home {queryagent_home(args.home)}"
+    )
+    return 0
 
 
 def _print_text(result: dict[str, Any], profile: Any) -> None:
@@ -240,14 +307,70 @@ def build_parser() -> argparse.ArgumentParser:
         help="most refine rounds (0 = single turn)",
     )
     rec.add_argument("--seed", type=int, default=None, help="sampling seed")
-    rec.add_argument(
+    served = rec.add_mutually_exclusive_group()
+    served.add_argument(
         "--log",
         type=Path,
         default=None,
         metavar="FILE",
-        help="append the run's trajectory to FILE (JSONL, schema v1; FILE.meta.json beside it)",
+        help="append the run's trajectory to FILE (JSONL, schema v2; FILE.meta.json beside it)",
+    )
+    served.add_argument(
+        "--cached",
+        action="store_true",
+        help="serve the recommendation `queryagent precompute` stored, and say how old it is "
+        "(computed and stored now when there is none)",
     )
     rec.set_defaults(func=_recommend)
+
+    pre = sub.add_parser(
+        "precompute",
+        help="compute and store every shopper's recommendation (nearline; resumable)",
+        description="Runs the agent for every shopper (or those listed, or those whose memory "
+        "changed since a time) and stores each recommendation beside the memory with the model, "
+        "catalog and code versions; shoppers whose stored result is up to date are skipped, so "
+        "an interrupted run resumes and a re-run after new events only recomputes those.",
+    )
+    pre.add_argument(
+        "--users", type=Path, default=None, metavar="FILE", help="shopper ids, one a line"
+    )
+    pre.add_argument(
+        "--since",
+        default=None,
+        metavar="TIMESTAMP",
+        help="only shoppers whose memory was written at or after this time (ISO-8601, naive = "
+        "UTC, or Unix seconds; compared with the store's write time of their registry entry, "
+        "i.e. when their newest events were ingested)",
+    )
+    pre.add_argument("--home", type=Path, default=None, help="QueryAgent home")
+    pre.add_argument(
+        "--model",
+        default=None,
+        help="drafter (default: $QUERYAGENT_MODEL, else the shipped trained adapter)",
+    )
+    pre.add_argument(
+        "--engine",
+        default="local",
+        metavar="{local,ray}",
+        help="local: in this process (default); ray: Ray Data actor pool (pip install '.[ray]')",
+    )
+    pre.add_argument(
+        "--ray-actors", type=int, default=1, help="actors in the Ray pool (each loads the model)"
+    )
+    pre.add_argument(
+        "--batch-size", type=int, default=16, help="shoppers per model call and per stored chunk"
+    )
+    pre.add_argument(
+        "--max-refinements",
+        type=int,
+        default=Context.max_refinements,
+        help="most refine rounds (0 = single turn)",
+    )
+    pre.add_argument("--seed", type=int, default=None, help="sampling seed")
+    pre.add_argument(
+        "--force", action="store_true", help="recompute shoppers whose result is up to date"
+    )
+    pre.set_defaults(func=_precompute)
     return parser
 
 
@@ -255,6 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from agent.catalog import CatalogError
     from agent.drafting import DrafterError
     from agent.model_identity import ModelSourceError
+    from graphs.precompute import PrecomputeError
 
     args = build_parser().parse_args(argv)
     try:
@@ -267,6 +391,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         HomeError,
         CatalogError,
         TrajectoryError,
+        PrecomputeError,
         DrafterError,
         ModelSourceError,
     ) as exc:

@@ -1,30 +1,27 @@
-"""Trajectory files: the versioned record of what the agent did, and the recorder that makes it.
+"""Trajectory files: the versioned record of what the agent did, built from the graph's output.
 
 A trajectory is one graph run: the profile the run recalled, every draft and refinement (the
 chain of retrieval) with the token ids recorded when they were generated, what each query
-retrieved and how well that fit, and the final recommendation. Training (SFT, GRPO) and analysis
-read these files, so the schema is versioned (``SCHEMA``) and frozen: a line written as v1 stays
-loadable as v1 (``tests/fixtures/trajectories-v1.jsonl`` guards that). A change that breaks it is
-a new schema id, not an edit of these models.
+retrieved and how well that fit, and the final recommendation. All of it is in the graph's
+``OutputState`` (``profile`` and ``attempts``), so a record is built from an output, its input and
+the run's metadata; nothing listens to callbacks::
 
-The recorder is a LangChain callback handler, attached through the run config; the graph and the
-nodes know nothing about it::
+    from graphs.trajectories import record_from_output, write_trajectories
+    out = graph.invoke({"user_id": "A1SWWHE1L3XR3V"}, context=ctx)
+    record = record_from_output(out, {"user_id": "A1SWWHE1L3XR3V"}, model="smollm2-sft")
+    write_trajectories("runs/demo.jsonl", [record], {"command": "...", "config": {...}})
 
-    from graphs.trajectories import TrajectoryRecorder, write_trajectories
-    recorder = TrajectoryRecorder(model="smollm2-135m-instruct")
-    graph.invoke({"user_id": "A1SWWHE1L3XR3V"}, config={"callbacks": [recorder]})
-    graph.batch(inputs, config={"callbacks": [recorder], "max_concurrency": 8})  # one recorder
-    write_trajectories("runs/demo.jsonl", recorder.records, {"command": "...", "config": {...}})
+Many runs at once go through ``graphs.runner.OfflineRunner`` (``graph.batch``: outputs in input
+order, so output ``i`` is input ``i``'s record, no matching by key).
 
-What LangGraph 1.2 gives a callback handler (checked empirically, not documented as an API):
-the graph run is a chain run with ``parent_run_id=None`` whose ``inputs`` are the caller's input
-dict and whose ``outputs`` are the ``OutputState`` dict; each node is a child chain run named
-after the node, ``parent_run_id`` = the graph run, ``tags=["graph:step:<n>"]`` and ``metadata``
-with ``langgraph_node`` and ``langgraph_step`` (the superstep), plus the config's metadata (the
-``thread_id`` when the config has one); its ``outputs`` are the node's returned update. A
-router (``route_after_check``) is a grandchild run that inherits its node's metadata. The
-drafter is not a LangChain model, so there are no ``on_llm_*`` events: each draft/refine node run
-is one model call, and its ``current`` update holds the prompt, completion and token ids.
+Training (SFT, GRPO) and analysis read these files, so the schema is versioned (``SCHEMA``).
+v2 (this module) keeps each step as the graph's ``QueryAttempt`` dump: the fields training needs
+are typed, any other attempt field (``products``, ``consistency`` and whatever the agent adds
+later) is kept as it is, so new fields reach the files without this module changing. v1 files
+(callback-recorded; ``tests/fixtures/trajectories-v1.jsonl`` is frozen) still load: each v1
+line is validated against the frozen v1 models, then converted to v2 on read (``retrieved`` ->
+``products``; ``node`` and ``step`` kept as extra step fields; ``memory_recalled`` false ->
+``profile`` None). Appending to a v1 file is refused (write v2 to a new file).
 
 Files: JSON lines, one ``TrajectoryRecord`` per line, and a sidecar ``<file>.meta.json`` saying
 which command, config, catalog and code version made it and how many records it holds.
@@ -38,25 +35,23 @@ import logging
 import os
 import subprocess
 import sys
-import threading
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Literal
-from uuid import UUID
+from uuid import uuid4
 
-from langchain_core.callbacks import BaseCallbackHandler
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from memory_store.files import atomic_path, atomic_write
 
 __all__ = [
     "SCHEMA",
+    "SCHEMA_V1",
     "LoadedTrajectories",
+    "Target",
     "TrajectoryError",
     "TrajectoryRecord",
-    "TrajectoryRecorder",
     "TrajectoryStep",
     "TrajectoryWriter",
     "append_trajectories",
@@ -65,15 +60,14 @@ __all__ = [
     "load_trajectories",
     "meta_path",
     "read_meta",
+    "record_from_output",
     "write_trajectories",
 ]
 
 logger = logging.getLogger(__name__)
 
-SCHEMA = "queryagent.trajectory/v1"
-
-# Nodes whose update holds a generated attempt in ``current``.
-GENERATION_NODES = {"draft_query": "draft", "refine_query": "refine"}
+SCHEMA = "queryagent.trajectory/v2"
+SCHEMA_V1 = "queryagent.trajectory/v1"
 
 
 class TrajectoryError(Exception):
@@ -81,8 +75,8 @@ class TrajectoryError(Exception):
 
 
 # -------------------------------------------------------------------------------------------
-# Schema v1. Self-contained on purpose: it does not reuse agent.records, so a change there cannot
-# silently change what a v1 file means; the recorder fails loudly instead (see ``errors``).
+# Schema v1, frozen: only read (and converted to v2). Self-contained on purpose: it does not
+# reuse agent.records, so a change there cannot silently change what a v1 file means.
 
 
 class _Strict(BaseModel):
@@ -90,16 +84,12 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-class Message(_Strict):
-    """One chat message of a prompt."""
-
+class _V1Message(_Strict):
     role: str
     content: str
 
 
-class RetrievedItem(_Strict):
-    """A product a query retrieved, in catalog rank order; ``score`` is a similarity."""
-
+class _V1RetrievedItem(_Strict):
     item_id: str
     title: str
     category: str
@@ -108,9 +98,7 @@ class RetrievedItem(_Strict):
     score: float
 
 
-class ProductFit(_Strict):
-    """How one retrieved product fits the profile (each part in [0, 1])."""
-
+class _V1ProductFit(_Strict):
     item_id: str
     category_match: float
     brand_match: float
@@ -119,42 +107,119 @@ class ProductFit(_Strict):
     fits: bool
 
 
-class Consistency(_Strict):
-    """The consistency check's report on an attempt's top products (agent.records)."""
-
+class _V1Consistency(_Strict):
     score: float
-    products: list[ProductFit]
+    products: list[_V1ProductFit]
     feedback: str
 
 
-class TrajectoryStep(_Strict):
-    """One model call of the chain of retrieval: a draft or a refinement, and what it found.
-
-    ``prompt_token_ids`` / ``completion_token_ids`` are the ids recorded at generation time (never
-    re-tokenized: decoding and encoding again does not round-trip). A completion that is not a
-    query is kept as data: ``query`` is None, ``error`` says why, ``retrieved`` is empty.
-    """
-
-    node: str = Field(description="LangGraph node that made the call: draft_query, refine_query")
-    step: int = Field(ge=0, description="LangGraph superstep of that node")
-    turn: int = Field(ge=0, description="0 for the draft, then 1, 2, ... for refinements")
+class _V1Step(_Strict):
+    node: str
+    step: int = Field(ge=0)
+    turn: int = Field(ge=0)
     kind: Literal["draft", "refine"]
-    messages: list[Message]
+    messages: list[_V1Message]
     completion: str
     prompt_token_ids: list[int]
     completion_token_ids: list[int]
     query: str | None
     error: str | None
-    retrieved: list[RetrievedItem]
-    consistency: Consistency | None
+    retrieved: list[_V1RetrievedItem]
+    consistency: _V1Consistency | None
 
 
-class FinalAnswer(_Strict):
+class _V1Final(_Strict):
+    query: str | None
+    source: str | None
+    consistency: float | None
+    product_ids: list[str]
+
+
+class _V1Target(_Strict):
+    item_id: str
+    title: str
+    query: str | None
+
+
+class _V1Record(_Strict):
+    schema_: Literal["queryagent.trajectory/v1"] = Field(alias="schema")
+    run_id: str
+    thread_id: str | None
+    user_id: str
+    before: int | None
+    model: str | None
+    created: str
+    memory_recalled: bool
+    profile: dict[str, Any]
+    steps: list[_V1Step]
+    final: _V1Final
+    target: _V1Target | None = None
+
+    model_config = ConfigDict(
+        extra="forbid", strict=True, validate_by_name=True, validate_by_alias=True
+    )
+
+
+def _v1_to_v2(old: _V1Record) -> TrajectoryRecord:
+    """A v1 record in the v2 shape (nothing dropped: ``node``/``step`` stay as step extras)."""
+    steps = []
+    for s in old.steps:
+        step = s.model_dump(mode="json")
+        step["products"] = step.pop("retrieved")
+        steps.append(step)
+    return TrajectoryRecord.model_validate(
+        {
+            "schema": SCHEMA,
+            "run_id": old.run_id,
+            "thread_id": old.thread_id,
+            "user_id": old.user_id,
+            "before": old.before,
+            "model": old.model,
+            "created": old.created,
+            "profile": old.profile if old.memory_recalled else None,
+            "steps": steps,
+            "final": old.final.model_dump(mode="json"),
+            "target": old.target.model_dump(mode="json") if old.target else None,
+            "run": {"converted_from": SCHEMA_V1},
+        }
+    )
+
+
+# -------------------------------------------------------------------------------------------
+# Schema v2
+
+
+class TrajectoryStep(BaseModel):
+    """One model call of the chain of retrieval: the graph's ``QueryAttempt`` dump.
+
+    The fields training reads are typed and required; every other attempt field (``products``:
+    what the query retrieved, ``consistency``: the check's report, and any field the agent adds)
+    is kept as it came (``extra="allow"``; read them as attributes or from ``model_dump()``).
+    ``prompt_token_ids`` / ``completion_token_ids`` are the ids recorded at generation time (never
+    re-tokenized). A completion that is not a query is kept as data: ``query`` None, ``error``.
+    """
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    turn: int = Field(ge=0, description="0 for the draft, then 1, 2, ... for refinements")
+    kind: Literal["draft", "refine"]
+    # Empty for a candidate no model wrote (recalled from memory, transitions, ...).
+    messages: list[dict[str, Any]] = Field(default_factory=list)
+    completion: str = ""
+    prompt_token_ids: list[int] = Field(default_factory=list)
+    completion_token_ids: list[int] = Field(default_factory=list)
+    query: str | None = None
+    error: str | None = None
+
+
+class FinalAnswer(BaseModel):
     """What the run recommended (the graph's output)."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
 
     query: str | None
     source: str | None = Field(description="'model', or 'fallback' when no attempt parsed")
-    consistency: float | None
+    consistency: float | None = None
     product_ids: list[str]
 
 
@@ -169,18 +234,20 @@ class Target(_Strict):
 class TrajectoryRecord(_Strict):
     """One graph run. See the module docstring; one JSON line in a trajectory file."""
 
-    schema_: Literal["queryagent.trajectory/v1"] = Field(alias="schema")
-    run_id: str = Field(description="the graph run's LangChain run id")
+    schema_: Literal["queryagent.trajectory/v2"] = Field(alias="schema")
+    run_id: str = Field(description="the graph run's id (the run config's run_id)")
     thread_id: str | None
     user_id: str
     before: int | None = Field(description="memory cut: the profile saw the first `before` events")
     model: str | None = Field(description="the drafter's model id or path")
     created: str = Field(description="ISO-8601 time the run started (UTC)")
-    memory_recalled: bool = Field(description="recall_memory ran (Fetch_Memory)")
-    profile: dict[str, Any] = Field(description="the UserProfile snapshot the run used")
+    profile: dict[str, Any] | None = Field(description="the UserProfile snapshot the run used")
     steps: list[TrajectoryStep]
     final: FinalAnswer
     target: Target | None = None
+    run: dict[str, Any] = Field(
+        default_factory=dict, description="anything else about the run (refinements, context...)"
+    )
 
     # ``schema`` would shadow BaseModel.schema(); the alias keeps the JSON key in and out.
     model_config = ConfigDict(
@@ -200,224 +267,72 @@ class TrajectoryRecord(_Strict):
             raise ValueError(f"not an ISO-8601 time: {value!r}") from None
         return value
 
+    @property
+    def memory_recalled(self) -> bool:
+        """recall_memory ran (Fetch_Memory): the run has a profile snapshot."""
+        return self.profile is not None
+
     def to_json(self) -> str:
         """The record as one JSON line (without the newline)."""
         return self.model_dump_json(by_alias=True)
-
-
-# -------------------------------------------------------------------------------------------
-# Recorder
 
 
 def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-@dataclass
-class _Run:
-    """What the recorder has seen of one graph run so far."""
-
-    run_id: str
-    inputs: dict[str, Any]
-    thread_id: str | None
-    created: str
-    memory_recalled: bool = False
-    profile: dict[str, Any] = field(default_factory=dict)
-    steps: list[dict[str, Any]] = field(default_factory=list)
-
-
-def _as_dict(value: Any) -> dict[str, Any]:
-    if isinstance(value, dict):
-        return value
-    if hasattr(value, "__dataclass_fields__"):  # an InputState passed as the input
-        return {name: getattr(value, name) for name in value.__dataclass_fields__}
-    return {}
-
-
-class TrajectoryRecorder(BaseCallbackHandler):
-    """Records each graph run it sees as a ``TrajectoryRecord``.
-
-    Attach it through the run config (``config={"callbacks": [recorder]}``) of ``invoke``,
-    ``batch`` or ``stream`` on the compiled graph; the graph must be the outermost runnable (its
-    run is the root, ``parent_run_id=None``). One recorder may serve many concurrent runs
-    (``graph.batch``): runs are kept apart by their root run id, found by following
-    ``parent_run_id``, and all state is behind a lock.
+def record_from_output(
+    output: Mapping[str, Any],
+    inputs: Mapping[str, Any],
+    *,
+    model: str | None = None,
+    run_id: str | None = None,
+    thread_id: str | None = None,
+    created: str | None = None,
+    target: Target | Mapping[str, Any] | None = None,
+    run: Mapping[str, Any] | None = None,
+) -> TrajectoryRecord:
+    """The trajectory record of one graph run, from its ``OutputState`` and its input.
 
     Args:
-        model: the drafter's model id or path, written into every record.
-        on_record: called (outside the lock, in the thread that finished the run) with each
-            completed record, e.g. to advance a progress bar.
-        keep: keep completed records in ``records`` (turn off for long exports that ``drain``).
+        output: the graph's output (``invoke`` result or one item of ``batch``'s list).
+        inputs: the input that run was given (``user_id``, ``before``).
+        model: the drafter's model id or path.
+        run_id: the run's id (default: a new UUID); pass the run config's ``run_id``.
+        thread_id: the checkpointer thread, when the run had one.
+        created: ISO-8601 start time (default: now).
+        target: the held-out item, for runs over a data split.
+        run: extra run metadata (``refinements`` from the output is always added).
 
-    Attributes:
-        records: completed runs, in completion order (not input order under ``batch``).
-        errors: one line per run that ended but could not be recorded (schema mismatch), so a
-            caller can tell "no record" from "no run". A failed graph run is counted in
-            ``failed_runs`` and leaves no record.
+    Raises:
+        TrajectoryError: the output is not a query-agent output (one line, with the field).
     """
-
-    # Handle events in the calling thread, in order: under ``ainvoke``/``abatch`` a sync handler
-    # would otherwise run in an executor and could see a run's end before its last node's end.
-    run_inline = True
-
-    def __init__(
-        self,
-        *,
-        model: str | None = None,
-        on_record: Callable[[TrajectoryRecord], None] | None = None,
-        keep: bool = True,
-    ) -> None:
-        super().__init__()
-        self.model = model
-        self.on_record = on_record
-        self.keep = keep
-        self.records: list[TrajectoryRecord] = []
-        self.errors: list[str] = []
-        self.failed_runs = 0
-        self._lock = threading.Lock()
-        self._runs: dict[UUID, _Run] = {}
-        self._root_of: dict[UUID, UUID] = {}  # every live run under a recorded root -> the root
-        self._nodes: dict[UUID, tuple[str, int]] = {}  # node run -> (node name, superstep)
-
-    def drain(self) -> list[TrajectoryRecord]:
-        """The completed records so far, removed from ``records``."""
-        with self._lock:
-            done, self.records = self.records, []
-        return done
-
-    # -- callbacks ------------------------------------------------------------------------------
-    def on_chain_start(
-        self,
-        serialized: dict[str, Any] | None,
-        inputs: Any,
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        tags: list[str] | None = None,
-        metadata: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        metadata = metadata or {}
-        with self._lock:
-            if parent_run_id is None:
-                thread_id = metadata.get("thread_id")
-                self._runs[run_id] = _Run(
-                    run_id=str(run_id),
-                    inputs=dict(_as_dict(inputs)),
-                    thread_id=str(thread_id) if thread_id is not None else None,
-                    created=_now(),
-                )
-                self._root_of[run_id] = run_id
-                return
-            root = self._root_of.get(parent_run_id)
-            if root is None:
-                return  # under a run that started before the recorder was attached
-            self._root_of[run_id] = root
-            node = metadata.get("langgraph_node")
-            # A node run is a direct child of the graph run; a router below it inherits the same
-            # metadata but is a grandchild, so it is not mistaken for the node.
-            if parent_run_id == root and node is not None and kwargs.get("name", node) == node:
-                self._nodes[run_id] = (str(node), int(metadata.get("langgraph_step", 0)))
-
-    def on_chain_end(
-        self, outputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
-    ) -> None:
-        record = None
-        with self._lock:
-            root = self._root_of.pop(run_id, None)
-            if root is None:
-                return
-            node = self._nodes.pop(run_id, None)
-            if run_id == root:
-                record = self._finish(self._runs.pop(root), outputs)
-            elif node is not None and root in self._runs and isinstance(outputs, dict):
-                self._apply(self._runs[root], node[0], node[1], outputs)
-            if record is not None and self.keep:
-                self.records.append(record)
-        if record is not None and self.on_record is not None:
-            self.on_record(record)
-
-    def on_chain_error(
-        self,
-        error: BaseException,
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        **kwargs: Any,
-    ) -> None:
-        with self._lock:
-            root = self._root_of.pop(run_id, None)
-            self._nodes.pop(run_id, None)
-            if root is not None and run_id == root:
-                self._runs.pop(root, None)
-                self.failed_runs += 1
-
-    # -- assembly (called with the lock held) ---------------------------------------------------
-    @staticmethod
-    def _apply(run: _Run, node: str, step: int, update: dict[str, Any]) -> None:
-        if node == "recall_memory":
-            run.memory_recalled = True
-            run.profile = dict(update.get("profile") or {})
-        elif node in GENERATION_NODES and isinstance(update.get("current"), dict):
-            attempt = update["current"]
-            run.steps.append(
-                {
-                    "node": node,
-                    "step": step,
-                    "turn": attempt.get("turn"),
-                    "kind": attempt.get("kind"),
-                    "messages": attempt.get("messages"),
-                    "completion": attempt.get("completion"),
-                    "prompt_token_ids": list(attempt.get("prompt_token_ids") or []),
-                    "completion_token_ids": list(attempt.get("completion_token_ids") or []),
-                    "query": attempt.get("query"),
-                    "error": attempt.get("error"),
-                    "retrieved": [],
-                    "consistency": None,
-                }
-            )
-        elif node == "check_consistency":
-            # The closed attempt: what its query retrieved (all top_k) and the fit report.
-            for attempt in update.get("attempts") or []:
-                for pending in reversed(run.steps):
-                    key = (attempt.get("turn"), attempt.get("kind"))
-                    if (pending["turn"], pending["kind"]) == key:
-                        pending["retrieved"] = list(attempt.get("products") or [])
-                        pending["consistency"] = attempt.get("consistency")
-                        break
-
-    def _finish(self, run: _Run, outputs: Any) -> TrajectoryRecord | None:
-        out = _as_dict(outputs)
-        if not run.steps and not run.memory_recalled:
-            return None  # not a query-agent run (some other runnable under this recorder)
-        try:
-            products = out.get("products") or []
-            return TrajectoryRecord.model_validate(
-                {
-                    "schema": SCHEMA,
-                    "run_id": run.run_id,
-                    "thread_id": run.thread_id,
-                    "user_id": out.get("user_id", run.inputs.get("user_id")),
-                    "before": run.inputs.get("before"),
-                    "model": self.model,
-                    "created": run.created,
-                    "memory_recalled": run.memory_recalled,
-                    "profile": run.profile,
-                    "steps": run.steps,
-                    "final": {
-                        "query": out.get("query"),
-                        "source": out.get("source"),
-                        "consistency": out.get("consistency"),
-                        "product_ids": [p.get("item_id") for p in products],
-                    },
-                }
-            )
-        except (ValidationError, AttributeError) as err:
-            detail = _one_line(err) if isinstance(err, ValidationError) else str(err)
-            message = f"run {run.run_id}: cannot record as {SCHEMA}: {detail}"
-            logger.warning(message)
-            self.errors.append(message)
-            return None
+    products = output.get("products") or []
+    try:
+        return TrajectoryRecord.model_validate(
+            {
+                "schema": SCHEMA,
+                "run_id": run_id or str(uuid4()),
+                "thread_id": thread_id,
+                "user_id": output.get("user_id", inputs.get("user_id")),
+                "before": inputs.get("before"),
+                "model": model,
+                "created": created or _now(),
+                "profile": output.get("profile"),
+                # Each attempt as the graph dumped it: new QueryAttempt fields flow through.
+                "steps": [dict(a) for a in output.get("attempts") or []],
+                "final": {
+                    "query": output.get("query"),
+                    "source": output.get("source"),
+                    "consistency": output.get("consistency"),
+                    "product_ids": [p.get("item_id") for p in products],
+                },
+                "target": target.model_dump() if isinstance(target, Target) else target,
+                "run": {"refinements": int(output.get("refinements") or 0), **(run or {})},
+            }
+        )
+    except ValidationError as err:
+        raise TrajectoryError(f"cannot record the run as {SCHEMA}: {_one_line(err)}") from None
 
 
 # -------------------------------------------------------------------------------------------
@@ -487,8 +402,12 @@ def _check_folder(path: Path) -> None:
         raise TrajectoryError(f"{path}: folder {path.parent} does not exist")
 
 
-def read_meta(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+def read_meta(path: str | os.PathLike[str], *, readable: bool = False) -> dict[str, Any] | None:
     """The sidecar of a trajectory file, or None when it has none.
+
+    Args:
+        path: the ``.jsonl`` file.
+        readable: accept any schema this module can read (v1 too), not only the one it writes.
 
     Raises:
         TrajectoryError: the sidecar is not a JSON object or names another schema.
@@ -502,7 +421,8 @@ def read_meta(path: str | os.PathLike[str]) -> dict[str, Any] | None:
         raise TrajectoryError(f"{side}: not a JSON sidecar ({err})") from None
     if not isinstance(meta, dict):
         raise TrajectoryError(f"{side}: not a JSON object")
-    if meta.get("schema") != SCHEMA:
+    accepted = (SCHEMA, SCHEMA_V1) if readable else (SCHEMA,)
+    if meta.get("schema") not in accepted:
         raise TrajectoryError(
             f"{side}: schema {meta.get('schema')!r}, expected {SCHEMA!r}; "
             "write to another file or use the loader of that schema"
@@ -617,7 +537,7 @@ def check_appendable(path: str | os.PathLike[str]) -> int:
     read_meta(path)
     if not path.exists():
         return 0
-    return len(load_trajectories(path))
+    return len(_load(path, skip_invalid=False, accept_v1=False))  # v1 lines: write a new file
 
 
 def append_trajectories(
@@ -677,7 +597,26 @@ class LoadedTrajectories(list[TrajectoryRecord]):
         self.skipped = len(problems)
 
 
-def _validate_lines(path: Path, f: IO[str], *, skip_invalid: bool) -> LoadedTrajectories:
+def _parse_line(line: str, *, accept_v1: bool) -> TrajectoryRecord:
+    try:
+        return TrajectoryRecord.model_validate_json(line)
+    except ValidationError:
+        if not accept_v1 or not _names_schema(line, SCHEMA_V1):
+            raise
+    return _v1_to_v2(_V1Record.model_validate_json(line))  # frozen v1, converted on read
+
+
+def _names_schema(line: str, schema: str) -> bool:
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError:
+        return False
+    return isinstance(value, dict) and value.get("schema") == schema
+
+
+def _validate_lines(
+    path: Path, f: IO[str], *, skip_invalid: bool, accept_v1: bool = False
+) -> LoadedTrajectories:
     records: list[TrajectoryRecord] = []
     problems: list[str] = []
     try:
@@ -685,7 +624,7 @@ def _validate_lines(path: Path, f: IO[str], *, skip_invalid: bool) -> LoadedTraj
             if not line.strip():
                 continue
             try:
-                records.append(TrajectoryRecord.model_validate_json(line))
+                records.append(_parse_line(line, accept_v1=accept_v1))
             except ValidationError as err:
                 problem = f"{path}:{number}: {_one_line(err)}"
                 if not skip_invalid:
@@ -712,15 +651,22 @@ def load_trajectories(
 
     Raises:
         TrajectoryError: the file is missing or unreadable, its sidecar names another schema, or
-            (unless ``skip_invalid``) a line is not a valid v1 record: ``"file.jsonl:3: ..."``.
+            (unless ``skip_invalid``) a line is not a valid v2 record (or v1 record, converted to
+            v2 on read): ``"file.jsonl:3: ..."``.
     """
+    return _load(path, skip_invalid=skip_invalid, accept_v1=True)
+
+
+def _load(
+    path: str | os.PathLike[str], *, skip_invalid: bool, accept_v1: bool
+) -> LoadedTrajectories:
     path = Path(path)
     if not path.is_file():
         raise TrajectoryError(f"{path}: no such trajectory file")
-    read_meta(path)
+    read_meta(path, readable=accept_v1)
     try:
         with path.open(encoding="utf-8") as f:
-            result = _validate_lines(path, f, skip_invalid=skip_invalid)
+            result = _validate_lines(path, f, skip_invalid=skip_invalid, accept_v1=accept_v1)
     except OSError as err:
         raise TrajectoryError(f"{path}: cannot read ({err.strerror})") from None
     if result.skipped:

@@ -5,10 +5,11 @@
         [--max-refinements 2] [--home DIR]
 
 Runs the full agent (the graph, micro-batched drafter, the evaluation's catalog collection) on
-every selected example with the memory cut just before its target (no leakage: the profile only
-sees the items the shopper had before), records each run with ``graphs.trajectories``' recorder,
-fills ``target`` (held-out item and its HEM ground-truth query) and writes the JSONL file plus
-its ``.meta.json`` sidecar atomically. ``valid`` / ``test`` take the leave-one-out targets, like
+every selected example through ``graphs.runner.OfflineRunner`` with the memory cut just before its
+target (no leakage: the profile only sees the items the shopper had before), builds each run's
+record from the graph's output (``graphs.trajectories.record_from_output``), fills ``target``
+(held-out item and its HEM ground-truth query) and writes the JSONL file plus its ``.meta.json``
+sidecar atomically. ``valid`` / ``test`` take the leave-one-out targets, like
 ``queryagent-train eval``; ``train`` takes every ``history -> next item`` row of the training
 split (``before`` = the row's position in the full sequence). Examples whose target has no
 category have no ground-truth query and are skipped (counted in the sidecar), as in the
@@ -20,7 +21,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -29,14 +29,8 @@ from tqdm.auto import tqdm
 
 from agent.catalog import Catalog
 from agent.context import Context
-from graphs.trajectories import (
-    Target,
-    TrajectoryError,
-    TrajectoryRecord,
-    TrajectoryRecorder,
-    TrajectoryWriter,
-)
-from memory_store import SPLITS, Dataset, Example, load_dataset
+from graphs.trajectories import Target, TrajectoryError, TrajectoryWriter
+from memory_store import SPLITS, Dataset, load_dataset
 from training.evaluation.baselines import QueryOracle
 from training.evaluation.runner import (
     RETRIEVE_K,
@@ -47,10 +41,6 @@ from training.evaluation.runner import (
     select_examples,
 )
 from training.queries import common_root
-
-# Graph runs handed to one ``graph.batch`` call, in multiples of the drafter batch: enough to keep
-# the micro-batcher full, few enough that a chunk's records are small and progress is smooth.
-CHUNK_BATCHES = 4
 
 
 @dataclass
@@ -87,6 +77,7 @@ def export_trajectories(
     *,
     catalog: Catalog | None = None,
     drafter: Any = None,
+    ranking: Any = None,
     command: str | None = None,
     progress: bool = True,
 ) -> ExportResult:
@@ -98,6 +89,7 @@ def export_trajectories(
         out: the ``.jsonl`` file (its folder must exist); ``<out>.meta.json`` is written beside.
         catalog: the catalog to search (default: the evaluation's collection for this data set).
         drafter: the drafter (default: ``HFDrafter(config.model)``).
+        ranking: the catalog's fitted models (default: ``graphs.runner.offline_ranking``).
         command: recorded in the sidecar (default: this process's argv).
         progress: show a tqdm bar.
 
@@ -105,11 +97,7 @@ def export_trajectories(
         EvalError: a bad split or an example that does not line up with its sequence.
         TrajectoryError: the output folder does not exist.
     """
-    from langgraph.store.memory import InMemoryStore
-
-    from agent.drafting import MicroBatchingDrafter
-    from graphs.query_agent import Deps, build_graph
-    from memory_store import UserMemory
+    from graphs.runner import OfflineRunner, offline_ranking
 
     t0 = time.perf_counter()
     out = Path(out)
@@ -127,19 +115,25 @@ def export_trajectories(
         from agent.drafting import HFDrafter
 
         drafter = HFDrafter(config.model, home=config.home, batch_size=config.batch_size)
-    model = config.model or getattr(drafter, "name", None)
-
-    # The whole data set in memory; each run's profile is cut at its ``before``.
-    store = InMemoryStore()
-    UserMemory(store).ingest_dataset(dataset, progress=False)
-    batched = MicroBatchingDrafter(drafter, max_batch=config.batch_size)
-    graph = build_graph(Deps(drafter=batched, catalog=catalog)).compile(
-        store=store, name="QueryAgent"
+    # The whole data set in memory (ingested as `queryagent ingest` does); each run's profile is
+    # cut at its ``before``.
+    runner = OfflineRunner.from_dataset(
+        dataset,
+        catalog=catalog,
+        drafter=drafter,
+        # fitted on the sequences cut before what this split holds out (graphs.runner)
+        ranking=ranking
+        if ranking is not None
+        else offline_ranking(dataset, catalog, config.split, config.home),
+        context=Context(max_refinements=config.max_refinements, seed=config.seed, top_k=RETRIEVE_K),
+        model=config.model or getattr(drafter, "name", None),
+        batch_size=config.batch_size,
     )
-    ctx = Context(max_refinements=config.max_refinements, seed=config.seed, top_k=RETRIEVE_K)
-
-    bar = tqdm(total=len(runs), desc=f"export {config.split}", unit="run", disable=not progress)
-    recorder = TrajectoryRecorder(model=model, on_record=lambda _: bar.update(1))
+    inputs = [{"user_id": ex.user_id, "before": pos} for ex, _, pos in runs]
+    targets = [
+        Target(item_id=ex.target, title=dataset.products[ex.target].title, query=truth)
+        for ex, truth, _ in runs
+    ]
     meta = {
         "command": command if command is not None else " ".join(sys.argv),
         "config": asdict(config),
@@ -148,40 +142,16 @@ def export_trajectories(
         "split": config.split,
         "skipped_no_category": skipped,
     }
-    chunk_size = config.batch_size * CHUNK_BATCHES
+    bar = tqdm(total=len(runs), desc=f"export {config.split}", unit="run", disable=not progress)
     try:
         with TrajectoryWriter(out, meta) as writer:
-            for start in range(0, len(runs), chunk_size):
-                chunk = runs[start : start + chunk_size]
-                inputs = [{"user_id": ex.user_id, "before": pos} for ex, _, pos in chunk]
-                graph.batch(
-                    inputs,
-                    config={"callbacks": [recorder], "max_concurrency": config.batch_size},
-                    context=ctx,
-                )
-                writer.write(_with_targets(recorder.drain(), chunk, dataset, recorder.errors))
+            # Outputs come back in input order: record i is run i, with target i.
+            for _, _, records in runner.iter_chunks(inputs, records=True, targets=targets):
+                writer.write(records)
+                bar.update(len(records))
     finally:
         bar.close()
     return ExportResult(out, writer.count, skipped, time.perf_counter() - t0)
-
-
-def _with_targets(
-    records: Sequence[TrajectoryRecord],
-    chunk: Sequence[tuple[Example, str, int]],
-    dataset: Dataset,
-    errors: Sequence[str],
-) -> list[TrajectoryRecord]:
-    """The chunk's records in input order, each with its held-out target filled in."""
-    by_key = {(r.user_id, r.before): r for r in records}
-    out = []
-    for ex, truth, position in chunk:
-        record = by_key.get((ex.user_id, position))
-        if record is None:  # the recorder could not record a run: never write a partial file
-            detail = f": {errors[-1]}" if errors else ""
-            raise RuntimeError(f"no trajectory recorded for {ex.user_id} at {position}{detail}")
-        target = {"item_id": ex.target, "title": dataset.products[ex.target].title, "query": truth}
-        out.append(record.model_copy(update={"target": Target.model_validate(target)}))
-    return out
 
 
 def _catalog_meta(catalog: Any) -> dict[str, Any]:

@@ -14,8 +14,9 @@ with this project's defaults), parsed by ``trl.TrlParser`` (see ``training.commo
 
 Each prompt row is one shopper at one point of their history; each of its ``num_generations``
 completions is one full run of the graph (draft -> retrieve -> check -> refine ...) with the
-policy as the drafter, recorded by ``graphs.trajectories.TrajectoryRecorder`` and rendered by
-``training.rollout.render_conversation`` as one conversation whose environment turns are masked
+policy as the drafter (``training.rollout.GraphRollout``: ``graphs.runner.OfflineRunner``, records
+built from the graph's outputs) and rendered by ``training.rollout.render_conversation`` as one
+conversation whose environment turns are masked
 out of the loss. Every member of a group sees the same profile and catalog. The four reward terms
 of ``training.rewards`` score the recorded trajectory; GDPO normalizes each term within its group
 before summing (``multi_objective_aggregation="normalize_then_sum"``, the default), GRPO sums
@@ -33,10 +34,9 @@ import math
 import random
 import shutil
 import sys
-import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,8 @@ from trl import GRPOConfig
 from agent.context import Context
 from agent.drafting import BASE_MODEL_ID
 from agent.prompts import draft_messages
-from memory_store import Dataset, UserProfile, build_profile, events_from_sequence, target_position
+from graphs.runner import profile_at
+from memory_store import Dataset, UserProfile, target_position
 from training.common import (
     TrainingError,
     bf16_default,
@@ -62,7 +63,7 @@ from training.common import (
 )
 from training.queries import QueryOracle, common_root
 from training.rewards import optimiser_kwargs
-from training.rollout import prompt_key, render_conversation
+from training.rollout import GraphRollout
 
 METRICS_FILE = "metrics.jsonl"
 # The optimiser's name (the paper's GDPO, or plain GRPO) for each of TRL's aggregations.
@@ -221,12 +222,8 @@ def build_rows(dataset: Dataset, settings: GRPOArguments, seed: int = 0) -> list
     else:
         for ex in dataset.examples(settings.split):
             before = target_position(dataset, ex, settings.split)
-            events = events_from_sequence(
-                ex.user_id, dataset.sequences[ex.user_id][:before], dataset.products
-            )
-            if (
-                row := _row(build_profile(ex.user_id, events), before, ex.target, dataset, oracle)
-            ) is not None:
+            profile = profile_at(dataset, ex.user_id, before)
+            if (row := _row(profile, before, ex.target, dataset, oracle)) is not None:
                 rows.append(row)
     random.Random(seed).shuffle(rows)
     return rows[: settings.limit] if settings.limit else rows
@@ -237,65 +234,6 @@ def _records(result: Any) -> list[Any]:
 
 
 # --------------------------------------------------------------------------- rollout
-
-
-class GraphRollout:
-    """TRL ``rollout_func``: runs the agent graph once per prompt copy with the current policy."""
-
-    def __init__(
-        self, *, rows: list[dict[str, Any]], catalog: Any, store: Any, context: Context
-    ) -> None:
-        self.rows = {prompt_key(r["prompt"]): r for r in rows}
-        self.catalog = catalog
-        self.store = store
-        self.context = context
-        self.history: list[dict[str, float]] = []  # per call: mean refinements, distinct queries
-        self._lock = threading.Lock()
-
-    def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, Any]:
-        from agent.drafting import HFDrafter, MicroBatchingDrafter
-        from graphs.query_agent import Deps, build_graph
-        from graphs.trajectories import TrajectoryRecorder
-
-        model = trainer.accelerator.unwrap_model(trainer.model)
-        tokenizer = trainer.processing_class
-        drafter = MicroBatchingDrafter(
-            HFDrafter.from_loaded(model, tokenizer, name="policy"), max_batch=len(prompts)
-        )
-        graph = build_graph(Deps(drafter=drafter, catalog=self.catalog)).compile(store=self.store)
-        rows = [self.rows[prompt_key(p)] for p in prompts]
-        recorder = TrajectoryRecorder()
-        ctx = replace(self.context, temperature=trainer.args.temperature, seed=None)
-        graph.batch(
-            [{"user_id": r["user_id"], "before": r["before"]} for r in rows],
-            config={"callbacks": [recorder], "max_concurrency": len(rows)},
-            context=ctx,
-        )
-        # graph.batch finishes runs in any order: hand each row a record of its own shopper.
-        pool: dict[tuple[str, int | None], list[Any]] = {}
-        for record in recorder.records:
-            pool.setdefault((record.user_id, record.before), []).append(record)
-        records = [pool[(r["user_id"], r["before"])].pop() for r in rows]
-        rendered = [
-            render_conversation([s.model_dump() for s in rec.steps], tokenizer) for rec in records
-        ]
-        queries = [rec.final.query for rec in records]
-        with self._lock:
-            self.history.append(
-                {
-                    "rollout/mean_refinements": sum(len(rec.steps) - 1 for rec in records)
-                    / len(records),
-                    "rollout/distinct_queries": len(set(queries)) / len(queries),
-                    "rollout/parsed_final": sum(q is not None for q in queries) / len(queries),
-                }
-            )
-        return {
-            "prompt_ids": [r.prompt_ids for r in rendered],
-            "completion_ids": [r.completion_ids for r in rendered],
-            "logprobs": None,  # no vLLM: TRL computes the old policy's log-probs itself
-            "env_mask": [r.env_mask for r in rendered],
-            "trajectory": [rec.model_dump(mode="json") for rec in records],
-        }
 
 
 # --------------------------------------------------------------------------- metrics
@@ -365,17 +303,21 @@ def plot_metrics(path: Path, out: Path) -> None:
 
 
 def _environment(args: GRPOArguments, dataset: Dataset, rows: list[dict[str, Any]]) -> GraphRollout:
-    """The rollout's world: the data set's memory, the evaluation's catalog, the graph's knobs."""
+    """The rollout's world: the data set's memory (ingested as `queryagent ingest` does), the
+    evaluation's catalog, its models fitted on the sequences cut before the held-out items, and
+    the graph's knobs."""
     from langgraph.store.memory import InMemoryStore
 
-    from memory_store import UserMemory
+    from graphs.ingest import ingest
+    from graphs.runner import offline_ranking
     from training.evaluation.runner import open_eval_catalog
 
     store = InMemoryStore()
-    UserMemory(store).ingest_dataset(dataset, progress=False)
     catalog = open_eval_catalog(dataset, args.home)
+    ingest(dataset, store, catalog, progress=False)
+    ranking = offline_ranking(dataset, catalog, args.split, args.home)
     context = Context(max_refinements=0 if args.single_turn else args.max_refinements)
-    return GraphRollout(rows=rows, catalog=catalog, store=store, context=context)
+    return GraphRollout(rows=rows, catalog=catalog, store=store, context=context, ranking=ranking)
 
 
 def _lora_config(continuing: bool) -> Any:

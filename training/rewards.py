@@ -4,7 +4,8 @@ Each function follows TRL's convention (``trl/rewards/``): ``f(completions, **kw
 list[float | None]``, one value per completion, ``None`` meaning "cannot score" (TRL then leaves
 that function out for that sample). A function scores the whole agent rollout, not just the
 completion text: the rollout arrives as the keyword ``trajectory`` (one
-``queryagent.trajectory/v1`` dict per completion, written by ``graphs/trajectories.py``), and the
+``queryagent.trajectory/v2`` dict per completion, built by ``graphs/trajectories.py``; v1 dicts
+score the same), and the
 shopper's real next item as the data-set columns ``target_item``, ``target_query`` and
 ``target_title`` (falling back to the trajectory's own ``target``).
 
@@ -65,7 +66,7 @@ __all__ = [
     "tool_reward",
 ]
 
-TRAJECTORY_SCHEMA = "queryagent.trajectory/v1"
+TRAJECTORY_SCHEMA = "queryagent.trajectory/v2"
 # The item hit is judged on the final query's top 10, the same cut-off as the evaluation's
 # I_Hit@10 and the graph's default retrieval depth.
 DEFAULT_HIT_K = 10
@@ -114,6 +115,11 @@ def _steps(trajectory: Trajectory) -> list[Mapping[str, Any]]:
     return list(trajectory.get("steps") or [])
 
 
+def _retrieved(step: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """What a step's query retrieved: v2 keeps the attempt's ``products``, v1 ``retrieved``."""
+    return list(step.get("products", step.get("retrieved")) or [])
+
+
 def _final(trajectory: Trajectory) -> Mapping[str, Any]:
     return trajectory.get("final") or {}
 
@@ -156,7 +162,9 @@ class FormatReward(_TrajectoryReward):
     __name__ = "format_reward"
 
     def score(self, trajectory: Trajectory, i: int, kwargs: Mapping[str, Any]) -> float | None:
-        steps = _steps(trajectory)
+        # The policy's turns: candidates recalled from other sources ("sources" without "model",
+        # no prompt) wrote no completion to score. v1 steps were all the model's.
+        steps = [s for s in _steps(trajectory) if "model" in s.get("sources", ["model"])]
         if not steps:
             return 0.0
         return sum(parse_query(step.get("completion") or "").ok for step in steps) / len(steps)
@@ -173,8 +181,9 @@ class ToolReward(_TrajectoryReward):
         self.search_weight = search_weight
 
     def score(self, trajectory: Trajectory, i: int, kwargs: Mapping[str, Any]) -> float | None:
-        recalled = bool(trajectory.get("memory_recalled"))
-        searched = any(step.get("query") and step.get("retrieved") for step in _steps(trajectory))
+        # v2: a profile snapshot means recall_memory ran; v1 said so in ``memory_recalled``.
+        recalled = bool(trajectory.get("memory_recalled", trajectory.get("profile") is not None))
+        searched = any(step.get("query") and _retrieved(step) for step in _steps(trajectory))
         return self.memory_weight * recalled + self.search_weight * searched
 
 
@@ -245,13 +254,11 @@ class ItemReward(_TrajectoryReward):
         steps = _steps(trajectory)
         final_query = _final(trajectory).get("query")
         matching = [s for s in steps if final_query and s.get("query") == final_query]
-        if matching and matching[-1].get("retrieved"):
-            retrieved = sorted(matching[-1]["retrieved"], key=lambda p: p.get("rank", 0))
+        if matching and _retrieved(matching[-1]):
+            retrieved = sorted(_retrieved(matching[-1]), key=lambda p: p.get("rank", 0))
             return [(str(p["item_id"]), str(p.get("title") or "")) for p in retrieved[: self.k]]
         titles = {
-            str(p["item_id"]): str(p.get("title") or "")
-            for step in steps
-            for p in step.get("retrieved") or []
+            str(p["item_id"]): str(p.get("title") or "") for step in steps for p in _retrieved(step)
         }
         ids = [str(i) for i in (_final(trajectory).get("product_ids") or [])][: self.k]
         return [(item_id, titles.get(item_id, "")) for item_id in ids]

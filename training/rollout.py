@@ -9,14 +9,21 @@ Model tokens are the ids recorded at generation time (never re-tokenized); the e
 between them (end of the assistant turn, the user's observation, the next assistant header) are
 the chat template's rendering of the refine prompt minus what came before, tokenized, and masked
 out of the loss (``env_mask`` 0), which TRL's ``GRPOTrainer`` reads from a ``rollout_func``.
+
+``GraphRollout`` is that ``rollout_func``: the prompt copies of one step run through
+``graphs.runner.OfflineRunner`` (one ``graph.batch``, outputs in input order), and each output's
+trajectory record (``graphs.trajectories.record_from_output``) is rendered here.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
+
+from agent.context import Context
 
 
 class RolloutError(RuntimeError):
@@ -83,6 +90,87 @@ def render_conversation(steps: Sequence[dict[str, Any]], tokenizer: Any) -> Rend
     return RenderedRollout(prompt_ids, completion_ids, env_mask)
 
 
+def model_turns(steps: Sequence[Any]) -> list[dict[str, Any]]:
+    """The steps the policy wrote (one per turn, in turn order): candidates recalled from other
+    sources carry no prompt and are not part of the conversation the loss is computed on."""
+    turns: dict[int, dict[str, Any]] = {}
+    for step in steps:
+        dumped = step.model_dump() if hasattr(step, "model_dump") else dict(step)
+        if dumped.get("messages") and dumped["turn"] not in turns:
+            turns[dumped["turn"]] = dumped
+    return [turns[t] for t in sorted(turns)]
+
+
 def prompt_key(prompt: Any) -> str:
     """A stable key for a dataset prompt (conversational or plain), to find its row again."""
     return json.dumps(prompt, sort_keys=True, ensure_ascii=False)
+
+
+class GraphRollout:
+    """TRL ``rollout_func``: runs the agent graph once per prompt copy with the current policy.
+
+    Args:
+        rows: the prompt rows (``prompt``, ``user_id``, ``before``), found again by their prompt.
+        catalog: the environment's catalog.
+        store: the environment's memory store (ingested with ``graphs.ingest.ingest``).
+        ranking: the catalog's fitted models (``agent.ranking``) the nodes use.
+        context: the run context; the trainer's sampling temperature replaces its own.
+    """
+
+    def __init__(
+        self,
+        *,
+        rows: list[dict[str, Any]],
+        catalog: Any,
+        store: Any,
+        context: Context,
+        ranking: Any = None,
+    ) -> None:
+        self.rows = {prompt_key(r["prompt"]): r for r in rows}
+        self.catalog = catalog
+        self.ranking = ranking
+        self.store = store
+        self.context = context
+        self.history: list[dict[str, float]] = []  # per call: mean refinements, distinct queries
+        self._lock = threading.Lock()
+
+    def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, Any]:
+        from agent.drafting import HFDrafter
+        from graphs.runner import OfflineRunner
+
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        tokenizer = trainer.processing_class
+        rows = [self.rows[prompt_key(p)] for p in prompts]
+        runner = OfflineRunner(
+            store=self.store,
+            catalog=self.catalog,
+            ranking=self.ranking,
+            drafter=HFDrafter.from_loaded(model, tokenizer, name="policy"),
+            batch_size=len(rows),
+        )
+        ctx = replace(self.context, temperature=trainer.args.temperature, seed=None)
+        # One graph.batch over every copy; record i is prompt i's run (input order).
+        records = runner.run(
+            [{"user_id": r["user_id"], "before": r["before"]} for r in rows],
+            context=ctx,
+            records=True,
+            chunk_size=len(rows),
+        ).records
+        rendered = [render_conversation(model_turns(rec.steps), tokenizer) for rec in records]
+        queries = [rec.final.query for rec in records]
+        with self._lock:
+            self.history.append(
+                {
+                    "rollout/mean_refinements": sum(rec.run["refinements"] for rec in records)
+                    / len(records),
+                    "rollout/distinct_queries": len(set(queries)) / len(queries),
+                    "rollout/parsed_final": sum(q is not None for q in queries) / len(queries),
+                }
+            )
+        return {
+            "prompt_ids": [r.prompt_ids for r in rendered],
+            "completion_ids": [r.completion_ids for r in rendered],
+            "logprobs": None,  # no vLLM: TRL computes the old policy's log-probs itself
+            "env_mask": [r.env_mask for r in rendered],
+            "trajectory": [rec.model_dump(mode="json") for rec in records],
+        }

@@ -51,13 +51,8 @@ from trl import SFTConfig
 
 from agent.drafting import BASE_MODEL_ID, ResolvedModel
 from agent.prompts import grounded_messages
-from memory_store import (
-    Dataset,
-    Example,
-    build_profile,
-    events_from_sequence,
-    target_position,
-)
+from graphs.runner import profile_at
+from memory_store import Dataset, Example, target_position
 from training.common import (
     META_FILE,
     TrainingError,
@@ -145,17 +140,13 @@ def build_pairs(
     # Profiles are built only for the kept pairs: the bundled split has 34k examples.
     for ex, truth in kept:
         before = target_position(dataset, ex, "train")
-        sequence = dataset.sequences[ex.user_id][:before]
-        profile = build_profile(
-            ex.user_id, events_from_sequence(ex.user_id, sequence, dataset.products)
-        )
         pairs.append(
             SFTPair(
                 user_id=ex.user_id,
                 target=ex.target,
                 before=before,
                 truth=truth,
-                prompt=grounded_messages(profile),
+                prompt=grounded_messages(profile_at(dataset, ex.user_id, before)),
                 completion=completion_messages(truth),
             )
         )

@@ -17,6 +17,7 @@ from agent.drafting import ScriptedDrafter
 from graphs.cli import main as queryagent
 from graphs.trajectories import SCHEMA, load_trajectories, meta_path, read_meta
 from memory_store import load_dataset
+from training.rollout import model_turns
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +55,7 @@ def test_recommend_log_appends_one_record_per_call(
     assert first.user_id == "A1TINYUSER01" and cold.user_id == "A1TINYUSER04"
     assert first.model == str(tiny_model_dir) and first.target is None
     assert first.memory_recalled and first.profile["user_id"] == "A1TINYUSER01"
-    assert [s.node for s in first.steps][0] == "draft_query"
+    assert [s.kind for s in first.steps][0] == "draft"
     assert len(first.steps) == len(out["attempts"])
     for step, attempt in zip(first.steps, out["attempts"], strict=True):
         assert step.prompt_token_ids == attempt["prompt_token_ids"]  # the real tokenizer's ids
@@ -144,8 +145,9 @@ def test_export_test_split_gives_one_record_per_user_with_targets(
         assert record.target is not None and record.target.item_id == ex.target
         assert record.target.title == dataset.products[ex.target].title
         assert record.target.query  # HEM ground truth: the category path without its root
-        assert record.model == "scripted" and record.steps[0].node == "draft_query"
-        assert 1 <= len(record.steps) <= 2
+        assert record.model == "scripted" and record.steps[0].kind == "draft"
+        # the model's turns (draft + at most one refinement); recalled candidates have no prompt
+        assert 1 <= len(model_turns(record.steps)) <= 2
     meta = read_meta(out)
     assert meta is not None and meta["record_count"] == 6 and meta["split"] == "test"
     assert meta["config"]["max_refinements"] == 1 and meta["skipped_no_category"] == 0
@@ -166,7 +168,7 @@ def test_export_train_split_cuts_memory_at_each_row(
         assert record.target is not None and record.before is not None
         assert sequence[record.before] == record.target.item_id
         assert record.profile["n_events"] == record.before
-        assert len(record.steps) == 1
+        assert len(model_turns(record.steps)) == 1
 
 
 def test_export_user_errors_are_one_line(

@@ -17,6 +17,7 @@ from training.grpo import (
     build_rows,
     run_grpo,
 )
+from training.rollout import model_turns
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -46,12 +47,18 @@ def test_rows_carry_the_graph_prompt_and_targets(setting, tiny_recbole_dir) -> N
         assert row["target_query"] and row["target_title"]
 
 
-def test_rollout_renders_each_graph_run(setting, tiny_model_dir, tiny_recbole_dir) -> None:
+def test_rollout_renders_each_graph_run(
+    setting, tiny_model_dir, tiny_recbole_dir, tiny_models
+) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     rows = build_rows(setting.dataset, GRPOArguments(data=str(tiny_recbole_dir), limit=2))
     rollout = GraphRollout(
-        rows=rows, catalog=setting.catalog, store=setting.store, context=Context(max_refinements=1)
+        rows=rows,
+        catalog=setting.catalog,
+        store=setting.store,
+        context=Context(max_refinements=1),
+        ranking=tiny_models,
     )
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     trainer = SimpleNamespace(
@@ -68,11 +75,12 @@ def test_rollout_renders_each_graph_run(setting, tiny_model_dir, tiny_recbole_di
     for rec, ids, mask, prompt_ids in zip(
         records, out["completion_ids"], out["env_mask"], out["prompt_ids"], strict=True
     ):
-        assert prompt_ids == rec.steps[0].prompt_token_ids
+        turns = model_turns(rec.steps)  # what the policy wrote (recalled candidates are not)
+        assert prompt_ids == turns[0]["prompt_token_ids"]
         assert len(ids) == len(mask)
         model_tokens = [t for t, m in zip(ids, mask, strict=True) if m == 1]
-        assert model_tokens == [t for s in rec.steps for t in s.completion_token_ids]
-        assert (0 in mask) == (len(rec.steps) > 1)  # feedback turns, and only they, are masked
+        assert model_tokens == [t for s in turns for t in s["completion_token_ids"]]
+        assert (0 in mask) == (len(turns) > 1)  # feedback turns, and only they, are masked
     assert rollout.history and "rollout/mean_refinements" in rollout.history[-1]
 
 

@@ -135,6 +135,35 @@ def test_tool_reward() -> None:
     assert call(tool_reward, cases) == [1.0, 0.5, 0.5, 0.5, 0.0, 1.0]
 
 
+def v2(trajectory_v1: dict[str, Any]) -> dict[str, Any]:
+    """The same trajectory in the v2 shape: steps keep the attempt's ``products``; a profile
+    snapshot (None when memory was not recalled) instead of ``memory_recalled``."""
+    out = {k: v for k, v in trajectory_v1.items() if k != "memory_recalled"}
+    out["schema"] = "queryagent.trajectory/v2"
+    out["profile"] = {} if trajectory_v1["memory_recalled"] else None
+    out["steps"] = [
+        {
+            **{k: v for k, v in s.items() if k not in ("retrieved", "node", "step")},
+            "products": s["retrieved"],
+        }
+        for s in trajectory_v1["steps"]
+    ]
+    return out
+
+
+def test_rewards_score_v2_trajectories_as_v1() -> None:
+    searched = [step("", None), step("Query: glass beakers", "glass beakers", HIT, turn=1)]
+    cases = [
+        trajectory(searched, final_query="glass beakers"),
+        trajectory(searched, final_query="glass beakers", memory_recalled=False),
+        trajectory([step("Query: zzz", "zzz", [])], final_query="zzz"),
+    ]
+    columns = {"target_item": [TARGET_ID] * 3, "target_title": ["Glass Beaker Set"] * 3}
+    for fn in (tool_reward, item_reward):
+        assert call(fn, [v2(c) for c in cases], **columns) == call(fn, cases, **columns)
+    assert call(tool_reward, [v2(c) for c in cases]) == [1.0, 0.5, 0.5]
+
+
 # --------------------------------------------------------------------------- r_query
 
 
@@ -290,3 +319,13 @@ def test_optimiser_kwargs_match_trl() -> None:
     )
     with pytest.raises(ValueError, match="gdpo"):
         optimiser_kwargs("ppo")  # type: ignore[arg-type]
+
+
+def test_format_reward_counts_the_policys_turns_only() -> None:
+    """v2 steps also hold candidates recalled from other sources (no prompt, no completion)."""
+    drafted = {**step("Query: glass beakers", "glass beakers", HIT), "sources": ["model"]}
+    recalled = {**step("", "duct tape", HIT), "sources": ["memory"], "messages": []}
+    both = {**step("Query: beakers", "beakers", HIT), "sources": ["model", "memory"]}
+    assert call(format_reward, [trajectory([drafted, recalled])]) == [1.0]
+    assert call(format_reward, [trajectory([both, recalled])]) == [1.0]
+    assert call(format_reward, [trajectory([recalled])]) == [0.0]  # the policy wrote nothing

@@ -1,159 +1,149 @@
-"""The trajectory recorder on the graph with fakes, and the v1 file format."""
+"""Trajectory records built from the graph's output, and the v2 file format (v1 still loads)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
 import pytest
-from langgraph.checkpoint.memory import InMemorySaver
 
 from agent.context import Context
 from agent.drafting import MicroBatchingDrafter, ScriptedDrafter
 from graphs.query_agent import Deps, build_graph
 from graphs.trajectories import (
     SCHEMA,
+    SCHEMA_V1,
     TrajectoryError,
     TrajectoryRecord,
-    TrajectoryRecorder,
     append_trajectories,
     check_appendable,
     load_trajectories,
     meta_path,
     read_meta,
+    record_from_output,
     write_trajectories,
 )
-from memory_store import UnknownUserError
 from tests.helpers.fakes import FakeCatalog
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "trajectories-v1.jsonl"
 FILAMENT_USER = "A1TINYUSER01"  # bought filament (x3) then beakers
 
 
-def compile_graph(tiny_dataset, store, drafter, **kw):
-    catalog = FakeCatalog(tiny_dataset.products.values())
-    return build_graph(Deps(drafter=drafter, catalog=catalog)).compile(store=store, **kw)
+@pytest.fixture()
+def compile_graph(tiny_models):
+    def compile_(tiny_dataset, store, drafter, **kw):
+        catalog = FakeCatalog(tiny_dataset.products.values())
+        deps = Deps(drafter=drafter, catalog=catalog, ranking=tiny_models)
+        return build_graph(deps).compile(store=store, **kw)
+
+    return compile_
 
 
 @pytest.fixture()
-def refined(tiny_dataset, store) -> tuple[TrajectoryRecord, dict]:
+def refined(tiny_dataset, store, compile_graph) -> tuple[TrajectoryRecord, dict]:
     """A run whose draft does not fit ("duct tape" for a filament and beaker buyer) and whose
-    refinement does, recorded with a thread id."""
+    refinement does, recorded from its output."""
     drafter = ScriptedDrafter(["Query: duct tape", "Query: glass beaker set"])
-    graph = compile_graph(tiny_dataset, store, drafter, checkpointer=InMemorySaver())
-    recorder = TrajectoryRecorder(model="scripted")
+    graph = compile_graph(tiny_dataset, store, drafter)
+    inputs = {"user_id": FILAMENT_USER, "before": 5}
     out = graph.invoke(
-        {"user_id": FILAMENT_USER, "before": 5},
-        {"callbacks": [recorder], "configurable": {"thread_id": "t-1"}},
+        inputs,
+        {"run_id": "0190e6d2-0000-7000-8000-000000000001"},
         context=Context(max_refinements=2),
     )
-    assert recorder.errors == [] and len(recorder.records) == 1
-    return recorder.records[0], out
+    record = record_from_output(
+        out,
+        inputs,
+        model="scripted",
+        run_id="0190e6d2-0000-7000-8000-000000000001",
+        thread_id="t-1",
+    )
+    return record, out
 
 
-def test_draft_and_refine_are_recorded_as_steps(refined) -> None:
+def test_output_carries_the_profile_the_run_used(refined, store) -> None:
+    _, out = refined
+    assert out["profile"]["user_id"] == FILAMENT_USER and out["profile"]["n_events"] == 5
+    # the draft prompt was written from that snapshot
+    assert "Beaker" in out["attempts"][0]["messages"][-1]["content"]
+
+
+def test_record_steps_are_the_outputs_attempts(refined) -> None:
     record, out = refined
-    assert [a["kind"] for a in out["attempts"]] == ["draft", "refine"]  # the scenario holds
-    assert [s.node for s in record.steps] == ["draft_query", "refine_query"]
-    assert [(s.turn, s.kind) for s in record.steps] == [(0, "draft"), (1, "refine")]
-    # LangGraph supersteps: recall 1, draft 2, retrieve 3, check 4, refine 5
-    assert [s.step for s in record.steps] == [2, 5]
+    assert len(out["attempts"]) >= 2  # the model's draft and recalled candidates, at least
+    assert len(record.steps) == len(out["attempts"])
     for step, attempt in zip(record.steps, out["attempts"], strict=True):
-        # the ids recorded at generation time, carried through untouched (never re-tokenized)
-        assert step.prompt_token_ids == attempt["prompt_token_ids"]
-        assert step.completion_token_ids == attempt["completion_token_ids"]
-        assert step.completion_token_ids == list(attempt["completion"].encode())
-        assert [m.model_dump() for m in step.messages] == attempt["messages"]
-        assert step.query == attempt["query"] and step.error is None
-        assert [(p.item_id, p.rank, p.score) for p in step.retrieved] == [
-            (p["item_id"], p["rank"], p["score"]) for p in attempt["products"]
-        ]
-        assert step.consistency is not None
-        assert step.consistency.model_dump() == attempt["consistency"]
-    assert record.steps[0].consistency.score < 0.55 <= record.steps[1].consistency.score
+        # every attempt field, as the graph dumped it: ids untouched (never re-tokenized),
+        # retrieved products, the check's report and any other field included
+        assert step.model_dump() == attempt
+    drafted = [s for s in record.steps if s.messages]
+    assert drafted and drafted[0].completion == "Query: duct tape"
+    assert drafted[0].completion_token_ids == list(b"Query: duct tape")
+    assert all(s.consistency is not None for s in record.steps)
 
 
 def test_record_header_profile_and_final(refined) -> None:
     record, out = refined
-    assert record.schema_ == SCHEMA
+    assert record.schema_ == SCHEMA == "queryagent.trajectory/v2"
     assert record.user_id == FILAMENT_USER and record.before == 5
     assert record.thread_id == "t-1" and record.model == "scripted"
-    assert record.memory_recalled
-    assert record.profile["user_id"] == FILAMENT_USER and record.profile["n_events"] == 5
-    assert record.final.query == out["query"] == "glass beaker set"
-    assert record.final.source == "model"
+    assert record.run_id == "0190e6d2-0000-7000-8000-000000000001"
+    assert record.memory_recalled and record.profile == out["profile"]
+    assert record.final.query == out["query"] and record.final.source == out["source"]
     assert record.final.consistency == out["consistency"]
     assert record.final.product_ids == [p["item_id"] for p in out["products"]]
+    assert record.run["refinements"] == out["refinements"]
     assert record.target is None
 
 
-def test_unparsed_draft_is_a_step_with_its_error(tiny_dataset, store) -> None:
+def test_new_attempt_fields_flow_through(refined) -> None:
+    """A field the agent adds to QueryAttempt reaches the record and the file unchanged."""
+    _, out = refined
+    attempts = [{**a, "candidates": [{"query": "x", "score": 0.5}]} for a in out["attempts"]]
+    record = record_from_output({**out, "attempts": attempts}, {"user_id": FILAMENT_USER})
+    again = TrajectoryRecord.model_validate_json(record.to_json())
+    assert again.steps[0].candidates == [{"query": "x", "score": 0.5}]
+    assert again.steps[1].model_dump() == attempts[1]
+
+
+def test_unparsed_draft_is_a_step_with_its_error(tiny_dataset, store, compile_graph) -> None:
     graph = compile_graph(tiny_dataset, store, ScriptedDrafter(["..."]))
-    recorder = TrajectoryRecorder()
-    graph.invoke(
-        {"user_id": FILAMENT_USER}, {"callbacks": [recorder]}, context=Context(max_refinements=0)
-    )
-    [record] = recorder.records
-    [step] = record.steps
-    assert step.query is None and step.error and step.retrieved == []
-    assert step.consistency is not None and step.consistency.score == 0.0
-    assert record.final.source == "fallback" and record.thread_id is None
+    inputs = {"user_id": FILAMENT_USER}
+    out = graph.invoke(inputs, context=Context(max_refinements=0))
+    record = record_from_output(out, inputs)
+    [step] = [s for s in record.steps if s.messages]  # the model's one (unparsed) draft
+    assert step.query is None and step.error and step.products == []
+    assert step.completion == "..." and step.consistency is not None
+    assert record.thread_id is None and record.before is None
 
 
-def test_batch_with_one_shared_recorder_keeps_runs_apart(tiny_dataset, store) -> None:
+def test_batch_outputs_are_in_input_order(tiny_dataset, store, compile_graph) -> None:
+    """graph.batch returns outputs in input order: output i is input i's run, no key matching."""
+
     def reply(messages: list[dict[str, str]]) -> str:
         # the answer depends on the shopper's prompt, so runs mixed up between users would show
         return "Query: " + ("beaker" if "Beaker" in messages[-1]["content"] else "tape measure")
 
     drafter = MicroBatchingDrafter(ScriptedDrafter(reply), max_batch=3)
     graph = compile_graph(tiny_dataset, store, drafter)
-    done: list[str] = []
-    recorder = TrajectoryRecorder(on_record=lambda r: done.append(r.user_id))
-    users = ["A1TINYUSER01", "A1TINYUSER02", "A1TINYUSER03"]
-    outs = graph.batch(
-        [{"user_id": u} for u in users],
-        config={"callbacks": [recorder], "max_concurrency": 3},
-        context=Context(max_refinements=1),
-    )
-    assert sorted(done) == users
-    by_user = {r.user_id: r for r in recorder.records}
-    assert sorted(by_user) == users and len({r.run_id for r in recorder.records}) == 3
-    for user, out in zip(users, outs, strict=True):
-        record = by_user[user]
-        assert record.profile["user_id"] == user
-        assert record.final.query == out["query"]
-        assert len(record.steps) == len(out["attempts"])
-        assert [s.prompt_token_ids for s in record.steps] == [
-            a["prompt_token_ids"] for a in out["attempts"]
-        ]
-    assert recorder._runs == {} and recorder._root_of == {} and recorder._nodes == {}
-    drained = recorder.drain()
-    assert len(drained) == 3 and recorder.records == []
+    inputs = [
+        {"user_id": u, "before": b}
+        for u, b in [("A1TINYUSER01", 5), ("A1TINYUSER02", None), ("A1TINYUSER01", 2)]
+    ]
+    outs = graph.batch(inputs, config={"max_concurrency": 3}, context=Context(max_refinements=1))
+    records = [record_from_output(o, i) for o, i in zip(outs, inputs, strict=True)]
+    assert [(r.user_id, r.before) for r in records] == [
+        ("A1TINYUSER01", 5),
+        ("A1TINYUSER02", None),
+        ("A1TINYUSER01", 2),
+    ]
+    assert [r.profile["n_events"] for r in records] == [5, 4, 2]
+    assert len({r.run_id for r in records}) == 3
 
 
-def test_stream_and_ainvoke_are_recorded_too(tiny_dataset, store) -> None:
-    graph = compile_graph(tiny_dataset, store, ScriptedDrafter(["Query: duct tape"]))
-    recorder = TrajectoryRecorder()
-    inp, config = {"user_id": FILAMENT_USER}, {"callbacks": [recorder]}
-    ctx = Context(max_refinements=1)
-    for _ in graph.stream(inp, config, stream_mode="updates", context=ctx):
-        pass
-    asyncio.run(graph.ainvoke(inp, config, context=ctx))
-    streamed, awaited = recorder.records
-    for record in (streamed, awaited):
-        assert [s.node for s in record.steps] == ["draft_query", "refine_query"]
-        assert record.final.query == "duct tape" and record.final.product_ids
-        assert all(s.consistency is not None for s in record.steps)
-
-
-def test_failed_run_leaves_no_record(tiny_dataset, store) -> None:
-    graph = compile_graph(tiny_dataset, store, ScriptedDrafter(["Query: x"]))
-    recorder = TrajectoryRecorder()
-    with pytest.raises(UnknownUserError):
-        graph.invoke({"user_id": "NOBODY"}, {"callbacks": [recorder]})
-    assert recorder.records == [] and recorder.failed_runs == 1
-    assert recorder._runs == {} and recorder._root_of == {}
+def test_not_an_agent_output_is_one_line() -> None:
+    with pytest.raises(TrajectoryError, match="cannot record"):
+        record_from_output({"user_id": "u", "attempts": [{"turn": "zero"}]}, {"user_id": "u"})
 
 
 # -- files ------------------------------------------------------------------------------------
@@ -193,11 +183,11 @@ def test_bad_line_is_named_or_skipped(tmp_path: Path, refined) -> None:
 def test_strict_types_and_missing_file(tmp_path: Path, refined) -> None:
     record, _ = refined
     data = json.loads(record.to_json())
-    data["steps"][0]["step"] = "2"  # no silent coercion
-    with pytest.raises(ValueError, match="steps.0.step"):
+    data["steps"][0]["turn"] = "0"  # no silent coercion
+    with pytest.raises(ValueError, match="steps.0.turn"):
         TrajectoryRecord.model_validate_json(json.dumps(data))
     data = json.loads(record.to_json())
-    data["schema"] = "queryagent.trajectory/v2"
+    data["schema"] = "queryagent.trajectory/v3"
     with pytest.raises(ValueError, match="schema"):
         TrajectoryRecord.model_validate_json(json.dumps(data))
     with pytest.raises(TrajectoryError, match="no such trajectory file"):
@@ -237,15 +227,18 @@ def test_append_creates_then_grows_and_refuses_bad_logs(tmp_path: Path, refined)
 
 def test_frozen_v1_fixture_stays_loadable() -> None:
     """tests/fixtures/trajectories-v1.jsonl was written once by the v1 recorder and is never
-    regenerated: if this fails, the change broke v1 files; make a v2 schema instead."""
+    regenerated: if this fails, the change broke v1 files. They load converted to v2."""
     records = load_trajectories(FIXTURE)
     assert len(records) == 3 and records.skipped == 0
-    meta = read_meta(FIXTURE)
-    assert meta is not None and meta["record_count"] == 3 and meta["schema"] == SCHEMA
+    meta = read_meta(FIXTURE, readable=True)
+    assert meta is not None and meta["record_count"] == 3 and meta["schema"] == SCHEMA_V1
 
     live, unparsed, held_out = records
+    assert all(r.schema_ == SCHEMA and r.run == {"converted_from": SCHEMA_V1} for r in records)
     assert live.user_id == "A1TINYUSER01" and live.thread_id == "fixture-thread-1"
     assert live.before is None and live.target is None and live.memory_recalled
+    assert live.profile is not None and live.profile["n_events"] == 5
+    # v1's node and superstep are kept as extra step fields
     assert [(s.node, s.step, s.kind, s.query) for s in live.steps] == [
         ("draft_query", 2, "draft", "duct tape"),
         ("refine_query", 5, "refine", "glass beaker set"),
@@ -253,15 +246,16 @@ def test_frozen_v1_fixture_stays_loadable() -> None:
     assert live.steps[1].completion == "Query: glass beaker set"
     assert live.steps[1].completion_token_ids == list(b"Query: glass beaker set")
     assert len(live.steps[0].prompt_token_ids) > 100
-    assert live.steps[1].retrieved[0].item_id == "B000TINY04"
-    assert live.steps[1].retrieved[0].rank == 1 and live.steps[1].retrieved[0].score == 1.0
-    assert live.steps[1].consistency is not None and live.steps[1].consistency.score == 0.7919
+    # v1 "retrieved" is v2 "products" (the attempt's own name)
+    top = live.steps[1].products[0]
+    assert top["item_id"] == "B000TINY04" and top["rank"] == 1 and top["score"] == 1.0
+    assert live.steps[1].consistency["score"] == 0.7919
     assert live.final.query == "glass beaker set" and live.final.source == "model"
     assert live.final.product_ids[:2] == ["B000TINY04", "B000TINY06"]
 
     [step] = unparsed.steps
     assert step.query is None and step.error == "no query text in completion"
-    assert step.retrieved == [] and unparsed.final.source == "fallback"
+    assert step.products == [] and unparsed.final.source == "fallback"
     assert unparsed.final.consistency is None
 
     assert held_out.before == 5 and len(held_out.steps) == 3
@@ -271,3 +265,23 @@ def test_frozen_v1_fixture_stays_loadable() -> None:
     assert held_out.target.query == (
         "test measure inspect electrical testing multimeters analyzers digital"
     )
+
+
+def test_v1_fixture_round_trips_as_v2_and_refuses_appends(tmp_path: Path) -> None:
+    records = load_trajectories(FIXTURE)
+    path = tmp_path / "converted.jsonl"
+    write_trajectories(path, records, {"command": "convert"})
+    assert load_trajectories(path) == records
+    assert read_meta(path)["schema"] == SCHEMA  # type: ignore[index]
+    # a v1 file is read, never appended to (its sidecar says v1)
+    copy = tmp_path / "v1.jsonl"
+    copy.write_text(FIXTURE.read_text())
+    meta_path(copy).write_text(meta_path(FIXTURE).read_text())
+    with pytest.raises(TrajectoryError, match="trajectory/v1"):
+        append_trajectories(copy, records[:1], {})
+    with pytest.raises(TrajectoryError, match="trajectory/v1"):
+        check_appendable(copy)
+    # v1 lines without a sidecar are refused for appending too
+    meta_path(copy).unlink()
+    with pytest.raises(TrajectoryError, match=r"v1\.jsonl:1:"):
+        check_appendable(copy)

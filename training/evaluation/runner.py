@@ -22,15 +22,8 @@ from tqdm.auto import tqdm
 from agent.catalog import Catalog, ChromaCatalog
 from agent.context import Context
 from agent.parsing import parse_query
-from agent.prompts import STOP, draft_messages, prompt_fingerprint
-from memory_store import (
-    DataError,
-    Dataset,
-    Example,
-    build_profile,
-    events_from_sequence,
-    target_position,
-)
+from agent.prompts import STOP, prompt_fingerprint
+from memory_store import DataError, Dataset, Example, target_position
 from memory_store.paths import private_dir, private_file
 from training.evaluation.baselines import (
     DenseQuery,
@@ -216,6 +209,7 @@ class Evaluator:
         self._drafters: dict[str | None, Any] = {}
         self._baselines: dict[str, Any] = {}
         self._store: Any = None
+        self._runners: dict[str | None, Any] = {}  # graphs.runner.OfflineRunner per model
         self._models: Any = None
 
     # -- caching ----------------------------------------------------------------------------
@@ -412,11 +406,11 @@ class Evaluator:
     def _llm_direct(
         self, model: str | None, examples: Sequence[Example]
     ) -> tuple[list[str | None], list[bool]]:
-        prompts = []
-        for ex in examples:
-            sequence = self.dataset.sequences[ex.user_id][: self._position(ex)]
-            events = events_from_sequence(ex.user_id, sequence, self.dataset.products)
-            prompts.append(draft_messages(build_profile(ex.user_id, events)))
+        from graphs.runner import draft_prompt_at
+
+        prompts = [
+            draft_prompt_at(self.dataset, ex.user_id, self._position(ex))[1] for ex in examples
+        ]
         ctx = Context(seed=self.config.seed)
         gens = self._drafter(model).generate(
             prompts,
@@ -432,26 +426,32 @@ class Evaluator:
     def _agent(
         self, spec: MethodSpec, examples: Sequence[Example]
     ) -> tuple[list[str | None], list[bool], list[int]]:
-        from langgraph.store.memory import InMemoryStore
+        from graphs.runner import OfflineRunner
 
-        from agent.drafting.constrained import GroundedHFDrafter
-        from graphs.query_agent import Deps, build_graph
-        from memory_store import UserMemory
+        runner = self._runners.get(spec.model)
+        if runner is None:
+            from agent.drafting.constrained import GroundedHFDrafter
 
-        if self._store is None:
-            self._store = InMemoryStore()
-            UserMemory(self._store).ingest_dataset(self.dataset, progress=False)
-        base = self._drafter(spec.model)
-        # A Hugging Face drafter (a model and its tokenizer) decodes inside the catalog's query
-        # trie; any other drafter (a scripted one in tests) drafts freely.
-        hf = getattr(type(base), "tokenizer", None) is not None
-        drafter = GroundedHFDrafter(base) if hf else base
-        deps = Deps(drafter=drafter, catalog=self.catalog, ranking=self.ranking())
-        graph = build_graph(deps).compile(store=self._store)
+            base = self._drafter(spec.model)
+            # A Hugging Face drafter (a model and its tokenizer) decodes inside the catalog's
+            # query trie; any other drafter (a scripted one in tests) drafts freely.
+            hf = getattr(type(base), "tokenizer", None) is not None
+            common = {
+                "catalog": self.catalog,
+                "drafter": GroundedHFDrafter(base) if hf else base,
+                "ranking": self.ranking(),
+                "batch_size": self.config.batch_size,
+            }
+            if self._store is None:  # ingested once (as `queryagent ingest` does), shared
+                runner = OfflineRunner.from_dataset(self.dataset, **common)
+                self._store = runner.store
+            else:
+                runner = OfflineRunner(store=self._store, **common)
+            self._runners[spec.model] = runner
         refinements = 0 if spec.method == "agent-single-turn" else self.config.max_refinements
         ctx = Context(max_refinements=refinements, seed=self.config.seed, top_k=RETRIEVE_K)
         inputs = [{"user_id": ex.user_id, "before": self._position(ex)} for ex in examples]
-        outputs = graph.batch(inputs, config={"max_concurrency": len(inputs)}, context=ctx)
+        outputs = runner.run(inputs, context=ctx).outputs
         return (
             [o.get("query") for o in outputs],
             [o.get("source") not in (None, "fallback") for o in outputs],
