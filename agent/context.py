@@ -46,6 +46,13 @@ class Context:
         default=4,
         metadata={"description": "Candidates the model proposes per round (0 = no model)."},
     )
+    recall: bool = field(
+        default=True,
+        metadata={
+            "description": "Add the memory's, transitions' and next-item model's candidates to "
+            "the model's. Off: the model's own candidates only (GRPO rollouts score the policy)."
+        },
+    )
     max_candidates: int = field(
         default=32,
         metadata={"description": "Most candidates checked in the first round (all sources)."},
@@ -58,7 +65,11 @@ class Context:
         },
     )
     temperature: float = field(
-        default=0.0, metadata={"description": "Drafter sampling temperature; 0 = greedy."}
+        default=0.0,
+        metadata={
+            "description": "Drafter sampling temperature; 0 = greedy (grounded: beam search; "
+            "above 0: candidates sampled inside the catalog's query trie)."
+        },
     )
     refine_temperature: float | None = field(
         default=None,

@@ -112,10 +112,11 @@ def _beam_attempts(
     messages: list[dict[str, str]],
     n: int,
     exclude: set[str],
+    temperature: float = 0.0,
 ) -> list[dict[str, Any]]:
     # A few extra beams make room for queries already tried; asking for one beam per tried
     # query would multiply the decoding cost by the size of the candidate pool.
-    beams = drafter.beams([messages], trie, n + min(len(exclude), n))[0]
+    beams = drafter.beams([messages], trie, n + min(len(exclude), n), temperature)[0]
     out = []
     for beam in beams:
         if beam.query in exclude:
@@ -158,7 +159,9 @@ def draft_query(
     if grounded is not None:
         messages = grounded_messages(profile, state.popular_categories)
         trie = _trie(grounded, ranking)
-        pending = _beam_attempts(grounded, trie, 0, "draft", messages, ctx.beams, set())
+        pending = _beam_attempts(
+            grounded, trie, 0, "draft", messages, ctx.beams, set(), ctx.temperature
+        )
         return {"pending": pending, "can_refine": True}
     messages = draft_messages(profile, state.popular_categories)
     return {"pending": [_free_attempt(drafter, 0, "draft", messages, ctx)], "can_refine": True}
@@ -181,6 +184,8 @@ def recall_candidates(
     """
     ctx = _context(runtime)
     pending = [dict(a) for a in state.pending]
+    if not ctx.recall:
+        return {"pending": pending}  # the model's candidates alone (GRPO's group)
     [probs] = ranking.next_item_probs([state.history])
     model_queries = [a["query"] for a in pending if a.get("query")]
     candidates = ranking.recall(state.history, probs, model_queries=model_queries)
@@ -351,7 +356,10 @@ def refine_query(
     )
     tried = {a["query"] for a in state.attempts if a.get("query")}
     trie = _trie(grounded, ranking)
-    pending = _beam_attempts(grounded, trie, turn, "refine", messages, ctx.beams, tried)
+    temperature = ctx.temperature if ctx.refine_temperature is None else ctx.refine_temperature
+    pending = _beam_attempts(
+        grounded, trie, turn, "refine", messages, ctx.beams, tried, temperature
+    )
     return {"pending": pending, "refinements": 1}
 
 

@@ -55,10 +55,17 @@ class OutputState:
     query: str | None = None
     products: list[dict[str, Any]] = field(default_factory=list)
     consistency: float | None = None
-    # "model" when the recommended query came from the drafter, "fallback" when no attempt parsed
-    # and the shopper's strongest interest-graph category was used instead.
+    # The recommended candidate's first source ("model", "memory", "transition", "next-item",
+    # "popular"), or "fallback" when there was no candidate at all.
     source: str | None = None
     refinements: int = 0
     attempts: list[dict[str, Any]] = field(default_factory=list)
     # The profile the run recalled (what the prompts saw): with ``attempts``, a whole trajectory.
     profile: dict[str, Any] | None = None
+    # What the nodes between recall and check write. They are output channels so that a
+    # LangGraph server, which filters a run's ``updates`` stream to the output schema, shows
+    # every node's update in Studio; at the end ``pending`` is empty again.
+    history: list[str] = field(default_factory=list)
+    pending: list[dict[str, Any]] = field(default_factory=list)
+    can_refine: bool = False
+    threshold: float = 0.0

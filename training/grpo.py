@@ -44,7 +44,7 @@ from trl import GRPOConfig
 
 from agent.context import Context
 from agent.drafting import BASE_MODEL_ID
-from agent.prompts import draft_messages
+from agent.prompts import grounded_messages
 from graphs.runner import profile_at
 from memory_store import Dataset, UserProfile, target_position
 from training.common import (
@@ -186,7 +186,7 @@ def _row(
     if query is None:
         return None
     return {
-        "prompt": draft_messages(profile),
+        "prompt": grounded_messages(profile),
         "user_id": profile.user_id,
         "before": before,
         "target_item": target,

@@ -115,6 +115,8 @@ class GraphRollout:
         store: the environment's memory store (ingested with ``graphs.ingest.ingest``).
         ranking: the catalog's fitted models (``agent.ranking``) the nodes use.
         context: the run context; the trainer's sampling temperature replaces its own.
+        grounded: sample inside the catalog's query trie (the served agent's drafting); off,
+            free generation.
     """
 
     def __init__(
@@ -125,30 +127,45 @@ class GraphRollout:
         store: Any,
         context: Context,
         ranking: Any = None,
+        grounded: bool = True,
     ) -> None:
         self.rows = {prompt_key(r["prompt"]): r for r in rows}
         self.catalog = catalog
         self.ranking = ranking
         self.store = store
         self.context = context
+        self.grounded = grounded
         self.history: list[dict[str, float]] = []  # per call: mean refinements, distinct queries
         self._lock = threading.Lock()
 
     def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, Any]:
         from agent.drafting import HFDrafter
+        from agent.drafting.constrained import GroundedHFDrafter
         from graphs.runner import OfflineRunner
 
         model = trainer.accelerator.unwrap_model(trainer.model)
         tokenizer = trainer.processing_class
         rows = [self.rows[prompt_key(p)] for p in prompts]
+        # GRPO over the constrained space: each generation of a group samples one query inside
+        # the catalog's query trie, and only the policy's own candidates are checked (no
+        # recall from other sources), so the group's rewards differ by what the policy wrote.
+        policy = HFDrafter.from_loaded(model, tokenizer, name="policy")
+        drafter = GroundedHFDrafter(policy) if self.grounded else policy
         runner = OfflineRunner(
             store=self.store,
             catalog=self.catalog,
             ranking=self.ranking,
-            drafter=HFDrafter.from_loaded(model, tokenizer, name="policy"),
+            drafter=drafter,
             batch_size=len(rows),
         )
-        ctx = replace(self.context, temperature=trainer.args.temperature, seed=None)
+        ctx = replace(
+            self.context,
+            temperature=trainer.args.temperature,
+            seed=None,
+            beams=1,
+            recall=False,
+            grounded=self.grounded,
+        )
         # One graph.batch over every copy; record i is prompt i's run (input order).
         records = runner.run(
             [{"user_id": r["user_id"], "before": r["before"]} for r in rows],

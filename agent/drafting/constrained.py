@@ -49,9 +49,10 @@ class GroundedDrafter(Protocol):
     name: str
 
     def beams(
-        self, prompts: Sequence[Messages], trie: QueryTrie, n: int
+        self, prompts: Sequence[Messages], trie: QueryTrie, n: int, temperature: float = 0.0
     ) -> list[list[Beam]]:
-        """Up to ``n`` distinct trie queries per prompt, best first."""
+        """Up to ``n`` distinct trie queries per prompt, best first (beam search; sampled inside
+        the trie when ``temperature > 0``)."""
         ...
 
     def score(
@@ -70,9 +71,16 @@ def _prompt_ids(tokenizer: Any, messages: Messages) -> list[int]:
 
 
 def constrained_beams(
-    model: Any, tokenizer: Any, prompts: Sequence[Messages], trie: QueryTrie, n: int
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[Messages],
+    trie: QueryTrie,
+    n: int,
+    temperature: float = 0.0,
 ) -> list[list[Beam]]:
-    """Beam search over the trie: ``n`` beams per prompt, returned as distinct queries."""
+    """Beam search over the trie: ``n`` beams per prompt, returned as distinct queries. With
+    ``temperature > 0``, ``n`` samples drawn inside the trie instead (GRPO's group of valid
+    queries); their log-probabilities are under the sampling distribution."""
     import torch
 
     if not prompts:
@@ -90,25 +98,35 @@ def constrained_beams(
     def allowed(_batch_id: int, row: torch.Tensor) -> list[int]:
         return trie.allowed(row[width:].tolist())
 
+    if temperature > 0:
+        decoding: dict[str, Any] = {"do_sample": True, "temperature": temperature, "top_k": 0}
+    else:
+        decoding = {
+            "num_beams": n,
+            "length_penalty": 0.0,  # scores are plain sums of token log-probabilities
+            "early_stopping": True,
+            "do_sample": False,
+            "temperature": None,
+            "top_p": None,
+            "top_k": None,
+        }
     with torch.inference_mode():
         out = model.generate(
             input_ids=input_ids,
             attention_mask=mask,
-            num_beams=n,
             num_return_sequences=n,
             max_new_tokens=longest,
             prefix_allowed_tokens_fn=allowed,
-            length_penalty=0.0,  # scores are plain sums of token log-probabilities
-            early_stopping=True,
-            do_sample=False,
-            temperature=None,
-            top_p=None,
-            top_k=None,
             output_scores=True,
             return_dict_in_generate=True,
             pad_token_id=pad,
             eos_token_id=trie.eos_id,
+            **decoding,
         )
+        if temperature > 0:
+            steps = model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
+            finite = torch.where(torch.isfinite(steps), steps, torch.zeros_like(steps))
+            sample_scores = finite.sum(dim=1)
     results: list[list[Beam]] = []
     for b, prompt in enumerate(ids):
         seen: dict[str, Beam] = {}
@@ -119,7 +137,9 @@ def constrained_beams(
             query = trie.query(row)
             if query is None or query in seen:
                 continue  # an unfinished beam (max length) or a duplicate
-            score = float(out.sequences_scores[b * n + j])
+            score = float(
+                sample_scores[b * n + j] if temperature > 0 else out.sequences_scores[b * n + j]
+            )
             seen[query] = Beam(query, score, tuple(row), tuple(prompt))
         results.append(sorted(seen.values(), key=lambda beam: -beam.logprob))
     return results
@@ -179,10 +199,12 @@ class GroundedHFDrafter:
         """Free generation (``Context(grounded=False)``): the wrapped drafter's."""
         return self.drafter.generate(prompts, **kwargs)
 
-    def beams(self, prompts: Sequence[Messages], trie: QueryTrie, n: int) -> list[list[Beam]]:
+    def beams(
+        self, prompts: Sequence[Messages], trie: QueryTrie, n: int, temperature: float = 0.0
+    ) -> list[list[Beam]]:
         model, tokenizer = self.drafter.model, self.drafter.tokenizer
         with self.drafter._lock:
-            return constrained_beams(model, tokenizer, prompts, trie, n)
+            return constrained_beams(model, tokenizer, prompts, trie, n, temperature)
 
     def score(
         self, prompts: Sequence[Messages], completions: Sequence[Sequence[Sequence[int]]]

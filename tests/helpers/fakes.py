@@ -82,7 +82,7 @@ class ScriptedGroundedDrafter:
 
         return QueryTrie.build(WordTokenizer(), queries)
 
-    def beams(self, prompts, trie, n):  # type: ignore[no-untyped-def]
+    def beams(self, prompts, trie, n, temperature=0.0):  # type: ignore[no-untyped-def]
         from agent.drafting.constrained import Beam
 
         out = []

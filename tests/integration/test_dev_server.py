@@ -121,3 +121,36 @@ def test_run_through_the_server_api_matches_in_process(
     # the server's checkpointer kept the run's state, memory included (not an empty store)
     assert state["values"]["profile"]["user_id"] == USER
     assert state["values"]["profile"]["n_events"] == 5
+
+
+def test_updates_stream_shows_every_nodes_update(server: str) -> None:
+    """Studio's `updates` stream (a LangGraph server filters it to the output schema): every
+    node's update arrives, none as null."""
+    from langgraph_sdk import get_sync_client
+
+    client = get_sync_client(url=server)
+    thread = client.threads.create()
+    updates: dict[str, list[object]] = {}
+    for chunk in client.runs.stream(
+        thread["thread_id"],
+        "queryagent",
+        input={"user_id": USER},
+        context={"max_refinements": 0},
+        stream_mode="updates",
+    ):
+        if chunk.event == "updates" and isinstance(chunk.data, dict):
+            for node, update in chunk.data.items():
+                updates.setdefault(node, []).append(update)
+    nodes = (
+        "recall_memory",
+        "draft_query",
+        "recall_candidates",
+        "retrieve_products",
+        "check_consistency",
+        "finalize",
+    )
+    for node in nodes:
+        assert node in updates, sorted(updates)
+        assert all(u for u in updates[node]), (node, updates[node])
+    assert updates["recall_memory"][0]["profile"]["user_id"] == USER  # type: ignore[index]
+    assert updates["recall_candidates"][0]["pending"]  # type: ignore[index]

@@ -54,7 +54,9 @@ def snapshot_dir(home: Path) -> Path:
 # --------------------------------------------------------------------------- pairs
 
 
-def test_pairs_are_the_graphs_draft_prompt_and_the_truth(tiny_dataset) -> None:
+def test_pairs_are_the_graphs_draft_prompt_and_the_truth(tiny_dataset, tiny_models) -> None:
+    from tests.helpers.fakes import ScriptedGroundedDrafter
+
     pairs, skipped = build_pairs(tiny_dataset, seed=0)
     assert skipped == 0 and len(pairs) == len(tiny_dataset.examples("train")) == 15
     oracle = QueryOracle(
@@ -63,10 +65,11 @@ def test_pairs_are_the_graphs_draft_prompt_and_the_truth(tiny_dataset) -> None:
     store = InMemoryStore()
     UserMemory(store).ingest_dataset(tiny_dataset, progress=False)
     for pair in pairs[:4]:
-        # the graph's own draft prompt for this shopper, memory cut before the target
-        drafter = ScriptedDrafter(["Query: duct tape"])
+        # the graph's own (grounded) draft prompt for this shopper, memory cut before the target
+        drafter = ScriptedGroundedDrafter([[]])
+        catalog = FakeCatalog(tiny_dataset.products.values())
         graph = build_graph(
-            Deps(drafter=drafter, catalog=FakeCatalog(tiny_dataset.products.values()))
+            Deps(drafter=drafter, catalog=catalog, ranking=tiny_models)
         ).compile(store=store)
         graph.invoke({"user_id": pair.user_id, "before": pair.before})
         assert drafter.calls[0] == pair.prompt
