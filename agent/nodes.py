@@ -340,7 +340,10 @@ def refine_query(
         )
         if ctx.refine_temperature is not None:
             ctx = replace(ctx, temperature=ctx.refine_temperature)
-        return {"pending": [_free_attempt(drafter, turn, "refine", messages, ctx)], "refinements": 1}
+        return {
+            "pending": [_free_attempt(drafter, turn, "refine", messages, ctx)],
+            "refinements": 1,
+        }
     scored = sorted(
         (a for a in state.attempts if a.get("query") and a.get("consistency")),
         key=lambda a: -a["consistency"]["score"],
@@ -378,9 +381,7 @@ def finalize(
         profile = UserProfile.model_validate(state.profile)
         top = profile.interest_graph.top("category", 1)
         popular = ranking.vocab.transitions.popular(1)
-        query = (
-            top[0].name.lower() if top else (popular or state.popular_categories or [""])[0]
-        )
+        query = top[0].name.lower() if top else (popular or state.popular_categories or [""])[0]
         source, consistency = "fallback", None
     cached = ranking.vocab.products.get(query) if query else None
     if cached is not None and len(cached) >= ctx.top_k:

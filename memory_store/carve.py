@@ -30,9 +30,7 @@ __all__ = ["carve", "main"]
 
 def _write(folder: Path, dataset: Dataset, items: set[str], min_items: int) -> tuple[int, int]:
     folder.mkdir(parents=True, exist_ok=True)
-    sequences = {
-        u: [i for i in dataset.sequences.get(u, ()) if i in items] for u in dataset.users
-    }
+    sequences = {u: [i for i in dataset.sequences.get(u, ()) if i in items] for u in dataset.users}
     sequences = {u: s for u, s in sequences.items() if len(s) >= min_items}
     with (folder / "products.jsonl").open("w") as f:
         for item_id in sorted(items):

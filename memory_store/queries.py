@@ -17,7 +17,11 @@ from memory_store.products import Product
 __all__ = [
     "MAX_QUERY_CHARS",
     "MAX_QUERY_WORDS",
-    "catalog_queries", "common_root", "ground_truth_query", "normalize_query"]
+    "catalog_queries",
+    "common_root",
+    "ground_truth_query",
+    "normalize_query",
+]
 
 _PUNCT = re.compile(r"[^\w\s]|_")
 # A recommended query is a short search string. Category paths run up to 12 words in the bundled

@@ -77,7 +77,9 @@ def tiny_models(tiny_dataset):
 
     catalog = FakeCatalog(tiny_dataset.products.values())
     return fit_catalog(
-        tiny_dataset.products, tiny_dataset.sequences, catalog.search_many,
+        tiny_dataset.products,
+        tiny_dataset.sequences,
+        catalog.search_many,
         FitConfig(nextitem=NextItemConfig(epochs=3)),
     )
 

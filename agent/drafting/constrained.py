@@ -90,9 +90,7 @@ def constrained_beams(
     width = max(len(i) for i in ids)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else trie.eos_id
     input_ids = torch.tensor([[pad] * (width - len(i)) + i for i in ids], device=model.device)
-    mask = torch.tensor(
-        [[0] * (width - len(i)) + [1] * len(i) for i in ids], device=model.device
-    )
+    mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in ids], device=model.device)
     longest = max(len(s) for s in trie.sequences.values())
 
     def allowed(_batch_id: int, row: torch.Tensor) -> list[int]:
@@ -124,7 +122,9 @@ def constrained_beams(
             **decoding,
         )
         if temperature > 0:
-            steps = model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
+            steps = model.compute_transition_scores(
+                out.sequences, out.scores, normalize_logits=True
+            )
             finite = torch.where(torch.isfinite(steps), steps, torch.zeros_like(steps))
             sample_scores = finite.sum(dim=1)
     results: list[list[Beam]] = []

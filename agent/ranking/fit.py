@@ -63,7 +63,9 @@ class FitConfig:
     seed: int = 0
 
 
-def data_fingerprint(products: Mapping[str, Product], sequences: Mapping[str, Sequence[str]]) -> str:
+def data_fingerprint(
+    products: Mapping[str, Product], sequences: Mapping[str, Sequence[str]]
+) -> str:
     digest = hashlib.sha256()
     for item_id in sorted(products):
         digest.update(products[item_id].document().encode())
@@ -166,9 +168,7 @@ class CatalogModels:
             raise FileNotFoundError(f"no fitted catalog models in {folder}")
         vocab = QueryVocabulary.load(folder)
         nextitem = (
-            NextItemModel.load(folder / NEXTITEM_DIR)
-            if (folder / NEXTITEM_DIR).is_dir()
-            else None
+            NextItemModel.load(folder / NEXTITEM_DIR) if (folder / NEXTITEM_DIR).is_dir() else None
         )
         ranker = Ranker.load(folder) if Ranker.exists(folder) else None
         models = cls(vocab, nextitem, ranker, json.loads((folder / META_FILE).read_text()))
@@ -242,14 +242,14 @@ def fit_catalog(
     nextitem_cfg = replace(cfg.nextitem, seed=cfg.seed)
     model_a = NextItemModel.fit(cut, items, nextitem_cfg, progress=progress) if cut else None
     timings["nextitem_a_s"] = time.perf_counter() - t
-    stage_a = CatalogModels(QueryVocabulary.build(item_query, cut.values(), retrieved), model_a, None)
+    stage_a = CatalogModels(
+        QueryVocabulary.build(item_query, cut.values(), retrieved), model_a, None
+    )
     t = time.perf_counter()
     groups, labels, _ = ranker_rows(stage_a, rows, cfg)
     n_pos = int(sum((y >= 3).any() for y in labels))
     ranker = (
-        Ranker.fit(groups, labels, FEATURES, cfg.ranker)
-        if n_pos >= 5 and len(rows) >= 50
-        else None
+        Ranker.fit(groups, labels, FEATURES, cfg.ranker) if n_pos >= 5 and len(rows) >= 50 else None
     )
     if ranker is None:
         logger.warning(

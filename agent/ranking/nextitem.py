@@ -163,21 +163,19 @@ class NextItemModel:
             return model
         inputs = torch.tensor([r[0] for r in rows])
         targets = torch.tensor([r[1] for r in rows])
-        optimizer = torch.optim.Adam(
-            module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
-        )
+        optimizer = torch.optim.Adam(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         generator = torch.Generator().manual_seed(cfg.seed)
         started = time.perf_counter()
         module.train()
         for _epoch in tqdm(range(cfg.epochs), desc="next-item model", disable=not progress):
             order = torch.randperm(len(rows), generator=generator)
             for start in range(0, len(rows), cfg.batch_size):
-                batch = order[start : start + cfg.batch_size]
-                seq, tgt = inputs[batch], targets[batch]
-                h = module(seq)
-                mask = tgt > 0
+                picked = order[start : start + cfg.batch_size]
+                batch_in, batch_out = inputs[picked], targets[picked]
+                h = module(batch_in)
+                mask = batch_out > 0
                 logits = module.logits(h[mask])
-                loss = F.cross_entropy(logits, tgt[mask] - 1)
+                loss = F.cross_entropy(logits, batch_out[mask] - 1)
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()

@@ -79,7 +79,7 @@ class Ranker:
         )
         model.fit(x, y, group=sizes, feature_name=list(feature_names))
         booster = model.booster_
-        raw = booster.predict(x)
+        raw = np.asarray(booster.predict(x))
         hit = (y >= 3).astype(int)
         if hit.min() == hit.max():
             calibration = (0.0, math.log((hit.mean() + 1e-6) / (1 - hit.mean() + 1e-6)))
@@ -113,7 +113,9 @@ class Ranker:
     def importance(self) -> dict[str, float]:
         gains = self.booster.feature_importance(importance_type="gain")  # type: ignore[attr-defined]
         total = float(sum(gains)) or 1.0
-        return {n: round(float(g) / total, 4) for n, g in zip(self.feature_names, gains, strict=True)}
+        return {
+            n: round(float(g) / total, 4) for n, g in zip(self.feature_names, gains, strict=True)
+        }
 
     # ----------------------------------------------------------------- persistence
 

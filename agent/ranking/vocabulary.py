@@ -4,8 +4,9 @@ Everything here is fitted from one catalog and its purchase sequences (``fit_cat
 carried over from another catalog: grounded drafting, recall and the check all read it.
 
 * ``item_query``: item id -> its category query (``memory_store.queries``, the HEM protocol).
-* ``products`` / ``retrieved``: query -> the top products (ids) the catalog returns for it. Candidate
-  queries are always vocabulary queries, so retrieval is computed once per catalog and reused by
+* ``products`` / ``retrieved``: query -> the top products (ids) the catalog returns for it.
+  Candidate queries are always vocabulary queries, so retrieval is computed once per catalog
+  and reused by
   the check, the reward and the evaluation (a GRPO step is then dominated by the model, not by
   Chroma).
 * ``Transitions``: first-order query -> next query counts over the sequences (a Markov chain on

@@ -15,7 +15,7 @@ import torch
 from langgraph.store.memory import InMemoryStore
 
 import agent.drafting.bundled as bundled_module
-from agent.drafting import BASE_MODEL_ID, HFDrafter, ScriptedDrafter, resolve_model
+from agent.drafting import BASE_MODEL_ID, HFDrafter, resolve_model
 from agent.parsing import parse_query
 from graphs.query_agent import Deps, build_graph
 from memory_store import UserMemory
@@ -68,9 +68,9 @@ def test_pairs_are_the_graphs_draft_prompt_and_the_truth(tiny_dataset, tiny_mode
         # the graph's own (grounded) draft prompt for this shopper, memory cut before the target
         drafter = ScriptedGroundedDrafter([[]])
         catalog = FakeCatalog(tiny_dataset.products.values())
-        graph = build_graph(
-            Deps(drafter=drafter, catalog=catalog, ranking=tiny_models)
-        ).compile(store=store)
+        graph = build_graph(Deps(drafter=drafter, catalog=catalog, ranking=tiny_models)).compile(
+            store=store
+        )
         graph.invoke({"user_id": pair.user_id, "before": pair.before})
         assert drafter.calls[0] == pair.prompt
         assert tiny_dataset.sequences[pair.user_id][pair.before] == pair.target

@@ -83,7 +83,9 @@ def test_accepts_without_refining_when_the_best_clears_the_threshold(
     assert out["refinements"] == 0 and len(drafter.calls) == 1
 
 
-def test_without_a_model_recall_and_the_check_still_answer(tiny_dataset, store, tiny_models) -> None:
+def test_without_a_model_recall_and_the_check_still_answer(
+    tiny_dataset, store, tiny_models
+) -> None:
     graph, _ = compile_graph(tiny_dataset, store, tiny_models, None)
     out = graph.invoke({"user_id": FILAMENT_USER}, context=Context(max_refinements=2))
     assert out["query"] in tiny_models.vocab.queries and out["refinements"] == 0

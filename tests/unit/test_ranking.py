@@ -36,7 +36,11 @@ def test_recall_lists_every_source_of_a_candidate(tiny_models, tiny_dataset) -> 
     assert by_query[BEAKERS][:2] == ["model", "memory"]
     assert by_query[FILAMENT][0] == "memory"
     assert set(s for c in cands for s in c.sources) <= {
-        "model", "memory", "transition", "next-item", "popular"
+        "model",
+        "memory",
+        "transition",
+        "next-item",
+        "popular",
     }
     assert merge([("a", ["x"]), ("b", ["x", "y"])])[0].sources == ["a", "b"]
 
@@ -63,7 +67,10 @@ def test_fitting_holds_out_each_shoppers_last_purchase(tiny_dataset, monkeypatch
     monkeypatch.setattr(fitmod, "ranker_rows", rows_spy)
     catalog = FakeCatalog(tiny_dataset.products.values())
     models = fit_catalog(
-        tiny_dataset.products, tiny_dataset.sequences, catalog.search_many, FitConfig(nextitem=NextItemConfig(epochs=1))
+        tiny_dataset.products,
+        tiny_dataset.sequences,
+        catalog.search_many,
+        FitConfig(nextitem=NextItemConfig(epochs=1)),
     )
     seqs = {u: list(s) for u, s in tiny_dataset.sequences.items() if len(s) >= 2}
     stage_a, stage_b = fitted

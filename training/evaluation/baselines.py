@@ -168,7 +168,8 @@ class Markov:
             recent = vocab.history_queries(self.history_of(ex))
             last = recent[0] if recent else None
             nxt = vocab.transitions.top(last, 1) if last else []
-            out.append((nxt or recent or vocab.transitions.popular(1) or [None])[0])
+            choice: list[str] = nxt or recent or vocab.transitions.popular(1)
+            out.append(choice[0] if choice else None)
         return out
 
 
@@ -191,7 +192,8 @@ class SASRecQuery:
                     query = self.models.vocab.query_of(self.models.item_ids[int(j)])
                     if query:
                         break
-            out.append(query or (self.models.vocab.transitions.popular(1) or [None])[0])
+            popular = self.models.vocab.transitions.popular(1)
+            out.append(query or (popular[0] if popular else None))
         return out
 
 
