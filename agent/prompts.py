@@ -57,18 +57,23 @@ def prompt_fingerprint() -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+def memory_text(profile: UserProfile, popular_categories: Sequence[str] = ()) -> str:
+    """The memory as the prompts show it; a cold-start shopper gets the store's popular
+    categories instead."""
+    if profile.n_events == 0:
+        popular = "; ".join(popular_categories[:5]) or "unknown"
+        return (
+            "Identity: New shopper with no purchase history.\n"
+            f"Popular categories in the store: {popular}"
+        )
+    return profile.to_text()
+
+
 def draft_messages(
     profile: UserProfile, popular_categories: Sequence[str] = ()
 ) -> list[dict[str, str]]:
     """The first turn: the shopper's memory (latest intent, interest graph, latent identity)."""
-    if profile.n_events == 0:
-        popular = "; ".join(popular_categories[:5]) or "unknown"
-        memory = (
-            "Identity: New shopper with no purchase history.\n"
-            f"Popular categories in the store: {popular}"
-        )
-    else:
-        memory = profile.to_text()
+    memory = memory_text(profile, popular_categories)
     messages = [{"role": "system", "content": SYSTEM_PROMPT}]
     for shopper, answer in FEW_SHOT:
         messages += [
@@ -125,14 +130,7 @@ def grounded_messages(
     profile: UserProfile, popular_categories: Sequence[str] = ()
 ) -> list[dict[str, str]]:
     """The grounded draft prompt: system instruction and the shopper's memory, no worked turns."""
-    if profile.n_events == 0:
-        popular = "; ".join(popular_categories[:5]) or "unknown"
-        memory = (
-            "Identity: New shopper with no purchase history.\n"
-            f"Popular categories in the store: {popular}"
-        )
-    else:
-        memory = profile.to_text()
+    memory = memory_text(profile, popular_categories)
     return [
         {"role": "system", "content": GROUNDED_SYSTEM_PROMPT},
         {"role": "user", "content": memory},

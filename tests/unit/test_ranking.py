@@ -105,3 +105,22 @@ def test_vocabulary_round_trips(tiny_models, tmp_path) -> None:
     assert again.queries == tiny_models.vocab.queries
     assert again.retrieved == tiny_models.vocab.retrieved
     assert again.transitions.counts == tiny_models.vocab.transitions.counts
+
+
+def test_fitted_baselines_on_the_tiny_catalog(tiny_models, tiny_dataset) -> None:
+    from training.evaluation.baselines import Markov, RankerOnly, SASRecQuery
+
+    examples = tiny_dataset.examples("test")
+    history_of = lambda ex: list(ex.history)  # noqa: E731
+    vocab = tiny_models.vocab
+    markov = Markov(tiny_models, history_of)(examples)
+    for ex, query in zip(examples, markov, strict=True):
+        last = vocab.history_queries(ex.history)[0]
+        assert query == vocab.transitions.top(last, 1)[0]  # the most frequent next query
+    for method in (SASRecQuery, RankerOnly):
+        queries = method(tiny_models, history_of)(examples)
+        assert len(queries) == len(examples) and set(queries) <= set(vocab.queries)
+    # the next-item model's likeliest item decides sasrec's query
+    [probs] = tiny_models.next_item_probs([list(examples[0].history)])
+    top = tiny_models.item_ids[int(np.argmax(probs))]
+    assert SASRecQuery(tiny_models, history_of)(examples[:1]) == [vocab.query_of(top)]

@@ -152,14 +152,18 @@ def _unit(x: np.ndarray) -> np.ndarray:
 # (``agent.ranking``); the evaluation fits them on the part of the folder before its targets.
 
 
-class Markov:
-    """The most frequent next query after the last purchase's query (first-order transitions)."""
-
-    name = "markov"
+class _Fitted:
+    """A baseline over the catalog's fitted models and the purchases each example may see."""
 
     def __init__(self, models: CatalogModels, history_of: HistoryOf) -> None:
         self.models = models
         self.history_of = history_of
+
+
+class Markov(_Fitted):
+    """The most frequent next query after the last purchase's query (first-order transitions)."""
+
+    name = "markov"
 
     def __call__(self, examples: Sequence[Example]) -> list[str | None]:
         vocab = self.models.vocab
@@ -173,14 +177,10 @@ class Markov:
         return out
 
 
-class SASRecQuery:
+class SASRecQuery(_Fitted):
     """The query of the next-item model's most likely next item (SASRec, Kang & McAuley 2018)."""
 
     name = "sasrec"
-
-    def __init__(self, models: CatalogModels, history_of: HistoryOf) -> None:
-        self.models = models
-        self.history_of = history_of
 
     def __call__(self, examples: Sequence[Example]) -> list[str | None]:
         histories = [self.history_of(ex) for ex in examples]
@@ -197,15 +197,11 @@ class SASRecQuery:
         return out
 
 
-class RankerOnly:
+class RankerOnly(_Fitted):
     """The learned check over the rule-based candidates (memory, transitions, next-item,
     popular), no language model: the ablation that shows what the model adds."""
 
     name = "ranker"
-
-    def __init__(self, models: CatalogModels, history_of: HistoryOf) -> None:
-        self.models = models
-        self.history_of = history_of
 
     def __call__(self, examples: Sequence[Example]) -> list[str | None]:
         histories = [self.history_of(ex) for ex in examples]
