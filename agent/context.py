@@ -23,10 +23,6 @@ class Context:
     top_k: int = field(
         default=10, metadata={"description": "Products retrieved from the catalog per query."}
     )
-    check_k: int = field(
-        default=5,
-        metadata={"description": "Top retrieved products scored by the consistency check."},
-    )
     fit_threshold: float | None = field(
         default=None,
         metadata={
@@ -57,13 +53,6 @@ class Context:
         default=32,
         metadata={"description": "Most candidates checked in the first round (all sources)."},
     )
-    lm_rescore: bool = field(
-        default=True,
-        metadata={
-            "description": "Score every candidate with the model's log-probability when the "
-            "catalog has a ranker fitted with it."
-        },
-    )
     temperature: float = field(
         default=0.0,
         metadata={
@@ -92,8 +81,8 @@ class Context:
             raise ValueError(
                 f"max_refinements must be >= 0, got {self.max_refinements}; use 0 for single turn"
             )
-        if self.top_k < 1 or self.check_k < 1:
-            raise ValueError(f"top_k and check_k must be >= 1, got {self.top_k}, {self.check_k}")
+        if self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
         if self.beams < 0 or self.max_candidates < 1:
             raise ValueError(
                 f"need beams >= 0 and max_candidates >= 1, got {self.beams}, {self.max_candidates}"

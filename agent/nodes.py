@@ -26,7 +26,6 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, Literal
 
-import numpy as np
 from langgraph.runtime import Runtime
 
 from agent.catalog import Catalog
@@ -40,7 +39,6 @@ from agent.prompts import (
     grounded_messages,
     grounded_refine_messages,
 )
-from agent.ranking.features import LM_FEATURES, lm_features
 from agent.ranking.fit import CatalogModels
 from agent.records import ConsistencyReport, QueryAttempt, RetrievedProduct
 from agent.state import State
@@ -225,7 +223,7 @@ def retrieve_products(
 
 
 def check_consistency(
-    state: State, runtime: Runtime[Context], *, drafter: Any, ranking: CatalogModels
+    state: State, runtime: Runtime[Context], *, ranking: CatalogModels
 ) -> dict[str, Any]:
     """The learned check: each candidate's chance that the shopper's next purchase is among the
     products it retrieves; the round's attempts close with it."""
@@ -241,7 +239,7 @@ def check_consistency(
         [probs] = ranking.next_item_probs([state.history])
         queries = [a["query"] for a in valid]
         x = ranking.features(state.history, queries, probs)
-        raw, fit = _score(state, ctx, drafter, ranking, valid, x)
+        raw, fit = ranking.score(x)
         for a, r, f in zip(valid, raw, fit, strict=True):
             a["rank_score"] = float(r)
             a["consistency"] = ConsistencyReport(
@@ -252,34 +250,6 @@ def check_consistency(
                 ),
             ).model_dump(mode="json")
     return {"attempts": pending, "pending": [], "threshold": _threshold(ctx, ranking)}
-
-
-def _score(
-    state: State,
-    ctx: Context,
-    drafter: Any,
-    ranking: CatalogModels,
-    attempts: list[dict[str, Any]],
-    x: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The ranker's scores; with a language-model ranker fitted for this catalog and a grounded
-    drafter, the model's log-probability of every candidate joins the features."""
-    grounded = _grounded(drafter, ranking, ctx)
-    if ranking.lm_ranker is None or grounded is None or not ctx.lm_rescore:
-        return ranking.score(x)
-    trie = _trie(grounded, ranking)
-    messages = grounded_messages(
-        UserProfile.model_validate(state.profile), state.popular_categories
-    )
-    todo = [a for a in attempts if a.get("logprob") is None]
-    ids = [trie.completion_ids(a["query"]) or [] for a in todo]
-    for a, lp in zip(todo, grounded.score([messages], [ids])[0], strict=True):
-        a["logprob"] = lp
-    lengths = [len(trie.completion_ids(a["query"]) or [1]) for a in attempts]
-    lm = lm_features([a["logprob"] for a in attempts], lengths)
-    assert lm.shape[1] == len(LM_FEATURES)
-    z = np.concatenate([x, lm], axis=1)
-    return ranking.lm_ranker.score(z), ranking.lm_ranker.fit_probability(z)
 
 
 def _threshold(ctx: Context, ranking: CatalogModels) -> float:

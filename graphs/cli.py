@@ -107,6 +107,15 @@ def _recommend(args: argparse.Namespace) -> int:
     # The catalog answers (server up, collection filled) before the model loads: a Chroma server
     # that is down costs a second, not a model load and a draft.
     ChromaCatalog.from_env(home=args.home).check()
+    # ...and so do the catalog's fitted ranking models (a home ingested before they existed).
+    from agent.ranking import served_dir
+    from agent.ranking.fit import CatalogModels
+
+    if not CatalogModels.exists(served_dir(args.home)):
+        raise CliError(
+            f"no fitted ranking models in {served_dir(args.home)}: run `queryagent ingest` "
+            "(it fits them from the catalog's sequences)"
+        )
     check_model(args.model)
     deps = default_deps(args.model, home=args.home)
     _load_model(deps.drafter, args.model)
@@ -378,6 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from agent.catalog import CatalogError
     from agent.drafting import DrafterError
     from agent.model_identity import ModelSourceError
+    from agent.ranking import RankingMissingError
     from graphs.precompute import PrecomputeError
 
     args = build_parser().parse_args(argv)
@@ -394,6 +404,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         PrecomputeError,
         DrafterError,
         ModelSourceError,
+        RankingMissingError,
     ) as exc:
         print(f"queryagent: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -20,7 +20,7 @@ import numpy as np
 
 from agent.ranking.vocabulary import QueryVocabulary
 
-__all__ = ["FEATURES", "LM_FEATURES", "candidate_features"]
+__all__ = ["FEATURES", "candidate_features"]
 
 FEATURES = (
     "mass_hit",  # P(next item in retrieved(q) and of category q)
@@ -36,8 +36,6 @@ FEATURES = (
     "mass_rank",  # rank of mass_hit among this shopper's candidates (0 = best)
     "hit_share",  # share of q's category purchases on products q retrieves (popularity)
 )
-# Added when a language model scored the candidates (the agent; not the `ranker` ablation).
-LM_FEATURES = ("lm_logprob", "lm_logprob_per_token", "lm_rank")
 
 
 def candidate_features(
@@ -91,12 +89,3 @@ def candidate_features(
         order = np.argsort(-x[:, 0], kind="stable")
         x[order, FEATURES.index("mass_rank")] = np.arange(len(queries))
     return x
-
-
-def lm_features(logprobs: Sequence[float], lengths: Sequence[int]) -> np.ndarray:
-    """``[n, len(LM_FEATURES)]`` from the model's log-probability of each candidate."""
-    lp = np.asarray(logprobs, dtype=np.float64)
-    per_token = lp / np.maximum(np.asarray(lengths, dtype=np.float64), 1.0)
-    rank = np.empty(len(lp))
-    rank[np.argsort(-lp, kind="stable")] = np.arange(len(lp))
-    return np.stack([lp, per_token, rank], axis=1) if len(lp) else np.zeros((0, 3))

@@ -97,7 +97,6 @@ class CatalogModels:
         self.meta = meta or {}
         self.item_ids = nextitem.item_ids if nextitem else sorted(vocab.item_query)
         self.item_index = {item: i for i, item in enumerate(self.item_ids)}
-        self.lm_ranker: Ranker | None = None
 
     # ----------------------------------------------------------------- scoring
 
@@ -171,10 +170,7 @@ class CatalogModels:
             NextItemModel.load(folder / NEXTITEM_DIR) if (folder / NEXTITEM_DIR).is_dir() else None
         )
         ranker = Ranker.load(folder) if Ranker.exists(folder) else None
-        models = cls(vocab, nextitem, ranker, json.loads((folder / META_FILE).read_text()))
-        if Ranker.exists(folder, "lm-"):
-            models.lm_ranker = Ranker.load(folder, "lm-")
-        return models
+        return cls(vocab, nextitem, ranker, json.loads((folder / META_FILE).read_text()))
 
     @staticmethod
     def exists(folder: Path) -> bool:

@@ -112,3 +112,20 @@ def test_bad_data_is_one_line_exit_2_and_stores_nothing(
     missing = tmp_path / "missing"
     proc = _run_cli("ingest", "--data", str(missing), "--home", str(home))
     assert proc.returncode == 2 and "missing" in proc.stderr
+
+
+def test_recommend_on_a_home_without_fitted_models_is_one_line(
+    tmp_path: Path, tiny_recbole_dir: Path, capsys
+) -> None:
+    """A home ingested before the ranking models existed (or whose models were removed)."""
+    import shutil
+
+    from agent.ranking import served_dir
+
+    home = tmp_path / "home"
+    assert main(["ingest", "--data", str(tiny_recbole_dir), "--home", str(home)]) == 0
+    shutil.rmtree(served_dir(home))
+    capsys.readouterr()
+    code = main(["recommend", "--user", "A1TINYUSER01", "--home", str(home)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "run `queryagent ingest`" in err, err
