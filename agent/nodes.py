@@ -38,6 +38,7 @@ from agent.prompts import (
     draft_messages,
     grounded_messages,
     grounded_refine_messages,
+    refine_messages,
 )
 from agent.ranking.fit import CatalogModels
 from agent.records import ConsistencyReport, QueryAttempt, RetrievedProduct
@@ -166,11 +167,7 @@ def draft_query(
 
 
 def _trie(drafter: GroundedDrafter, models: CatalogModels) -> QueryTrie:
-    build = getattr(drafter, "trie", None)
-    if build is None:
-        raise TypeError(f"{drafter!r} cannot build a query trie")
-    trie: QueryTrie = build(models.vocab.queries)
-    return trie
+    return drafter.trie(models.vocab.queries)
 
 
 def recall_candidates(
@@ -210,9 +207,9 @@ def retrieve_products(
     missing = []
     for a in pending:
         query = a.get("query")
-        cached = ranking.vocab.products.get(query) if query else None
-        if cached is not None and len(cached) >= ctx.top_k:
-            a["products"] = cached[: ctx.top_k]
+        cached = _cached_products(ranking, query, ctx.top_k)
+        if cached is not None:
+            a["products"] = cached
         elif query:
             missing.append(a)
     if missing:
@@ -220,6 +217,15 @@ def retrieve_products(
         for a, products in zip(missing, found, strict=True):
             a["products"] = [p.model_dump(mode="json") for p in products]
     return {"pending": pending}
+
+
+def _cached_products(
+    ranking: CatalogModels, query: str | None, k: int
+) -> list[dict[str, Any]] | None:
+    """The top ``k`` products the catalog returned for ``query`` at ingest, when the
+    vocabulary's retrieval cache holds that many; None means: search the catalog."""
+    cached = ranking.vocab.products.get(query) if query else None
+    return cached[:k] if cached is not None and len(cached) >= k else None
 
 
 def check_consistency(
@@ -294,8 +300,6 @@ def refine_query(
     profile = UserProfile.model_validate(state.profile)
     if grounded is None:
         last = state.attempts[-1]
-        from agent.prompts import refine_messages
-
         report = (
             ConsistencyReport.model_validate(last["consistency"])
             if last.get("consistency")
@@ -353,10 +357,8 @@ def finalize(
         popular = ranking.vocab.transitions.popular(1)
         query = top[0].name.lower() if top else (popular or state.popular_categories or [""])[0]
         source, consistency = "fallback", None
-    cached = ranking.vocab.products.get(query) if query else None
-    if cached is not None and len(cached) >= ctx.top_k:
-        products = cached[: ctx.top_k]  # what the catalog returned for it at ingest
-    else:
+    products = _cached_products(ranking, query, ctx.top_k)
+    if products is None:
         products = [p.model_dump(mode="json") for p in catalog.search(query, k=ctx.top_k)]
     return {
         "query": query or None,

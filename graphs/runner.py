@@ -99,8 +99,8 @@ def offline_ranking(
 ) -> Any:
     """The catalog's fitted models (``agent.ranking``) for an offline run over ``split``: fitted
     on ``fit_sequences`` once, kept in the home (``ranking/offline-<data>-<split>-<digest>``)."""
-    from agent.ranking import RANKING_DIR
-    from agent.ranking.fit import CatalogModels, data_fingerprint, fit_catalog
+    from agent.ranking import RANKING_DIR, load_or_fit
+    from agent.ranking.fit import data_fingerprint
     from memory_store.paths import queryagent_home
 
     sequences = fit_sequences(dataset, split)
@@ -108,10 +108,9 @@ def offline_ranking(
     folder = (
         queryagent_home(home) / RANKING_DIR / f"offline-{dataset.name.lower()}-{split}-{digest}"
     )
-    if CatalogModels.exists(folder):
-        return CatalogModels.load(folder)
-    models = fit_catalog(dataset.products, sequences, catalog.search_many, progress=progress)
-    models.save(folder)
+    models, _ = load_or_fit(
+        folder, dataset.products, sequences, catalog.search_many, progress=progress
+    )
     return models
 
 

@@ -61,6 +61,10 @@ class GroundedDrafter(Protocol):
         """Log-probability of each completion (token ids) after its prompt."""
         ...
 
+    def trie(self, queries: Sequence[str]) -> QueryTrie:
+        """The query trie of ``queries`` for this drafter's tokenizer."""
+        ...
+
 
 def _prompt_ids(tokenizer: Any, messages: Messages) -> list[int]:
     text = tokenizer.apply_chat_template(

@@ -17,7 +17,14 @@ from pathlib import Path
 
 from memory_store.paths import queryagent_home
 
-__all__ = ["RANKING_DIR", "RankingMissingError", "load_served", "served_dir"]
+__all__ = [
+    "RANKING_DIR",
+    "RankingMissingError",
+    "fit_served",
+    "load_or_fit",
+    "load_served",
+    "served_dir",
+]
 
 RANKING_DIR = "ranking"
 
@@ -43,6 +50,32 @@ def load_served(home: str | os.PathLike[str] | None = None):  # type: ignore[no-
     return CatalogModels.load(folder)
 
 
+def load_or_fit(  # type: ignore[no-untyped-def]
+    folder: str | os.PathLike[str],
+    products,
+    sequences,
+    search_many,
+    *,
+    force: bool = False,
+    progress: bool = True,
+):
+    """The catalog models stored in ``folder`` when they were fitted on these products and
+    sequences with the current ``FitConfig``; else fitted (``fit.fit_catalog``) and stored
+    there. Returns ``(models, fitted)``. The one fit-or-reuse step of ingest, the evaluation and
+    the offline runs."""
+    from agent.ranking.fit import CatalogModels, fit_catalog, fit_key
+
+    folder = Path(folder)
+    key = fit_key(products, sequences)
+    if not force and CatalogModels.exists(folder):
+        models = CatalogModels.load(folder)
+        if models.meta.get("key") == key:
+            return models, False
+    models = fit_catalog(products, sequences, search_many, progress=progress)
+    models.save(folder)
+    return models, True
+
+
 def fit_served(  # type: ignore[no-untyped-def]
     products,
     sequences,
@@ -52,17 +85,8 @@ def fit_served(  # type: ignore[no-untyped-def]
     force: bool = False,
     progress: bool = True,
 ):
-    """Fit the served catalog's models at ingest (``agent.ranking.fit.fit_catalog``) and store
-    them in the home; skipped when the stored ones were fitted on the same products and
-    sequences. Returns ``(models, fitted)``."""
-    from agent.ranking.fit import CatalogModels, data_fingerprint, fit_catalog
-
-    folder = served_dir(home)
-    fingerprint = data_fingerprint(products, sequences)
-    if not force and CatalogModels.exists(folder):
-        models = CatalogModels.load(folder)
-        if models.meta.get("fingerprint") == fingerprint:
-            return models, False
-    models = fit_catalog(products, sequences, search_many, progress=progress)
-    models.save(folder)
-    return models, True
+    """Fit the served catalog's models at ingest into the home (``load_or_fit``: skipped when
+    the stored ones match the data). Returns ``(models, fitted)``."""
+    return load_or_fit(
+        served_dir(home), products, sequences, search_many, force=force, progress=progress
+    )

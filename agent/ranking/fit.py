@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -35,14 +35,25 @@ from agent.ranking.nextitem import NextItemConfig, NextItemModel
 from agent.ranking.ranker import Ranker, RankerConfig
 from agent.ranking.vocabulary import QueryVocabulary
 from agent.records import RetrievedProduct
+from memory_store.files import atomic_folder
 from memory_store.products import Product
 from memory_store.queries import catalog_queries
 
-__all__ = ["CatalogModels", "FitConfig", "data_fingerprint", "fit_catalog", "relevance"]
+__all__ = [
+    "CatalogModels",
+    "FitConfig",
+    "data_fingerprint",
+    "fit_catalog",
+    "fit_key",
+    "relevance",
+]
 
 logger = logging.getLogger(__name__)
 
 META_FILE = "meta.json"
+# Shoppers whose next-item probabilities are kept (concurrent graph runs of one batch each ask
+# two or three times for their own).
+RECENT_HISTORIES = 64
 NEXTITEM_DIR = "nextitem"
 SearchMany = Callable[[list[str], int], list[list[RetrievedProduct]]]
 
@@ -74,6 +85,14 @@ def data_fingerprint(
     return digest.hexdigest()[:16]
 
 
+def fit_key(products: Mapping[str, Product], sequences: Mapping[str, Sequence[str]]) -> str:
+    """What a fit depends on: the data's fingerprint and the fitting configuration."""
+    config = json.dumps(asdict(FitConfig()), sort_keys=True, default=str)
+    return hashlib.sha256((data_fingerprint(products, sequences) + config).encode()).hexdigest()[
+        :16
+    ]
+
+
 def relevance(query: str, truth: str | None, target: str, retrieved: Sequence[str]) -> int:
     """0; 1 for the real next query (Q_EM); 3 when it also retrieves the real next item."""
     if truth is None or query != truth:
@@ -97,14 +116,30 @@ class CatalogModels:
         self.meta = meta or {}
         self.item_ids = nextitem.item_ids if nextitem else sorted(vocab.item_query)
         self.item_index = {item: i for i, item in enumerate(self.item_ids)}
+        self._recent: dict[tuple[str, ...], np.ndarray | None] = {}  # oldest first
+        self._recent_lock = threading.Lock()
 
     # ----------------------------------------------------------------- scoring
 
     def next_item_probs(self, histories: Sequence[Sequence[str]]) -> list[np.ndarray | None]:
+        """Next-item probabilities per history (None for an empty one). A single history's
+        are kept for the next calls (a graph run's recall and each of its checks ask for the
+        same shopper's)."""
         if self.nextitem is None:
             return [None] * len(histories)
+        if len(histories) == 1:
+            key = tuple(histories[0])
+            with self._recent_lock:
+                if key in self._recent:
+                    return [self._recent[key]]
         probs = self.nextitem.predict(histories)
-        return [probs[i] if histories[i] else None for i in range(len(histories))]
+        out = [probs[i] if histories[i] else None for i in range(len(histories))]
+        if len(histories) == 1:
+            with self._recent_lock:
+                self._recent[key] = out[0]
+                while len(self._recent) > RECENT_HISTORIES:
+                    self._recent.pop(next(iter(self._recent)))
+        return out
 
     def recall(
         self,
@@ -141,24 +176,14 @@ class CatalogModels:
     # ----------------------------------------------------------------- persistence
 
     def save(self, folder: Path) -> None:
-        """Write to ``folder`` atomically (a temp folder beside it, renamed into place)."""
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = folder.with_name(f".{folder.name}.tmp-{time.time_ns()}")
-        tmp.mkdir()
-        try:
+        """Write to ``folder`` atomically (``memory_store.files.atomic_folder``)."""
+        with atomic_folder(folder) as tmp:
             self.vocab.save(tmp)
             if self.nextitem is not None:
                 self.nextitem.save(tmp / NEXTITEM_DIR)
             if self.ranker is not None:
                 self.ranker.save(tmp)
             (tmp / META_FILE).write_text(json.dumps(self.meta, indent=2, default=str))
-            old = folder.with_name(f".{folder.name}.old-{time.time_ns()}")
-            if folder.exists():
-                folder.rename(old)
-            tmp.rename(folder)
-            shutil.rmtree(old, ignore_errors=True)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
 
     @classmethod
     def load(cls, folder: Path) -> CatalogModels:
@@ -274,6 +299,7 @@ def fit_catalog(
     meta: dict[str, object] = {
         "made_by": "agent.ranking.fit.fit_catalog",
         "fingerprint": data_fingerprint(products, sequences),
+        "key": fit_key(products, sequences) if config is None else None,
         "products": len(products),
         "shoppers": len(sequences),
         "queries": len(queries),

@@ -80,6 +80,7 @@ class QueryVocabulary:
             items[query].append(item)
         self.query_items = dict(items)
         self.queries = sorted(self.query_items)
+        self._hit_share: dict[str, float] = {}
 
     def query_of(self, item_id: str) -> str | None:
         return self.item_query.get(item_id)
@@ -108,7 +109,13 @@ class QueryVocabulary:
 
     def hit_share(self, query: str) -> float:
         """Share of the query's category purchases that fall on products the query retrieves
-        (add-0.1 smoothed): how often the right category also means a retrieved product."""
+        (add-0.1 smoothed): how often the right category also means a retrieved product.
+        Depends on the vocabulary alone, so it is computed once per query."""
+        if query not in self._hit_share:
+            self._hit_share[query] = self._compute_hit_share(query)
+        return self._hit_share[query]
+
+    def _compute_hit_share(self, query: str) -> float:
         items = self.query_items.get(query, [])
         if not items:
             return 0.0

@@ -8,6 +8,7 @@ before the target only; users whose target has no category are skipped and count
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import random
@@ -234,27 +235,23 @@ class Evaluator:
         }
 
     # -- the catalog's fitted models (agent.ranking), fitted on what precedes the targets --------
-    def _fit_sequences(self) -> dict[str, list[str]]:
-        """Every sequence cut before its target in the evaluated split (test: the test item and
-        after; valid: the valid item and after), so nothing fitted has seen a target."""
-        cut = {u: list(s) for u, s in self.dataset.sequences.items()}
-        for ex in self.dataset.examples(self.config.split):
-            cut[ex.user_id] = cut[ex.user_id][: self._position(ex)]
-        return cut
+    @functools.cached_property
+    def _fit_data(self) -> tuple[dict[str, list[str]], str]:
+        """Every sequence cut before its target in the evaluated split (``graphs.runner``), so
+        nothing fitted has seen a target, and the key of a fit on them (computed once)."""
+        from agent.ranking.fit import fit_key
+        from graphs.runner import fit_sequences
+
+        sequences = fit_sequences(self.dataset, self.config.split)
+        return sequences, fit_key(self.dataset.products, sequences)
 
     def _ranking_key(self) -> str:
-        from agent.ranking.fit import FitConfig, data_fingerprint
-
-        seqs = self._fit_sequences()
-        config = json.dumps(asdict(FitConfig()), sort_keys=True, default=str)
-        digest = hashlib.sha256((data_fingerprint(self.dataset.products, seqs) + config).encode())
-        return digest.hexdigest()[:16]
+        return self._fit_data[1]
 
     def ranking(self) -> Any:
         """The fitted ``CatalogModels`` for this split (fitted once, kept in the home)."""
         if self._models is None:
-            from agent.ranking import RANKING_DIR
-            from agent.ranking.fit import CatalogModels, fit_catalog
+            from agent.ranking import RANKING_DIR, load_or_fit
             from memory_store.paths import queryagent_home
 
             folder = (
@@ -262,16 +259,9 @@ class Evaluator:
                 / RANKING_DIR
                 / f"eval-{self.dataset.name.lower()}-{self.config.split}-{self._ranking_key()}"
             )
-            if CatalogModels.exists(folder):
-                self._models = CatalogModels.load(folder)
-            else:
-                self._models = fit_catalog(
-                    self.dataset.products,
-                    self._fit_sequences(),
-                    self.catalog.search_many,
-                    progress=True,
-                )
-                self._models.save(folder)
+            self._models, _ = load_or_fit(
+                folder, self.dataset.products, self._fit_data[0], self.catalog.search_many
+            )
         return self._models
 
     def _history(self, ex: Example) -> list[str]:
