@@ -13,7 +13,7 @@ folder it evaluates), so a catalog the project never saw works without a trainin
 Everything is written to one folder with a ``meta.json`` (data fingerprint, sizes, times, ranker
 feature importance). ``CatalogModels.load(folder)`` gives the check what it needs.
 
-    python -m agent.ranking.fit --data data/amazon-scientific --home /tmp/qa   # same as ingest's
+    queryagent ingest --data DIR --home /tmp/qa   # fits them (agent.ranking.fit_served)
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ products the query retrieves, i.e. the chance that the shopper's next purchase i
     probs = model.predict([["B00TNNWMXI", "B00IBZE2EQ"]])   # [n, n_items] next-item probabilities
     model.save(folder); NextItemModel.load(folder)
 
-Figures (bundled Scientific set, 2-core CPU): see README "Ranking".
+Figures (bundled Scientific set, 2-core CPU): README "Evaluation" and "Performance".
 """
 
 from __future__ import annotations
