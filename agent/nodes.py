@@ -9,8 +9,8 @@
   model beside the model's (each attempt names its sources);
 * ``retrieve_products``: what each candidate retrieves (cached per query at ingest for
   vocabulary queries; the catalog is searched for anything else);
-* ``check_consistency``: the learned check (``agent.ranking``): each candidate's chance that the
-  shopper's next purchase is among its products;
+* ``check_consistency``: the learned check (``agent.ranking``): each candidate's ``FitCheck``,
+  whose ``fit`` is the chance that the shopper's next purchase is among its products;
 * ``refine_query``: when the best chance is below the learned threshold, the model sees the
   verdict and proposes new candidates;
 * ``finalize``: the best-scored attempt, with its products searched in the catalog.
@@ -41,7 +41,7 @@ from agent.prompts import (
     refine_messages,
 )
 from agent.ranking.fit import CatalogModels
-from agent.records import ConsistencyReport, QueryAttempt, RetrievedProduct
+from agent.records import FitCheck, QueryAttempt, RetrievedProduct
 from agent.state import State
 from memory_store import UnknownUserError, UserMemory, UserProfile
 
@@ -66,7 +66,7 @@ def recall_memory(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         raise UnknownUserError(state.user_id)
     profile = memory.profile(state.user_id, before=state.before)
     history = [e.item_id for e in memory.events(state.user_id, before=state.before)]
-    update: dict[str, Any] = {"profile": profile.model_dump(mode="json"), "history": history}
+    update: dict[str, Any] = {"profile": profile, "history": history}
     if profile.n_events == 0:
         item = runtime.store.get(CATALOG_NAMESPACE, CATALOG_STATS_KEY)  # type: ignore[union-attr]
         update["popular_categories"] = list(
@@ -80,7 +80,7 @@ def recall_memory(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
 
 def _free_attempt(
     drafter: Any, turn: int, kind: str, messages: list[dict[str, str]], ctx: Context
-) -> dict[str, Any]:
+) -> QueryAttempt:
     gen = drafter.generate(
         [messages],
         max_new_tokens=ctx.max_new_tokens,
@@ -100,7 +100,7 @@ def _free_attempt(
         completion_token_ids=list(gen.completion_token_ids),
         query=parsed.query,
         error=parsed.error,
-    ).model_dump(mode="json")
+    )
 
 
 def _beam_attempts(
@@ -112,7 +112,7 @@ def _beam_attempts(
     n: int,
     exclude: set[str],
     temperature: float = 0.0,
-) -> list[dict[str, Any]]:
+) -> list[QueryAttempt]:
     # A few extra beams make room for queries already tried; asking for one beam per tried
     # query would multiply the decoding cost by the size of the candidate pool.
     beams = drafter.beams([messages], trie, n + min(len(exclude), n), temperature)[0]
@@ -131,7 +131,7 @@ def _beam_attempts(
                 completion_token_ids=list(beam.completion_token_ids),
                 query=beam.query,
                 logprob=beam.logprob,
-            ).model_dump(mode="json")
+            )
         )
         if len(out) >= n:
             break
@@ -151,7 +151,7 @@ def draft_query(
     """The model's first candidates: constrained beams over the catalog's queries (or one free
     completion when ``Context.grounded`` is off or the catalog has no category queries)."""
     ctx = _context(runtime)
-    profile = UserProfile.model_validate(state.profile)
+    profile = _profile(state)
     grounded = _grounded(drafter, ranking, ctx)
     if drafter is None or ctx.beams == 0:
         return {"pending": [], "can_refine": False}
@@ -170,6 +170,12 @@ def _trie(drafter: GroundedDrafter, models: CatalogModels) -> QueryTrie:
     return drafter.trie(models.vocab.queries)
 
 
+def _profile(state: State) -> UserProfile:
+    if state.profile is None:
+        raise RuntimeError("no profile in the state: recall_memory runs before this node")
+    return state.profile
+
+
 def recall_candidates(
     state: State, runtime: Runtime[Context], *, ranking: CatalogModels
 ) -> dict[str, Any]:
@@ -178,22 +184,23 @@ def recall_candidates(
     A query the model also proposed keeps one attempt, listing every source.
     """
     ctx = _context(runtime)
-    pending = [dict(a) for a in state.pending]
+    pending = list(state.pending)
     if not ctx.recall:
         return {"pending": pending}  # the model's candidates alone (GRPO's group)
     [probs] = ranking.next_item_probs([state.history])
-    model_queries = [a["query"] for a in pending if a.get("query")]
+    model_queries = [a.query for a in pending if a.query]
     candidates = ranking.recall(state.history, probs, model_queries=model_queries)
-    by_query = {a["query"]: a for a in pending if a.get("query")}
+    # query -> its attempt's position in ``pending``
+    position = {a.query: i for i, a in enumerate(pending) if a.query}
     for cand in candidates:
-        if cand.query in by_query:
-            by_query[cand.query]["sources"] = cand.sources
+        if cand.query in position:
+            i = position[cand.query]
+            pending[i] = pending[i].model_copy(update={"sources": cand.sources})
         elif len(pending) < ctx.max_candidates:
-            attempt = QueryAttempt(
-                turn=0, kind="draft", sources=cand.sources, query=cand.query
-            ).model_dump(mode="json")
-            pending.append(attempt)
-            by_query[cand.query] = attempt
+            position[cand.query] = len(pending)
+            pending.append(
+                QueryAttempt(turn=0, kind="draft", sources=cand.sources, query=cand.query)
+            )
     return {"pending": pending}
 
 
@@ -203,29 +210,31 @@ def retrieve_products(
     """What each pending candidate retrieves: the ingest-time cache for vocabulary queries, one
     batched catalog search for the rest (nothing for a completion that did not parse)."""
     ctx = _context(runtime)
-    pending = [dict(a) for a in state.pending]
-    missing = []
-    for a in pending:
-        query = a.get("query")
-        cached = _cached_products(ranking, query, ctx.top_k)
+    pending = list(state.pending)
+    missing: list[int] = []  # positions of the queries the cache does not hold
+    for i, a in enumerate(pending):
+        cached = _cached_products(ranking, a.query, ctx.top_k)
         if cached is not None:
-            a["products"] = cached
-        elif query:
-            missing.append(a)
+            pending[i] = a.model_copy(update={"products": cached})
+        elif a.query:
+            missing.append(i)
     if missing:
-        found = catalog.search_many([a["query"] for a in missing], k=ctx.top_k)
-        for a, products in zip(missing, found, strict=True):
-            a["products"] = [p.model_dump(mode="json") for p in products]
+        queries = [pending[i].query or "" for i in missing]
+        found = catalog.search_many(queries, k=ctx.top_k)
+        for i, products in zip(missing, found, strict=True):
+            pending[i] = pending[i].model_copy(update={"products": list(products)})
     return {"pending": pending}
 
 
 def _cached_products(
     ranking: CatalogModels, query: str | None, k: int
-) -> list[dict[str, Any]] | None:
+) -> list[RetrievedProduct] | None:
     """The top ``k`` products the catalog returned for ``query`` at ingest, when the
     vocabulary's retrieval cache holds that many; None means: search the catalog."""
     cached = ranking.vocab.products.get(query) if query else None
-    return cached[:k] if cached is not None and len(cached) >= k else None
+    if cached is None or len(cached) < k:
+        return None
+    return [RetrievedProduct.model_validate(p) for p in cached[:k]]
 
 
 def check_consistency(
@@ -234,27 +243,26 @@ def check_consistency(
     """The learned check: each candidate's chance that the shopper's next purchase is among the
     products it retrieves; the round's attempts close with it."""
     ctx = _context(runtime)
-    pending = [dict(a) for a in state.pending]
-    valid = [a for a in pending if a.get("query")]
-    for a in pending:
-        if not a.get("query"):
-            a["consistency"] = ConsistencyReport(
-                score=0.0, feedback=f"Not a query: {a.get('error')}."
-            ).model_dump(mode="json")
+    pending = list(state.pending)
+    valid = [i for i, a in enumerate(pending) if a.query]
+    for i, a in enumerate(pending):
+        if not a.query:
+            check = FitCheck(fit=0.0, feedback=f"Not a query: {a.error}.")
+            pending[i] = a.model_copy(update={"check": check})
     if valid:
         [probs] = ranking.next_item_probs([state.history])
-        queries = [a["query"] for a in valid]
+        queries = [pending[i].query or "" for i in valid]
         x = ranking.features(state.history, queries, probs)
         raw, fit = ranking.score(x)
-        for a, r, f in zip(valid, raw, fit, strict=True):
-            a["rank_score"] = float(r)
-            a["consistency"] = ConsistencyReport(
-                score=float(f),
+        for i, r, f in zip(valid, raw, fit, strict=True):
+            check = FitCheck(
+                fit=float(f),
                 feedback=(
                     f"{f:.2f} chance that the next purchase is among the products "
                     f"(threshold {_threshold(ctx, ranking):.2f})."
                 ),
-            ).model_dump(mode="json")
+            )
+            pending[i] = pending[i].model_copy(update={"rank_score": float(r), "check": check})
     return {"attempts": pending, "pending": [], "threshold": _threshold(ctx, ranking)}
 
 
@@ -262,15 +270,22 @@ def _threshold(ctx: Context, ranking: CatalogModels) -> float:
     return ranking.threshold if ctx.fit_threshold is None else ctx.fit_threshold
 
 
-def _best(attempts: list[dict[str, Any]]) -> dict[str, Any] | None:
-    scored = [a for a in attempts if a.get("query") and a.get("consistency")]
+def _scored(attempts: list[QueryAttempt]) -> list[tuple[str, FitCheck, QueryAttempt]]:
+    """The attempts the check scored that are queries, as ``(query, check, attempt)``."""
+    return [(a.query, a.check, a) for a in attempts if a.query and a.check is not None]
+
+
+def _best(attempts: list[QueryAttempt]) -> tuple[str, FitCheck, QueryAttempt] | None:
+    scored = _scored(attempts)
     if not scored:
         return None
+
+    def rank(i: int) -> tuple[float, int]:
+        _, check, a = scored[i]
+        return (check.fit if a.rank_score is None else a.rank_score, -i)
+
     # Highest ranking score wins; on a tie the earlier attempt (stable order of recall).
-    return max(
-        enumerate(scored),
-        key=lambda ia: (ia[1].get("rank_score", ia[1]["consistency"]["score"]), -ia[0]),
-    )[1]
+    return scored[max(range(len(scored)), key=rank)]
 
 
 def route_after_check(
@@ -282,9 +297,9 @@ def route_after_check(
     best = _best(state.attempts)
     if not state.can_refine or state.refinements >= ctx.max_refinements:
         return "finalize"
-    if (state.profile or {}).get("n_events", 0) == 0 and best is not None:
+    if (state.profile is None or state.profile.n_events == 0) and best is not None:
         return "finalize"  # cold start: nothing to check against
-    if best is not None and best["consistency"]["score"] >= state.threshold:
+    if best is not None and best[1].fit >= state.threshold:
         return "finalize"
     return "refine_query"
 
@@ -297,20 +312,15 @@ def refine_query(
     ctx = _context(runtime)
     turn = state.refinements + 1
     grounded = _grounded(drafter, ranking, ctx)
-    profile = UserProfile.model_validate(state.profile)
+    profile = _profile(state)
     if grounded is None:
         last = state.attempts[-1]
-        report = (
-            ConsistencyReport.model_validate(last["consistency"])
-            if last.get("consistency")
-            else None
-        )
         messages = refine_messages(
-            last.get("messages") or draft_messages(profile, state.popular_categories),
-            last.get("completion") or "",
-            last.get("query"),
-            [RetrievedProduct.model_validate(p) for p in last.get("products", [])],
-            report,
+            last.messages or draft_messages(profile, state.popular_categories),
+            last.completion,
+            last.query,
+            last.products,
+            last.check,
         )
         if ctx.refine_temperature is not None:
             ctx = replace(ctx, temperature=ctx.refine_temperature)
@@ -318,20 +328,17 @@ def refine_query(
             "pending": [_free_attempt(drafter, turn, "refine", messages, ctx)],
             "refinements": 1,
         }
-    scored = sorted(
-        (a for a in state.attempts if a.get("query") and a.get("consistency")),
-        key=lambda a: -a["consistency"]["score"],
-    )
-    model_best = next((a for a in state.attempts if "model" in a.get("sources", [])), None)
-    best_query = (model_best or (scored[0] if scored else {"query": ""}))["query"]
-    checked = [
-        (a["query"], a["consistency"]["score"], [p["title"] for p in a.get("products", [])])
-        for a in scored
-    ]
+    scored = sorted(_scored(state.attempts), key=lambda s: -s[1].fit)
+    model_best = next((a for a in state.attempts if "model" in a.sources), None)
+    if model_best is not None:
+        best_query = model_best.query or ""  # a beam always has one
+    else:
+        best_query = scored[0][0] if scored else ""
+    checked = [(query, check.fit, [p.title for p in a.products]) for query, check, a in scored]
     messages = grounded_refine_messages(
         grounded_messages(profile, state.popular_categories), best_query, checked
     )
-    tried = {a["query"] for a in state.attempts if a.get("query")}
+    tried = {a.query for a in state.attempts if a.query}
     trie = _trie(grounded, ranking)
     temperature = ctx.temperature if ctx.refine_temperature is None else ctx.refine_temperature
     pending = _beam_attempts(
@@ -347,22 +354,17 @@ def finalize(
     candidate at all, the catalog's most purchased query."""
     ctx = _context(runtime)
     best = _best(state.attempts)
+    fit: float | None
     if best is not None:
-        query = best["query"]
-        source = (best.get("sources") or ["model"])[0]
-        consistency: float | None = best["consistency"]["score"]
+        query, check, attempt = best
+        source = (attempt.sources or ["model"])[0]
+        fit = check.fit
     else:
-        profile = UserProfile.model_validate(state.profile)
-        top = profile.interest_graph.top("category", 1)
+        top = _profile(state).interest_graph.top("category", 1)
         popular = ranking.vocab.transitions.popular(1)
         query = top[0].name.lower() if top else (popular or state.popular_categories or [""])[0]
-        source, consistency = "fallback", None
+        source, fit = "fallback", None
     products = _cached_products(ranking, query, ctx.top_k)
     if products is None:
-        products = [p.model_dump(mode="json") for p in catalog.search(query, k=ctx.top_k)]
-    return {
-        "query": query or None,
-        "products": products,
-        "consistency": consistency,
-        "source": source,
-    }
+        products = catalog.search(query, k=ctx.top_k)
+    return {"query": query or None, "products": products, "fit": fit, "source": source}

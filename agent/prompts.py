@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from agent.records import ConsistencyReport, RetrievedProduct
+from agent.records import FitCheck, RetrievedProduct
 from memory_store import UserProfile
 
 # Products listed back to the model in a refine turn; titles are cut so the prompt stays short
@@ -89,7 +89,7 @@ def refine_messages(
     completion: str,
     query: str | None,
     products: Sequence[RetrievedProduct],
-    report: ConsistencyReport | None,
+    check: FitCheck | None,
 ) -> list[dict[str, str]]:
     """The next turn: the previous conversation, the model's last reply, and the environment's
     observation (retrieved products and the check's feedback)."""
@@ -102,8 +102,8 @@ def refine_messages(
         for product in products[:FEEDBACK_PRODUCTS]:
             title = product.title[:TITLE_CHARS]
             lines.append(f"{product.rank}. {title}")
-        if report is not None and report.feedback:
-            lines.append(report.feedback)
+        if check is not None and check.feedback:
+            lines.append(check.feedback)
         lines.append("Write a better query for this shopper. Reply with one line: Query: <words>")
         observation = "\n".join(lines)
     return [

@@ -1,7 +1,9 @@
 """Pydantic records that cross a boundary: graph state, CLI JSON, trajectory files.
 
 The attempts list in the graph state (a list of ``QueryAttempt``) is the chain-of-retrieval
-trajectory of the paper: every draft or refinement, what it retrieved and how well that fit.
+trajectory of the paper: every draft or refinement, what it retrieved and how well that fit
+(``FitCheck``). The graph state holds these models; callers that print, store or compare an
+output turn it into JSON with ``agent.state.output_json``.
 """
 
 from __future__ import annotations
@@ -13,10 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from memory_store.products import Product
 
 __all__ = [
-    "ConsistencyReport",
+    "FitCheck",
     "Generation",
     "Product",
-    "ProductScore",
     "QueryAttempt",
     "RetrievedProduct",
 ]
@@ -42,27 +43,29 @@ class Generation(BaseModel):
     completion_token_ids: list[int] = Field(default_factory=list)
 
 
-class ProductScore(BaseModel):
-    """How one retrieved product fits the shopper's profile (each part in [0, 1])."""
+class FitCheck(BaseModel):
+    """The check's verdict on one attempt (the ``check_consistency`` node, the paper's step).
 
-    item_id: str
-    category_match: float
-    brand_match: float
-    similarity: float
-    score: float
-    fits: bool
+    Not the training reward (``training.rewards``) and not the Cons@K metric (the evaluation):
+    ``fit`` is the learned check's calibrated chance in [0, 1] that the shopper's next purchase
+    is among the attempt's products (0 for a completion that is not a query); ``feedback`` is the
+    sentence the refine prompt shows the model.
+    """
 
+    model_config = ConfigDict(frozen=True)
 
-class ConsistencyReport(BaseModel):
-    """Retrieved products checked against the profile; ``feedback`` feeds the refine prompt."""
-
-    score: float
-    products: list[ProductScore] = Field(default_factory=list)
+    fit: float
     feedback: str = ""
 
 
 class QueryAttempt(BaseModel):
-    """One step of the chain of retrieval; a model mistake is kept as data (``error``)."""
+    """One step of the chain of retrieval; a model mistake is kept as data (``error``).
+
+    Frozen: an attempt in the graph state is shared by every later step (and a checkpoint), so a
+    node that fills it in makes a copy (``attempt.model_copy(update={...})``).
+    """
+
+    model_config = ConfigDict(frozen=True)
 
     turn: int = Field(ge=0, description="0 for the draft, then 1, 2, ... for refinements")
     kind: Literal["draft", "refine"]
@@ -76,9 +79,10 @@ class QueryAttempt(BaseModel):
     query: str | None = None
     error: str | None = None
     products: list[RetrievedProduct] = Field(default_factory=list)
-    consistency: ConsistencyReport | None = None
+    # The check's verdict; None until ``check_consistency`` has seen the attempt.
+    check: FitCheck | None = None
     # The drafter's log-probability of the completion (grounded drafting), when computed.
     logprob: float | None = None
-    # The learned check's ranking score (higher is better; ``consistency.score`` is its
-    # calibrated chance that the next purchase is among ``products``).
+    # The learned check's ranking score (higher is better; ``check.fit`` is its calibrated
+    # chance that the next purchase is among ``products``).
     rank_score: float | None = None

@@ -1,14 +1,26 @@
-"""Graph state. ``attempts`` (``QueryAttempt`` dicts) is the chain-of-retrieval trajectory.
+"""Graph state. ``attempts`` (``QueryAttempt`` records) is the chain-of-retrieval trajectory.
 
-State values are plain JSON (``QueryAttempt.model_dump(mode="json")`` and friends), so the
-checkpointer, the LangGraph server and Studio carry them without custom serializers.
+State values are typed: the profile is a ``memory_store.UserProfile``, attempts are
+``agent.records.QueryAttempt`` (each with its ``FitCheck``), products are ``RetrievedProduct``.
+They are pydantic v2 models, which LangGraph's checkpointers (``JsonPlusSerializer``: in memory,
+SQLite, Postgres) store and revive as the same models, and which the LangGraph server turns into
+JSON for its API and Studio. A caller that prints, stores or compares an output takes its JSON
+form, ``output_json(graph.invoke(...))``; the offline runner (``graphs.runner``) returns that form.
 """
 
 from __future__ import annotations
 
 import operator
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any
+
+from pydantic_core import to_jsonable_python
+
+from agent.records import QueryAttempt, RetrievedProduct
+from memory_store import UserProfile
+
+__all__ = ["InputState", "OutputState", "State", "output_json"]
 
 
 @dataclass(kw_only=True)
@@ -25,7 +37,7 @@ class InputState:
 class State(InputState):
     """The full working state."""
 
-    profile: dict[str, Any] | None = None
+    profile: UserProfile | None = None
     # The shopper's purchases (item ids, oldest first) before the cutoff: the next-item model's
     # input and the check's features.
     history: list[str] = field(default_factory=list)
@@ -33,17 +45,19 @@ class State(InputState):
     popular_categories: list[str] = field(default_factory=list)
     # The round's candidate attempts: set by draft/recall/refine, filled by retrieve, closed
     # (moved to ``attempts``) by the check.
-    pending: list[dict[str, Any]] = field(default_factory=list)
+    pending: list[QueryAttempt] = field(default_factory=list)
     # The check's refinement threshold for this run (learned per catalog unless the context
     # sets one) and whether a model is there to refine with.
     threshold: float = 0.0
     can_refine: bool = False
-    attempts: Annotated[list[dict[str, Any]], operator.add] = field(default_factory=list)
+    attempts: Annotated[list[QueryAttempt], operator.add] = field(default_factory=list)
     # Reflect-and-retry bound (langchain-ai/data-enrichment): compared with Context.max_refinements.
     refinements: Annotated[int, operator.add] = 0
     query: str | None = None
-    products: list[dict[str, Any]] = field(default_factory=list)
-    consistency: float | None = None
+    products: list[RetrievedProduct] = field(default_factory=list)
+    # The recommended attempt's ``check.fit``: the calibrated chance that the shopper's next
+    # purchase is among ``products`` (None for a fallback).
+    fit: float | None = None
     source: str | None = None
 
 
@@ -53,19 +67,26 @@ class OutputState:
 
     user_id: str
     query: str | None = None
-    products: list[dict[str, Any]] = field(default_factory=list)
-    consistency: float | None = None
+    products: list[RetrievedProduct] = field(default_factory=list)
+    # The check's fit of the recommended attempt (see ``State.fit``).
+    fit: float | None = None
     # The recommended candidate's first source ("model", "memory", "transition", "next-item",
     # "popular"), or "fallback" when there was no candidate at all.
     source: str | None = None
     refinements: int = 0
-    attempts: list[dict[str, Any]] = field(default_factory=list)
+    attempts: list[QueryAttempt] = field(default_factory=list)
     # The profile the run recalled (what the prompts saw): with ``attempts``, a whole trajectory.
-    profile: dict[str, Any] | None = None
+    profile: UserProfile | None = None
     # What the nodes between recall and check write. They are output channels so that a
     # LangGraph server, which filters a run's ``updates`` stream to the output schema, shows
     # every node's update in Studio; at the end ``pending`` is empty again.
     history: list[str] = field(default_factory=list)
-    pending: list[dict[str, Any]] = field(default_factory=list)
+    pending: list[QueryAttempt] = field(default_factory=list)
     can_refine: bool = False
     threshold: float = 0.0
+
+
+def output_json(output: Mapping[str, Any]) -> dict[str, Any]:
+    """A graph output (or any state mapping) as JSON values: every model as its
+    ``model_dump(mode="json")``. What the CLI prints, the precompute stores and files keep."""
+    return dict(to_jsonable_python(dict(output)))

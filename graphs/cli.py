@@ -12,7 +12,7 @@ input, empty or unreachable catalog, an interrupted ingest, a ``--model`` that c
 unwritable home, a store URL that names no database, a log file that is not a trajectory file or
 whose folder is missing, a bad precompute request) print one line and exit 2. ``recommend``
 checks the store, the shopper, the catalog and the model folder in that order, before any model is
-loaded. ``--log FILE`` appends the run's trajectory (``graphs.trajectories``, schema v2, built from
+loaded. ``--log FILE`` appends the run's trajectory (``graphs.trajectories``, schema v3, built from
 the graph's output) to FILE and updates ``FILE.meta.json``. ``precompute`` and ``--cached``: see
 ``graphs.precompute``.
 """
@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid4
 
 from agent.context import Context
+from agent.state import output_json
 from graphs.trajectories import (
     TrajectoryError,
     TrajectoryRecord,
@@ -124,7 +125,7 @@ def _recommend(args: argparse.Namespace) -> int:
     run_id, created = str(uuid4()), datetime.now(UTC).isoformat()
     t0 = time.perf_counter()
     config: RunnableConfig = {"run_id": UUID(run_id)}
-    result = graph.invoke(inputs, config, context=context)
+    result = output_json(graph.invoke(inputs, config, context=context))
     latency = round(time.perf_counter() - t0, 3)
     if args.log is not None:
         record = record_from_output(
@@ -264,10 +265,10 @@ def _precompute(args: argparse.Namespace) -> int:
 
 def _print_text(result: dict[str, Any], profile: Any) -> None:
     print(f"shopper {result['user_id']}: {profile.latent_identity}")
-    score = result.get("consistency")
-    score_text = f"{score:.2f}" if score is not None else "n/a"
+    fit = result.get("fit")
+    fit_text = f"{fit:.2f}" if fit is not None else "n/a"
     print(
-        f"  recommended query: {result.get('query')!r}  (consistency {score_text}, "
+        f"  recommended query: {result.get('query')!r}  (fit {fit_text}, "
         f"{result.get('refinements', 0)} refinements, source {result.get('source')}, "
         f"{result['latency_s']:.1f} s)"
     )
@@ -322,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         metavar="FILE",
-        help="append the run's trajectory to FILE (JSONL, schema v2; FILE.meta.json beside it)",
+        help="append the run's trajectory to FILE (JSONL, schema v3; FILE.meta.json beside it)",
     )
     served.add_argument(
         "--cached",

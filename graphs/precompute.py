@@ -10,7 +10,7 @@ time), run through ``graphs.runner.OfflineRunner`` (``graph.batch`` with the mic
 drafter), and each result is written to the store under ``("queryagent", "recommendations")``,
 key = the shopper id, beside the memory (same SQLite file or Postgres database)::
 
-    {"user_id", "query", "source", "consistency", "refinements", "products": [...],
+    {"user_id", "query", "source", "fit", "refinements", "products": [...],
      "memory": {"n_events", "revision"},          # the memory the result was computed from
      "model", "model_digest", "catalog_version", "code_version", "computed_at": ISO-8601 UTC}
 
@@ -206,7 +206,12 @@ def _stored(store: BaseStore, users: Sequence[str]) -> dict[str, dict[str, Any]]
 def get_recommendation(store: BaseStore, user_id: str) -> dict[str, Any] | None:
     """The stored recommendation of a shopper, or None when none was computed."""
     item = store.get(RECOMMENDATIONS_NAMESPACE, user_id)
-    return dict(item.value) if item is not None else None
+    if item is None:
+        return None
+    value = dict(item.value)
+    if "consistency" in value:  # stored before the check's score was named ``fit``
+        value["fit"] = value.pop("consistency")
+    return value
 
 
 def _result_value(
@@ -216,7 +221,7 @@ def _result_value(
         "user_id": output["user_id"],
         "query": output.get("query"),
         "source": output.get("source"),
-        "consistency": output.get("consistency"),
+        "fit": output.get("fit"),
         "refinements": int(output.get("refinements") or 0),
         "products": list(output.get("products") or []),
         "memory": _stamp(entry),

@@ -14,7 +14,8 @@ unless a store is given; ``OfflineRunner(store=...)`` runs on a store ingested b
 home, a Postgres store). The drafter is wrapped in a ``MicroBatchingDrafter``, so the concurrent
 runs of one ``graph.batch`` call share model calls. ``graph.batch`` returns outputs in input order,
 so output ``i`` belongs to input ``i``: trajectory records are built from the outputs
-(``graphs.trajectories.record_from_output``), never matched back by key.
+(``graphs.trajectories.record_from_output``), never matched back by key. The outputs come back
+as JSON (``agent.state.output_json``): what the callers keep in files, caches and stores.
 
 ``profile_at`` / ``draft_prompt_at`` are the "profile cut at ``before``, then the draft prompt"
 that training builds its rows from (SFT pairs, GRPO rows, the LLM-direct baseline): the same
@@ -35,6 +36,7 @@ from agent.catalog import Catalog
 from agent.context import Context
 from agent.drafting import MicroBatchingDrafter
 from agent.prompts import draft_messages
+from agent.state import output_json
 from graphs.ingest import ingest
 from graphs.query_agent import Deps, build_graph
 from graphs.trajectories import Target, TrajectoryRecord, record_from_output
@@ -116,7 +118,8 @@ def offline_ranking(
 
 @dataclass
 class RunResult:
-    """Outputs in input order; trajectory records too when asked for (same order)."""
+    """Outputs (as JSON, ``agent.state.output_json``) in input order; trajectory records too
+    when asked for (same order)."""
 
     outputs: list[dict[str, Any]] = field(default_factory=list)
     records: list[TrajectoryRecord] = field(default_factory=list)
@@ -213,7 +216,7 @@ class OfflineRunner:
             # All of a chunk's runs at once: the micro-batcher groups their model calls.
             configs: list[Any] = [{"run_id": r, "max_concurrency": len(chunk)} for r in run_ids]
             created = datetime.now(UTC).isoformat()
-            outputs = [dict(o) for o in self.graph.batch(chunk, configs, context=ctx)]
+            outputs = [output_json(o) for o in self.graph.batch(chunk, configs, context=ctx)]
             recs: list[TrajectoryRecord] = []
             if records:
                 recs = [

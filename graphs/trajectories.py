@@ -15,13 +15,22 @@ Many runs at once go through ``graphs.runner.OfflineRunner`` (``graph.batch``: o
 order, so output ``i`` is input ``i``'s record, no matching by key).
 
 Training (SFT, GRPO) and analysis read these files, so the schema is versioned (``SCHEMA``).
-v2 (this module) keeps each step as the graph's ``QueryAttempt`` dump: the fields training needs
-are typed, any other attempt field (``products``, ``consistency`` and whatever the agent adds
-later) is kept as it is, so new fields reach the files without this module changing. v1 files
-(callback-recorded; ``tests/fixtures/trajectories-v1.jsonl`` is frozen) still load: each v1
-line is validated against the frozen v1 models, then converted to v2 on read (``retrieved`` ->
-``products``; ``node`` and ``step`` kept as extra step fields; ``memory_recalled`` false ->
-``profile`` None). Appending to a v1 file is refused (write v2 to a new file).
+v3 (this module) keeps each step as the graph's ``QueryAttempt`` dump: the fields training needs
+are typed, any other attempt field (``products``, ``check`` and whatever the agent adds later) is
+kept as it is, so new fields reach the files without this module changing. Older files still
+load, converted to v3 on read (``tests/fixtures/trajectories-v1.jsonl`` and ``-v2.jsonl`` are
+frozen):
+
+* v2 (2026-11, before the check's names said which consistency they meant): a step's
+  ``consistency: {score, products, feedback}`` is v3's ``check: {fit, feedback}`` (``products``,
+  always empty in v2, kept only when it is not), and ``final.consistency`` is ``final.fit``;
+* v1 (callback-recorded): each line is validated against the frozen v1 models, then converted
+  (``retrieved`` -> ``products``; ``node`` and ``step`` kept as extra step fields;
+  ``memory_recalled`` false -> ``profile`` None; the v1 check's per-product scores kept as
+  ``check.products``), then read as v2.
+
+Converted records say so in ``run.converted_from``. Appending to a v1 or v2 file is refused
+(write v3 to a new file).
 
 Files: JSON lines, one ``TrajectoryRecord`` per line, and a sidecar ``<file>.meta.json`` saying
 which command, config, catalog and code version made it and how many records it holds.
@@ -43,11 +52,14 @@ from uuid import uuid4
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from agent.state import output_json
 from memory_store.files import atomic_path, atomic_write
 
 __all__ = [
+    "OLD_SCHEMAS",
     "SCHEMA",
     "SCHEMA_V1",
+    "SCHEMA_V2",
     "LoadedTrajectories",
     "Target",
     "TrajectoryError",
@@ -66,8 +78,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SCHEMA = "queryagent.trajectory/v2"
+SCHEMA = "queryagent.trajectory/v3"
+SCHEMA_V2 = "queryagent.trajectory/v2"
 SCHEMA_V1 = "queryagent.trajectory/v1"
+# Schemas this module reads (converted to ``SCHEMA`` on read) but never appends to.
+OLD_SCHEMAS = (SCHEMA_V2, SCHEMA_V1)
 
 
 class TrajectoryError(Exception):
@@ -75,7 +90,7 @@ class TrajectoryError(Exception):
 
 
 # -------------------------------------------------------------------------------------------
-# Schema v1, frozen: only read (and converted to v2). Self-contained on purpose: it does not
+# Schema v1, frozen: only read (and converted). Self-contained on purpose: it does not
 # reuse agent.records, so a change there cannot silently change what a v1 file means.
 
 
@@ -160,40 +175,69 @@ class _V1Record(_Strict):
     )
 
 
-def _v1_to_v2(old: _V1Record) -> TrajectoryRecord:
-    """A v1 record in the v2 shape (nothing dropped: ``node``/``step`` stay as step extras)."""
+def _v1_to_v2(old: _V1Record) -> dict[str, Any]:
+    """A v1 record in the v2 shape, as JSON (nothing dropped: ``node``/``step`` stay as step
+    extras)."""
     steps = []
     for s in old.steps:
         step = s.model_dump(mode="json")
         step["products"] = step.pop("retrieved")
         steps.append(step)
+    return {
+        "schema": SCHEMA_V2,
+        "run_id": old.run_id,
+        "thread_id": old.thread_id,
+        "user_id": old.user_id,
+        "before": old.before,
+        "model": old.model,
+        "created": old.created,
+        "profile": old.profile if old.memory_recalled else None,
+        "steps": steps,
+        "final": old.final.model_dump(mode="json"),
+        "target": old.target.model_dump(mode="json") if old.target else None,
+        "run": {},
+    }
+
+
+def _v2_to_v3(old: dict[str, Any], converted_from: str = SCHEMA_V2) -> TrajectoryRecord:
+    """A v2 record (JSON) as v3: the check's report and the final fit under their v3 names."""
+    steps = []
+    for s in old.get("steps") or []:
+        step = dict(s)
+        if "consistency" in step:
+            report = step.pop("consistency")
+            if isinstance(report, dict):
+                check = {"fit": report.get("score"), "feedback": report.get("feedback", "")}
+                if report.get("products"):
+                    check["products"] = report["products"]
+                report = check
+            step["check"] = report
+        steps.append(step)
+    final = dict(old.get("final") or {})
+    if "consistency" in final:
+        final["fit"] = final.pop("consistency")
+    run: dict[str, Any] = dict(old.get("run") or {})
     return TrajectoryRecord.model_validate(
         {
+            **old,
             "schema": SCHEMA,
-            "run_id": old.run_id,
-            "thread_id": old.thread_id,
-            "user_id": old.user_id,
-            "before": old.before,
-            "model": old.model,
-            "created": old.created,
-            "profile": old.profile if old.memory_recalled else None,
             "steps": steps,
-            "final": old.final.model_dump(mode="json"),
-            "target": old.target.model_dump(mode="json") if old.target else None,
-            "run": {"converted_from": SCHEMA_V1},
+            "final": final,
+            "run": {**run, "converted_from": converted_from},
         }
     )
 
 
 # -------------------------------------------------------------------------------------------
-# Schema v2
+# Schema v3
 
 
 class TrajectoryStep(BaseModel):
     """One model call of the chain of retrieval: the graph's ``QueryAttempt`` dump.
 
     The fields training reads are typed and required; every other attempt field (``products``:
-    what the query retrieved, ``consistency``: the check's report, and any field the agent adds)
+    what the query retrieved, ``check``: the check's ``fit`` and ``feedback``, and any field the
+    agent adds)
     is kept as it came (``extra="allow"``; read them as attributes or from ``model_dump()``).
     ``prompt_token_ids`` / ``completion_token_ids`` are the ids recorded at generation time (never
     re-tokenized). A completion that is not a query is kept as data: ``query`` None, ``error``.
@@ -218,8 +262,12 @@ class FinalAnswer(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
 
     query: str | None
-    source: str | None = Field(description="'model', or 'fallback' when no attempt parsed")
-    consistency: float | None = None
+    source: str | None = Field(
+        description="the recommended attempt's first source, or 'fallback' (no candidate)"
+    )
+    fit: float | None = Field(
+        default=None, description="the check's fit of the recommended attempt (None: fallback)"
+    )
     product_ids: list[str]
 
 
@@ -234,7 +282,7 @@ class Target(_Strict):
 class TrajectoryRecord(_Strict):
     """One graph run. See the module docstring; one JSON line in a trajectory file."""
 
-    schema_: Literal["queryagent.trajectory/v2"] = Field(alias="schema")
+    schema_: Literal["queryagent.trajectory/v3"] = Field(alias="schema")
     run_id: str = Field(description="the graph run's id (the run config's run_id)")
     thread_id: str | None
     user_id: str
@@ -295,7 +343,8 @@ def record_from_output(
     """The trajectory record of one graph run, from its ``OutputState`` and its input.
 
     Args:
-        output: the graph's output (``invoke`` result or one item of ``batch``'s list).
+        output: the graph's output (``invoke`` result or one item of ``batch``'s list), with
+            its models or as JSON (``agent.state.output_json``).
         inputs: the input that run was given (``user_id``, ``before``).
         model: the drafter's model id or path.
         run_id: the run's id (default: a new UUID); pass the run config's ``run_id``.
@@ -307,6 +356,7 @@ def record_from_output(
     Raises:
         TrajectoryError: the output is not a query-agent output (one line, with the field).
     """
+    output = output_json(output)  # the models as the JSON the file keeps
     products = output.get("products") or []
     try:
         return TrajectoryRecord.model_validate(
@@ -324,7 +374,7 @@ def record_from_output(
                 "final": {
                     "query": output.get("query"),
                     "source": output.get("source"),
-                    "consistency": output.get("consistency"),
+                    "fit": output.get("fit"),
                     "product_ids": [p.get("item_id") for p in products],
                 },
                 "target": target.model_dump() if isinstance(target, Target) else target,
@@ -407,7 +457,8 @@ def read_meta(path: str | os.PathLike[str], *, readable: bool = False) -> dict[s
 
     Args:
         path: the ``.jsonl`` file.
-        readable: accept any schema this module can read (v1 too), not only the one it writes.
+        readable: accept any schema this module can read (v1, v2 too), not only the one it
+            writes.
 
     Raises:
         TrajectoryError: the sidecar is not a JSON object or names another schema.
@@ -421,7 +472,7 @@ def read_meta(path: str | os.PathLike[str], *, readable: bool = False) -> dict[s
         raise TrajectoryError(f"{side}: not a JSON sidecar ({err})") from None
     if not isinstance(meta, dict):
         raise TrajectoryError(f"{side}: not a JSON object")
-    accepted = (SCHEMA, SCHEMA_V1) if readable else (SCHEMA,)
+    accepted = (SCHEMA, *OLD_SCHEMAS) if readable else (SCHEMA,)
     if meta.get("schema") not in accepted:
         raise TrajectoryError(
             f"{side}: schema {meta.get('schema')!r}, expected {SCHEMA!r}; "
@@ -537,7 +588,7 @@ def check_appendable(path: str | os.PathLike[str]) -> int:
     read_meta(path)
     if not path.exists():
         return 0
-    return len(_load(path, skip_invalid=False, accept_v1=False))  # v1 lines: write a new file
+    return len(_load(path, skip_invalid=False, accept_old=False))  # old lines: write a new file
 
 
 def append_trajectories(
@@ -597,25 +648,28 @@ class LoadedTrajectories(list[TrajectoryRecord]):
         self.skipped = len(problems)
 
 
-def _parse_line(line: str, *, accept_v1: bool) -> TrajectoryRecord:
+def _parse_line(line: str, *, accept_old: bool) -> TrajectoryRecord:
     try:
         return TrajectoryRecord.model_validate_json(line)
     except ValidationError:
-        if not accept_v1 or not _names_schema(line, SCHEMA_V1):
+        schema = _schema_of(line) if accept_old else None
+        if schema not in OLD_SCHEMAS:
             raise
-    return _v1_to_v2(_V1Record.model_validate_json(line))  # frozen v1, converted on read
+    if schema == SCHEMA_V1:  # frozen v1, converted on read
+        return _v2_to_v3(_v1_to_v2(_V1Record.model_validate_json(line)), SCHEMA_V1)
+    return _v2_to_v3(json.loads(line))
 
 
-def _names_schema(line: str, schema: str) -> bool:
+def _schema_of(line: str) -> str | None:
     try:
         value = json.loads(line)
     except json.JSONDecodeError:
-        return False
-    return isinstance(value, dict) and value.get("schema") == schema
+        return None
+    return value.get("schema") if isinstance(value, dict) else None
 
 
 def _validate_lines(
-    path: Path, f: IO[str], *, skip_invalid: bool, accept_v1: bool = False
+    path: Path, f: IO[str], *, skip_invalid: bool, accept_old: bool = False
 ) -> LoadedTrajectories:
     records: list[TrajectoryRecord] = []
     problems: list[str] = []
@@ -624,7 +678,7 @@ def _validate_lines(
             if not line.strip():
                 continue
             try:
-                records.append(_parse_line(line, accept_v1=accept_v1))
+                records.append(_parse_line(line, accept_old=accept_old))
             except ValidationError as err:
                 problem = f"{path}:{number}: {_one_line(err)}"
                 if not skip_invalid:
@@ -651,22 +705,22 @@ def load_trajectories(
 
     Raises:
         TrajectoryError: the file is missing or unreadable, its sidecar names another schema, or
-            (unless ``skip_invalid``) a line is not a valid v2 record (or v1 record, converted to
-            v2 on read): ``"file.jsonl:3: ..."``.
+            (unless ``skip_invalid``) a line is not a valid v3 record (or v1/v2 record, converted
+            to v3 on read): ``"file.jsonl:3: ..."``.
     """
-    return _load(path, skip_invalid=skip_invalid, accept_v1=True)
+    return _load(path, skip_invalid=skip_invalid, accept_old=True)
 
 
 def _load(
-    path: str | os.PathLike[str], *, skip_invalid: bool, accept_v1: bool
+    path: str | os.PathLike[str], *, skip_invalid: bool, accept_old: bool
 ) -> LoadedTrajectories:
     path = Path(path)
     if not path.is_file():
         raise TrajectoryError(f"{path}: no such trajectory file")
-    read_meta(path, readable=accept_v1)
+    read_meta(path, readable=accept_old)
     try:
         with path.open(encoding="utf-8") as f:
-            result = _validate_lines(path, f, skip_invalid=skip_invalid, accept_v1=accept_v1)
+            result = _validate_lines(path, f, skip_invalid=skip_invalid, accept_old=accept_old)
     except OSError as err:
         raise TrajectoryError(f"{path}: cannot read ({err.strerror})") from None
     if result.skipped:

@@ -1,4 +1,4 @@
-"""GRPO (or GDPO) on the consistency reward, with the agent graph as the rollout.
+"""GRPO (or GDPO) on the training reward (``training.rewards``), the agent graph as the rollout.
 
     queryagent-train grpo --config recipes/grpo.yaml                # the shipped adapter's recipe
     queryagent-train grpo --data data/amazon-scientific --model models/smollm2-sft \
@@ -352,13 +352,13 @@ def _trainer(
     from trl import GRPOTrainer
 
     from training.callbacks import TimeBudget
-    from training.rewards import CONSISTENCY_REWARDS
+    from training.rewards import REWARD_TERMS
 
     resolved, model, tokenizer = load_start_model(args.model, args.home)
     budget = TimeBudget(args.max_minutes) if args.max_minutes else None
     trainer = GRPOTrainer(
         model=model,
-        reward_funcs=[*CONSISTENCY_REWARDS],
+        reward_funcs=[*REWARD_TERMS],
         args=config,
         train_dataset=HFDataset.from_list(rows),
         processing_class=tokenizer,
@@ -381,7 +381,7 @@ def _card(
     return model_card(
         resolved=resolved,
         adapter=True,
-        title=f"{out}: {meta['optimiser'].upper()} on the consistency reward",
+        title=f"{out}: {meta['optimiser'].upper()} on the training reward",
         summary=(
             f"A LoRA adapter on `{resolved.base_name}`, trained from `{resolved.name}` with TRL's "
             f"`GRPOTrainer` and the agent graph as the rollout: {meta['steps']} steps of "
@@ -409,7 +409,7 @@ def run_grpo(
 ) -> dict[str, Any]:
     """Train, save the adapter to the output folder; returns the sidecar's content."""
     from graphs.trajectories import code_version
-    from training.rewards import CONSISTENCY_REWARDS
+    from training.rewards import REWARD_TERMS
 
     started = time.perf_counter()
     out, work, checkpoint = prepare_output(config, args.out, args.home, "grpo", args.resume)
@@ -429,7 +429,7 @@ def run_grpo(
         "command": command or command_line("queryagent-train grpo", None),
         "settings": settings_dict(args, config),
         "optimiser": OPTIMISERS.get(config.multi_objective_aggregation, "custom"),
-        "rewards": [f.__name__ for f in CONSISTENCY_REWARDS],
+        "rewards": [f.__name__ for f in REWARD_TERMS],
         "data": {"path": str(dataset.root), "name": dataset.name, "prompt_rows": len(rows)},
         "device": str(trainer.args.device.type),
         "code_version": code_version(),

@@ -1,10 +1,11 @@
-"""The paper's consistency reward, r = r_format + r_tool + r_query + r_item, as TRL rewards.
+"""The training reward (the paper's "consistency reward"), r = r_format + r_tool + r_query +
+r_item, as TRL rewards.
 
 Each function follows TRL's convention (``trl/rewards/``): ``f(completions, **kwargs) ->
 list[float | None]``, one value per completion, ``None`` meaning "cannot score" (TRL then leaves
 that function out for that sample). A function scores the whole agent rollout, not just the
 completion text: the rollout arrives as the keyword ``trajectory`` (one
-``queryagent.trajectory/v2`` dict per completion, built by ``graphs/trajectories.py``; v1 dicts
+``queryagent.trajectory/v3`` dict per completion, built by ``graphs/trajectories.py``; v1, v2 dicts
 score the same), and the
 shopper's real next item as the data-set columns ``target_item``, ``target_query`` and
 ``target_title`` (falling back to the trajectory's own ``target``).
@@ -35,9 +36,9 @@ rollouts before summing, so the functions' scales do not weigh them against each
 Example::
 
     from trl import GRPOConfig
-    from training.rewards import CONSISTENCY_REWARDS, optimiser_kwargs
+    from training.rewards import REWARD_TERMS, optimiser_kwargs
     config = GRPOConfig(output_dir="out", **optimiser_kwargs("gdpo"))
-    # GRPOTrainer(..., reward_funcs=CONSISTENCY_REWARDS, args=config)
+    # GRPOTrainer(..., reward_funcs=REWARD_TERMS, args=config)
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ from training.evaluation.metrics import rouge_l
 from training.queries import normalize_query
 
 __all__ = [
-    "CONSISTENCY_REWARDS",
+    "REWARD_TERMS",
     "DEFAULT_HIT_K",
     "TRAJECTORY_SCHEMA",
     "FormatReward",
@@ -66,7 +67,7 @@ __all__ = [
     "tool_reward",
 ]
 
-TRAJECTORY_SCHEMA = "queryagent.trajectory/v2"
+TRAJECTORY_SCHEMA = "queryagent.trajectory/v3"
 # The item hit is judged on the final query's top 10, the same cut-off as the evaluation's
 # I_Hit@10 and the graph's default retrieval depth.
 DEFAULT_HIT_K = 10
@@ -89,7 +90,7 @@ def _trajectories(completions: Sequence[Any], kwargs: Mapping[str, Any]) -> list
     """The ``trajectory`` keyword, one per completion (a dict, its JSON text, or ``None``)."""
     if "trajectory" not in kwargs:
         raise ValueError(
-            "consistency rewards score whole agent rollouts: pass trajectory=[...] (one "
+            "the reward's terms score whole agent rollouts: pass trajectory=[...] (one "
             f"{TRAJECTORY_SCHEMA} dict per completion), e.g. as a column the rollout returns"
         )
     trajectories = list(kwargs["trajectory"])
@@ -116,7 +117,7 @@ def _steps(trajectory: Trajectory) -> list[Mapping[str, Any]]:
 
 
 def _retrieved(step: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    """What a step's query retrieved: v2 keeps the attempt's ``products``, v1 ``retrieved``."""
+    """What a step's query retrieved: v2, v3 keep the attempt's ``products``, v1 ``retrieved``."""
     return list(step.get("products", step.get("retrieved")) or [])
 
 
@@ -181,7 +182,7 @@ class ToolReward(_TrajectoryReward):
         self.search_weight = search_weight
 
     def score(self, trajectory: Trajectory, i: int, kwargs: Mapping[str, Any]) -> float | None:
-        # v2: a profile snapshot means recall_memory ran; v1 said so in ``memory_recalled``.
+        # v2, v3: a profile snapshot means recall_memory ran; v1 said so in ``memory_recalled``.
         recalled = bool(trajectory.get("memory_recalled", trajectory.get("profile") is not None))
         searched = any(step.get("query") and _retrieved(step) for step in _steps(trajectory))
         return self.memory_weight * recalled + self.search_weight * searched
@@ -269,8 +270,8 @@ tool_reward = ToolReward()
 query_reward = QueryReward()
 item_reward = ItemReward()
 
-# The consistency reward's four terms, in the paper's order; pass as GRPOTrainer(reward_funcs=...).
-CONSISTENCY_REWARDS: list[RewardFunction] = [format_reward, tool_reward, query_reward, item_reward]
+# The reward's four terms, in the paper's order; pass as GRPOTrainer(reward_funcs=...).
+REWARD_TERMS: list[RewardFunction] = [format_reward, tool_reward, query_reward, item_reward]
 
 
 def optimiser_kwargs(name: Literal["gdpo", "grpo"] = "gdpo") -> dict[str, Any]:

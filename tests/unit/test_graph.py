@@ -8,9 +8,9 @@ from langgraph.checkpoint.memory import InMemorySaver
 
 from agent.context import Context
 from agent.drafting import ScriptedDrafter
-from agent.records import QueryAttempt
+from agent.records import FitCheck, QueryAttempt, RetrievedProduct
 from graphs.query_agent import Deps, build_graph
-from memory_store import UnknownUserError
+from memory_store import UnknownUserError, UserProfile
 from tests.helpers.fakes import FakeCatalog, ScriptedGroundedDrafter
 
 FILAMENT_USER = "A1TINYUSER01"  # bought filament (x3) then beakers
@@ -33,7 +33,8 @@ def test_candidates_name_their_sources_and_every_query_is_the_catalogs(
     drafter = ScriptedGroundedDrafter([[TAPE, "not a catalog query", BEAKERS]])
     graph, _ = compile_graph(tiny_dataset, store, tiny_models, drafter)
     out = graph.invoke({"user_id": FILAMENT_USER, "before": 3}, context=Context(fit_threshold=0))
-    attempts = [QueryAttempt.model_validate(a) for a in out["attempts"]]
+    attempts = out["attempts"]
+    assert all(isinstance(a, QueryAttempt) for a in attempts)  # typed state, not dicts
     queries = [a.query for a in attempts]
     assert len(queries) == len(set(queries))  # one attempt per query
     assert set(queries) <= set(tiny_models.vocab.queries)
@@ -43,10 +44,10 @@ def test_candidates_name_their_sources_and_every_query_is_the_catalogs(
     assert "model" in by_query[BEAKERS].sources and "memory" in by_query[BEAKERS].sources
     assert by_query[FILAMENT].sources[0] == "memory"  # the last purchase's query, not proposed
     for a in attempts:
-        assert a.products and a.consistency is not None and 0 <= a.consistency.score <= 1
+        assert a.products and a.check is not None and 0 <= a.check.fit <= 1
     assert out["query"] in queries and out["refinements"] == 0
     best = max(attempts, key=lambda a: a.rank_score or 0.0)
-    assert out["query"] == best.query and out["consistency"] == best.consistency.score
+    assert out["query"] == best.query and out["fit"] == best.check.fit
     assert out["source"] == best.sources[0]
     # the memory reached the (grounded, worked-turn-free) prompt; the cutoff hid later items
     prompt = drafter.calls[0]
@@ -66,7 +67,7 @@ def test_refinement_sees_the_verdict_and_proposes_new_queries(
     ctx = Context(max_refinements=2, fit_threshold=0.5, max_candidates=2)
     out = graph.invoke({"user_id": FILAMENT_USER, "before": 3}, context=ctx)
     assert out["refinements"] == 2  # the budget is spent
-    turns = [(a["turn"], a["kind"], a["query"]) for a in out["attempts"]]
+    turns = [(a.turn, a.kind, a.query) for a in out["attempts"]]
     assert (1, "refine", METERS) in turns  # the tried TAPE is not proposed again
     refine_prompt = drafter.calls[1]
     assert refine_prompt[:2] == drafter.calls[0]
@@ -89,15 +90,15 @@ def test_without_a_model_recall_and_the_check_still_answer(
     graph, _ = compile_graph(tiny_dataset, store, tiny_models, None)
     out = graph.invoke({"user_id": FILAMENT_USER}, context=Context(max_refinements=2))
     assert out["query"] in tiny_models.vocab.queries and out["refinements"] == 0
-    assert all("model" not in a["sources"] for a in out["attempts"])
+    assert all("model" not in a.sources for a in out["attempts"])
 
 
 def test_free_generation_remains_an_option(tiny_dataset, store, tiny_models) -> None:
     drafter = ScriptedDrafter(["Query: glass beaker set"])
     graph, catalog = compile_graph(tiny_dataset, store, tiny_models, drafter)
     out = graph.invoke({"user_id": FILAMENT_USER}, context=Context(grounded=False))
-    model = [a for a in out["attempts"] if a["sources"] == ["model"]]
-    assert model and model[0]["query"] == "glass beaker set"
+    model = [a for a in out["attempts"] if a.sources == ["model"]]
+    assert model and model[0].query == "glass beaker set"
     assert "glass beaker set" in catalog.queries  # not a vocabulary query: searched for real
     assert len(drafter.calls[0]) > 2  # the free prompt keeps its worked turns
 
@@ -117,13 +118,33 @@ def test_unknown_user_raises(tiny_dataset, store, tiny_models) -> None:
         graph.invoke({"user_id": "NOBODY"})
 
 
-def test_checkpointer_keeps_the_trajectory(tiny_dataset, store, tiny_models) -> None:
+@pytest.mark.parametrize("saver", ["memory", "sqlite"])
+def test_checkpointer_keeps_the_typed_trajectory(
+    tiny_dataset, store, tiny_models, tmp_path, saver
+) -> None:
+    """The typed state survives LangGraph's checkpointers (JsonPlusSerializer): read back from
+    the checkpoint, the profile, attempts, checks and products are the same models."""
+    import sqlite3
+
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    if saver == "memory":
+        checkpointer = InMemorySaver()
+    else:
+        conn = sqlite3.connect(tmp_path / "checkpoints.sqlite", check_same_thread=False)
+        checkpointer = SqliteSaver(conn)
     drafter = ScriptedGroundedDrafter([[BEAKERS]])
-    graph, _ = compile_graph(
-        tiny_dataset, store, tiny_models, drafter, checkpointer=InMemorySaver()
-    )
+    graph, _ = compile_graph(tiny_dataset, store, tiny_models, drafter, checkpointer=checkpointer)
     config = {"configurable": {"thread_id": "t1"}}
-    graph.invoke({"user_id": FILAMENT_USER}, config, context=Context(fit_threshold=0.0))
-    snapshot = graph.get_state(config)
-    assert BEAKERS in [a["query"] for a in snapshot.values["attempts"]]
-    assert snapshot.values["profile"]["user_id"] == FILAMENT_USER
+    out = graph.invoke({"user_id": FILAMENT_USER}, config, context=Context(fit_threshold=0.0))
+    values = graph.get_state(config).values
+    assert BEAKERS in [a.query for a in values["attempts"]]
+    assert isinstance(values["profile"], UserProfile)
+    assert values["profile"].user_id == FILAMENT_USER
+    assert all(isinstance(a, QueryAttempt) for a in values["attempts"])
+    assert all(isinstance(a.check, FitCheck) for a in values["attempts"])
+    assert all(isinstance(p, RetrievedProduct) for p in values["products"])
+    assert values["attempts"] == out["attempts"] and values["profile"] == out["profile"]
+    assert values["products"] == out["products"] and values["fit"] == out["fit"]
+    if saver == "sqlite":
+        checkpointer.conn.close()

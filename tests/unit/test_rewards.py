@@ -1,4 +1,4 @@
-"""The consistency reward's four terms on hand-built v1 trajectories, and the GDPO switch.
+"""The training reward's four terms on hand-built v1 trajectories, and the GDPO switch.
 
 Hand-computed ROUGE-L F1 values used below (rouge-score tokenizes on non-alphanumerics):
 "glass beakers" vs "glassware labware beakers": LCS 1, P 1/2, R 1/3, F1 = 0.4.
@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from training.rewards import (
-    CONSISTENCY_REWARDS,
+    REWARD_TERMS,
     ItemReward,
     QueryReward,
     format_reward,
@@ -287,9 +287,9 @@ def test_rewards_accept_extra_kwargs_and_need_the_trajectory() -> None:
         "target_title": [TARGET_TITLE],
     }
     completions = [[{"role": "assistant", "content": "Query: glass beakers"}]]
-    scores = [fn(completions, trajectory=[traj], **extra) for fn in CONSISTENCY_REWARDS]
+    scores = [fn(completions, trajectory=[traj], **extra) for fn in REWARD_TERMS]
     assert all(len(s) == 1 and isinstance(s[0], float) and 0.0 <= s[0] <= 1.0 for s in scores)
-    for fn in CONSISTENCY_REWARDS:
+    for fn in REWARD_TERMS:
         with pytest.raises(ValueError, match="trajectory"):
             fn(completions)
         with pytest.raises(ValueError, match="one per completion"):
@@ -297,13 +297,13 @@ def test_rewards_accept_extra_kwargs_and_need_the_trajectory() -> None:
 
 
 def test_rewards_pickle_and_keep_their_names() -> None:
-    assert [f.__name__ for f in CONSISTENCY_REWARDS] == [
+    assert [f.__name__ for f in REWARD_TERMS] == [
         "format_reward",
         "tool_reward",
         "query_reward",
         "item_reward",
     ]
-    for fn in [*CONSISTENCY_REWARDS, ItemReward(k=3), QueryReward(1.0, 1.0)]:
+    for fn in [*REWARD_TERMS, ItemReward(k=3), QueryReward(1.0, 1.0)]:
         clone = pickle.loads(pickle.dumps(fn))
         assert clone.__name__ == fn.__name__
         assert vars(clone) == vars(fn)

@@ -7,6 +7,7 @@ from langgraph.store.memory import InMemoryStore
 
 from agent.context import Context
 from agent.drafting import ScriptedDrafter
+from agent.state import output_json
 from agent.nodes import CATALOG_NAMESPACE, CATALOG_STATS_KEY
 from graphs.ingest import catalog_version, ingest
 from graphs.query_agent import Deps, build_graph
@@ -60,7 +61,9 @@ def test_runner_equals_one_invoke_per_input(
             ranking=tiny_models,
         )
     ).compile(store=runner.store)
-    expected = [plain.invoke(dict(i), context=Context(max_refinements=1)) for i in INPUTS]
+    expected = [
+        output_json(plain.invoke(dict(i), context=Context(max_refinements=1))) for i in INPUTS
+    ]
     assert result.outputs == expected
     assert [(r.user_id, r.before) for r in result.records] == [
         (i["user_id"], i.get("before")) for i in INPUTS

@@ -1,4 +1,4 @@
-"""Trajectory records built from the graph's output, and the v2 file format (v1 still loads)."""
+"""Trajectory records built from the graph's output, and the v3 file format (v1, v2 still load)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from graphs.query_agent import Deps, build_graph
 from graphs.trajectories import (
     SCHEMA,
     SCHEMA_V1,
+    SCHEMA_V2,
     TrajectoryError,
     TrajectoryRecord,
     append_trajectories,
@@ -26,6 +27,7 @@ from graphs.trajectories import (
 from tests.helpers.fakes import FakeCatalog
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "trajectories-v1.jsonl"
+FIXTURE_V2 = Path(__file__).parents[1] / "fixtures" / "trajectories-v2.jsonl"
 FILAMENT_USER = "A1TINYUSER01"  # bought filament (x3) then beakers
 
 
@@ -63,9 +65,9 @@ def refined(tiny_dataset, store, compile_graph) -> tuple[TrajectoryRecord, dict]
 
 def test_output_carries_the_profile_the_run_used(refined, store) -> None:
     _, out = refined
-    assert out["profile"]["user_id"] == FILAMENT_USER and out["profile"]["n_events"] == 5
+    assert out["profile"].user_id == FILAMENT_USER and out["profile"].n_events == 5
     # the draft prompt was written from that snapshot
-    assert "Beaker" in out["attempts"][0]["messages"][-1]["content"]
+    assert "Beaker" in out["attempts"][0].messages[-1]["content"]
 
 
 def test_record_steps_are_the_outputs_attempts(refined) -> None:
@@ -75,23 +77,23 @@ def test_record_steps_are_the_outputs_attempts(refined) -> None:
     for step, attempt in zip(record.steps, out["attempts"], strict=True):
         # every attempt field, as the graph dumped it: ids untouched (never re-tokenized),
         # retrieved products, the check's report and any other field included
-        assert step.model_dump() == attempt
+        assert step.model_dump() == attempt.model_dump(mode="json")
     drafted = [s for s in record.steps if s.messages]
     assert drafted and drafted[0].completion == "Query: duct tape"
     assert drafted[0].completion_token_ids == list(b"Query: duct tape")
-    assert all(s.consistency is not None for s in record.steps)
+    assert all(s.check is not None for s in record.steps)
 
 
 def test_record_header_profile_and_final(refined) -> None:
     record, out = refined
-    assert record.schema_ == SCHEMA == "queryagent.trajectory/v2"
+    assert record.schema_ == SCHEMA == "queryagent.trajectory/v3"
     assert record.user_id == FILAMENT_USER and record.before == 5
     assert record.thread_id == "t-1" and record.model == "scripted"
     assert record.run_id == "0190e6d2-0000-7000-8000-000000000001"
-    assert record.memory_recalled and record.profile == out["profile"]
+    assert record.memory_recalled and record.profile == out["profile"].model_dump(mode="json")
     assert record.final.query == out["query"] and record.final.source == out["source"]
-    assert record.final.consistency == out["consistency"]
-    assert record.final.product_ids == [p["item_id"] for p in out["products"]]
+    assert record.final.fit == out["fit"]
+    assert record.final.product_ids == [p.item_id for p in out["products"]]
     assert record.run["refinements"] == out["refinements"]
     assert record.target is None
 
@@ -99,7 +101,10 @@ def test_record_header_profile_and_final(refined) -> None:
 def test_new_attempt_fields_flow_through(refined) -> None:
     """A field the agent adds to QueryAttempt reaches the record and the file unchanged."""
     _, out = refined
-    attempts = [{**a, "candidates": [{"query": "x", "score": 0.5}]} for a in out["attempts"]]
+    attempts = [
+        {**a.model_dump(mode="json"), "candidates": [{"query": "x", "score": 0.5}]}
+        for a in out["attempts"]
+    ]
     record = record_from_output({**out, "attempts": attempts}, {"user_id": FILAMENT_USER})
     again = TrajectoryRecord.model_validate_json(record.to_json())
     assert again.steps[0].candidates == [{"query": "x", "score": 0.5}]
@@ -113,7 +118,7 @@ def test_unparsed_draft_is_a_step_with_its_error(tiny_dataset, store, compile_gr
     record = record_from_output(out, inputs)
     [step] = [s for s in record.steps if s.messages]  # the model's one (unparsed) draft
     assert step.query is None and step.error and step.products == []
-    assert step.completion == "..." and step.consistency is not None
+    assert step.completion == "..." and step.check is not None
     assert record.thread_id is None and record.before is None
 
 
@@ -187,7 +192,7 @@ def test_strict_types_and_missing_file(tmp_path: Path, refined) -> None:
     with pytest.raises(ValueError, match="steps.0.turn"):
         TrajectoryRecord.model_validate_json(json.dumps(data))
     data = json.loads(record.to_json())
-    data["schema"] = "queryagent.trajectory/v3"
+    data["schema"] = "queryagent.trajectory/v4"
     with pytest.raises(ValueError, match="schema"):
         TrajectoryRecord.model_validate_json(json.dumps(data))
     with pytest.raises(TrajectoryError, match="no such trajectory file"):
@@ -227,7 +232,7 @@ def test_append_creates_then_grows_and_refuses_bad_logs(tmp_path: Path, refined)
 
 def test_frozen_v1_fixture_stays_loadable() -> None:
     """tests/fixtures/trajectories-v1.jsonl was written once by the v1 recorder and is never
-    regenerated: if this fails, the change broke v1 files. They load converted to v2."""
+    regenerated: if this fails, the change broke v1 files. They load converted to v3."""
     records = load_trajectories(FIXTURE)
     assert len(records) == 3 and records.skipped == 0
     meta = read_meta(FIXTURE, readable=True)
@@ -249,14 +254,17 @@ def test_frozen_v1_fixture_stays_loadable() -> None:
     # v1 "retrieved" is v2 "products" (the attempt's own name)
     top = live.steps[1].products[0]
     assert top["item_id"] == "B000TINY04" and top["rank"] == 1 and top["score"] == 1.0
-    assert live.steps[1].consistency["score"] == 0.7919
+    # v1's check report is v3's ``check`` (``score`` is ``fit``; its product scores kept)
+    assert live.steps[1].check["fit"] == 0.7919
+    assert live.steps[1].check["products"][0]["item_id"] == "B000TINY04"
+    assert live.final.fit == 0.7919
     assert live.final.query == "glass beaker set" and live.final.source == "model"
     assert live.final.product_ids[:2] == ["B000TINY04", "B000TINY06"]
 
     [step] = unparsed.steps
     assert step.query is None and step.error == "no query text in completion"
     assert step.products == [] and unparsed.final.source == "fallback"
-    assert unparsed.final.consistency is None
+    assert unparsed.final.fit is None
 
     assert held_out.before == 5 and len(held_out.steps) == 3
     assert held_out.target is not None
@@ -267,7 +275,35 @@ def test_frozen_v1_fixture_stays_loadable() -> None:
     )
 
 
-def test_v1_fixture_round_trips_as_v2_and_refuses_appends(tmp_path: Path) -> None:
+def test_frozen_v2_fixture_loads_as_v3(tmp_path: Path) -> None:
+    """``trajectories-v2.jsonl`` was written by 129d606 (schema v2, the check's report named
+    ``consistency``) and is never regenerated: it loads with the v3 names, and is never
+    appended to."""
+    records = load_trajectories(FIXTURE_V2)
+    assert len(records) == 3 and records.skipped == 0
+    assert read_meta(FIXTURE_V2, readable=True)["schema"] == SCHEMA_V2  # type: ignore[index]
+    raw = [json.loads(line) for line in FIXTURE_V2.read_text().splitlines()]
+    for record, old in zip(records, raw, strict=True):
+        assert record.schema_ == SCHEMA and record.run["converted_from"] == SCHEMA_V2
+        assert record.run["refinements"] == old["run"]["refinements"]
+        assert record.final.fit == old["final"]["consistency"]
+        assert record.final.query == old["final"]["query"]
+        for step, old_step in zip(record.steps, old["steps"], strict=True):
+            assert step.query == old_step["query"]
+            assert step.check == {
+                "fit": old_step["consistency"]["score"],
+                "feedback": old_step["consistency"]["feedback"],
+            }
+            assert "consistency" not in step.model_dump()
+            assert step.products == old_step["products"]
+    copy = tmp_path / "v2.jsonl"
+    copy.write_text(FIXTURE_V2.read_text())
+    meta_path(copy).write_text(meta_path(FIXTURE_V2).read_text())
+    with pytest.raises(TrajectoryError, match="trajectory/v2"):
+        check_appendable(copy)
+
+
+def test_v1_fixture_round_trips_as_v3_and_refuses_appends(tmp_path: Path) -> None:
     records = load_trajectories(FIXTURE)
     path = tmp_path / "converted.jsonl"
     write_trajectories(path, records, {"command": "convert"})
