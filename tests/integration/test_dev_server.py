@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from agent.context import Context
+from agent.state import output_json
 from graphs.query_agent import build_graph, default_deps
 from memory_store import open_store
 
@@ -110,7 +111,7 @@ def test_run_through_the_server_api_matches_in_process(
     graph = build_graph(default_deps(str(tiny_model_dir), home=str(ingested_home))).compile(
         store=open_store(ingested_home)
     )
-    local = graph.invoke({"user_id": USER}, context=Context(max_refinements=1))
+    local = output_json(graph.invoke({"user_id": USER}, context=Context(max_refinements=1)))
 
     assert served["query"], served
     assert served["query"] == local["query"]
@@ -118,6 +119,9 @@ def test_run_through_the_server_api_matches_in_process(
     assert [a["completion"] for a in served["attempts"]] == [
         a["completion"] for a in local["attempts"]
     ]
+    # the typed state reaches the API as the same JSON as the local output's
+    assert served["fit"] == local["fit"] and served["profile"] == local["profile"]
+    assert [a["check"] for a in served["attempts"]] == [a["check"] for a in local["attempts"]]
     # the server's checkpointer kept the run's state, memory included (not an empty store)
     assert state["values"]["profile"]["user_id"] == USER
     assert state["values"]["profile"]["n_events"] == 5
@@ -154,3 +158,6 @@ def test_updates_stream_shows_every_nodes_update(server: str) -> None:
         assert all(u for u in updates[node]), (node, updates[node])
     assert updates["recall_memory"][0]["profile"]["user_id"] == USER  # type: ignore[index]
     assert updates["recall_candidates"][0]["pending"]  # type: ignore[index]
+    checked = updates["check_consistency"][0]["attempts"]  # type: ignore[index]
+    assert all(0 <= a["check"]["fit"] <= 1 for a in checked)
+    assert isinstance(updates["finalize"][0]["products"][0]["item_id"], str)  # type: ignore[index]

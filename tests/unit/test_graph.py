@@ -148,3 +148,25 @@ def test_checkpointer_keeps_the_typed_trajectory(
     assert values["products"] == out["products"] and values["fit"] == out["fit"]
     if saver == "sqlite":
         checkpointer.conn.close()
+
+
+def test_typed_state_survives_strict_msgpack() -> None:
+    """With ``LANGGRAPH_STRICT_MSGPACK=true`` (LangGraph's announced future default) a
+    checkpointer revives only the types it was told about; the compiled graph registers the
+    State schema's models, so the checkpoint test above still reads models back, not dicts."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "LANGGRAPH_STRICT_MSGPACK": "true"}
+    test = f"{__file__}::test_checkpointer_keeps_the_typed_trajectory"
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=Path(__file__).parents[2],
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-2000:]

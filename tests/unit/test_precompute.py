@@ -85,6 +85,8 @@ def test_computes_every_shopper_with_versions_then_nothing(tiny_dataset, home_st
     assert sorted(results) == USERS
     one = results["A1TINYUSER01"]
     assert one["query"] and one["products"] and one["source"]
+    assert "fit" in one and "consistency" not in one
+    assert one["products"][0]["item_id"]  # JSON, not models, in the store
     assert one["memory"] == {"n_events": 5, "revision": 0}
     assert one["model"] == "scripted" and len(one["model_digest"]) == 16
     assert one["catalog_version"] and one["code_version"]
@@ -190,6 +192,12 @@ def test_users_file_and_bad_requests(tiny_dataset, home_store, tmp_path: Path) -
     assert parse_since("2026-11-30T16:00:00") == datetime(2026, 11, 30, 16, tzinfo=UTC)
     assert parse_since("0") == datetime(1970, 1, 1, tzinfo=UTC)
     assert get_recommendation(home_store, "A1TINYUSER02") is None
+
+
+def test_results_stored_before_the_fit_rename_read_with_it() -> None:
+    store = InMemoryStore()
+    store.put(RECOMMENDATIONS_NAMESPACE, "U1", {"user_id": "U1", "query": "q", "consistency": 0.2})
+    assert get_recommendation(store, "U1") == {"user_id": "U1", "query": "q", "fit": 0.2}
 
 
 def test_stale_and_age() -> None:

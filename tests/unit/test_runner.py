@@ -7,8 +7,8 @@ from langgraph.store.memory import InMemoryStore
 
 from agent.context import Context
 from agent.drafting import ScriptedDrafter
-from agent.state import output_json
 from agent.nodes import CATALOG_NAMESPACE, CATALOG_STATS_KEY
+from agent.state import output_json
 from graphs.ingest import catalog_version, ingest
 from graphs.query_agent import Deps, build_graph
 from graphs.runner import OfflineRunner, draft_prompt_at, profile_at
