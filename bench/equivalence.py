@@ -66,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from graphs.query_agent import default_deps
     from graphs.runner import OfflineRunner
     from memory_store import load_dataset, open_store, target_position
+    from memory_store.files import atomic_write
 
     dataset = load_dataset(args.data or BUNDLED_DATA)
     examples = dataset.examples(args.split)
@@ -84,41 +85,49 @@ def run(args: argparse.Namespace) -> int:
         context=ctx,
         batch_size=args.batch_size,
     )
+    # Resumable: the file is rewritten after every chunk, and shoppers already in it are skipped
+    # (a model run over a few dozen shoppers takes a long while on a loaded CPU).
+    out_path = Path(args.out)
+    previous = json.loads(out_path.read_text(encoding="utf-8")) if out_path.exists() else {}
+    results: dict[str, Any] = dict(previous.get("results") or {})
+    todo = [i for i in inputs if _key(i) not in results]
     t0 = time.perf_counter()
-    done = 0
-
-    def progress(n: int) -> None:
-        nonlocal done
-        done += n
-        print(f"  {done}/{len(inputs)} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
-
-    outputs = runner.run(inputs, on_chunk=progress).outputs
-    results = {
-        f"{i['user_id']}@{i['before']}": summarize(o) for i, o in zip(inputs, outputs, strict=True)
-    }
     out = {
         "code": sys.modules["agent"].__file__,
         "context": repr(ctx),
         "split": args.split,
         "seed": args.seed,
-        "wall_s": round(time.perf_counter() - t0, 1),
+        "users": len(inputs),
+        "wall_s": float(previous.get("wall_s") or 0.0),
         "results": results,
     }
-    Path(args.out).write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
+    for start, outputs, _ in runner.iter_chunks(todo, chunk_size=args.chunk):
+        chunk = todo[start : start + len(outputs)]
+        results.update({_key(i): summarize(o) for i, o in zip(chunk, outputs, strict=True)})
+        out["wall_s"] = round(float(previous.get("wall_s") or 0.0) + time.perf_counter() - t0, 1)
+        atomic_write(out_path, json.dumps(out, indent=1) + "\n")
+        print(f"  {len(results)}/{len(inputs)} ({out['wall_s']:.0f} s)", file=sys.stderr)
     print(f"{len(results)} shoppers in {out['wall_s']} s -> {args.out}")
     return 0
+
+
+def _key(inputs: Mapping[str, Any]) -> str:
+    return f"{inputs['user_id']}@{inputs['before']}"
 
 
 def compare(args: argparse.Namespace) -> int:
     a = json.loads(Path(args.a).read_text(encoding="utf-8"))["results"]
     b = json.loads(Path(args.b).read_text(encoding="utf-8"))["results"]
-    if a.keys() != b.keys():
-        print(f"different shoppers: {len(a.keys() - b.keys())} only in {args.a}, "
+    common = [key for key in a if key in b]
+    if a.keys() != b.keys():  # an unfinished run: the shoppers both have are compared
+        print(f"{len(a.keys() - b.keys())} shoppers only in {args.a}, "
               f"{len(b.keys() - a.keys())} only in {args.b}")  # fmt: skip
+    if not common:
+        print("no shopper in common")
         return 1
     same = {"final query": 0, "attempt queries": 0, "fit scores": 0}
     differ = []
-    for key in a:
+    for key in common:
         x, y = a[key], b[key]
         same["final query"] += x["query"] == y["query"]
         same["attempt queries"] += x["attempt_queries"] == y["attempt_queries"]
@@ -126,7 +135,7 @@ def compare(args: argparse.Namespace) -> int:
         if x != y:
             differ.append(key)
     counts = ", ".join(f"{n} same {what}" for what, n in same.items())
-    print(f"{len(a)} shoppers: {counts}; {len(differ)} differ")
+    print(f"{len(common)} shoppers: {counts}; {len(differ)} differ")
     for key in differ[:10]:
         print(f"  {key}: {a[key]} != {b[key]}")
     return 1 if differ else 0
@@ -146,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--beams", type=int, default=None, help="Context.beams (0: model-free)")
     r.add_argument("--model", default=None, help="drafter (default: the shipped adapter)")
     r.add_argument("--batch-size", type=int, default=16, help="graph runs per model batch")
+    r.add_argument(
+        "--chunk", type=int, default=64, help="runs per graph.batch (file written after each)"
+    )
     r.add_argument("--out", type=Path, required=True, help="the JSON file written")
     r.set_defaults(func=run)
     c = sub.add_parser("compare", help="compare two files written by `run`; exit 1 if they differ")
