@@ -27,7 +27,7 @@ frozen):
 * v1 (callback-recorded): each line is validated against the frozen v1 models, then converted
   (``retrieved`` -> ``products``; ``node`` and ``step`` kept as extra step fields;
   ``memory_recalled`` false -> ``profile`` None; the v1 check's per-product scores kept as
-  ``check.products``), then read as v2.
+  ``check.products``), then converted as a v2 record is.
 
 Converted records say so in ``run.converted_from``. Appending to a v1 or v2 file is refused
 (write v3 to a new file).
