@@ -158,9 +158,7 @@ class OfflineRunner:
         self.store = store
         self.catalog = catalog
         self.batch_size = batch_size
-        self.drafter = (
-            None if drafter is None else micro_batched(drafter, max_batch=batch_size)
-        )
+        self.drafter = None if drafter is None else micro_batched(drafter, max_batch=batch_size)
         self.ranking = ranking
         self.context = context or Context()
         inner = getattr(self.drafter, "drafter", drafter)
