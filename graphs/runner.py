@@ -156,9 +156,10 @@ class OfflineRunner:
         self.batch_size = batch_size
         from agent.drafting.constrained import GroundedDrafter
 
+        # None: no language model, recall and the learned check only (the ``ranker`` ablation).
         self.drafter = (
             drafter
-            if isinstance(drafter, MicroBatchingDrafter | GroundedDrafter)
+            if drafter is None or isinstance(drafter, MicroBatchingDrafter | GroundedDrafter)
             else MicroBatchingDrafter(drafter, max_batch=batch_size)
         )
         self.ranking = ranking
