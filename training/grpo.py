@@ -209,26 +209,12 @@ def _row(
 
 
 def logged_records(settings: GRPOArguments) -> tuple[list[Any], bool]:
-    """The ``--from_trajectories`` records, and whether they are live-logged runs.
-
-    Live runs have no target until they are joined with the shopper's next purchase in the home
-    they were logged on (``training.outcomes.join_outcomes``; a joined file is accepted as it
-    is). What the join skipped is printed, one line per reason.
-    """
-    from graphs.trajectories import load_trajectories
+    """The ``--from_trajectories`` records, and whether they are live-logged runs
+    (``training.outcomes.load_joined``)."""
+    from training.outcomes import load_joined
 
     assert settings.from_trajectories is not None
-    records = list(load_trajectories(settings.from_trajectories))
-    live = any(r.target is None for r in records)
-    if live:
-        from memory_store import open_store
-        from training.outcomes import join_outcomes
-
-        joined = join_outcomes(records, open_store(settings.home))
-        for line in joined.summary():
-            print(f"grpo: {line}")
-        records = joined.records
-    return records, live or any("outcome" in r.run for r in records)
+    return load_joined(settings.from_trajectories, settings.home, prog="grpo")
 
 
 def _live_rows(records: list[Any]) -> list[dict[str, Any]]:

@@ -52,6 +52,7 @@ __all__ = [
     "OutcomeError",
     "join_outcomes",
     "live_metrics",
+    "load_joined",
     "query_root",
 ]
 
@@ -227,6 +228,32 @@ def join_outcomes(records: Iterable[TrajectoryRecord], store: Any) -> JoinResult
         }
         result.records.append(record.model_copy(update={"target": target, "run": run}))
     return result
+
+
+def load_joined(
+    path: str | os.PathLike[str], home: str | os.PathLike[str] | None, *, prog: str
+) -> tuple[list[TrajectoryRecord], bool]:
+    """A trajectory file for training, live runs joined with their outcomes.
+
+    Records that all carry a target (exported from a split, or a file this module joined) are
+    returned as they are; otherwise the runs are joined in ``home``'s store and what the join
+    skipped is printed, one ``{prog}: ...`` line per reason.
+
+    Returns:
+        ``(records, live)``: ``live`` when they are live-logged runs (their home is the
+        environment rollouts run in).
+    """
+    from graphs.trajectories import load_trajectories
+    from memory_store import open_store
+
+    records = list(load_trajectories(path))
+    live = any(r.target is None for r in records)
+    if live:
+        joined = join_outcomes(records, open_store(home))
+        for line in joined.summary():
+            print(f"{prog}: {line}")
+        records = joined.records
+    return records, live or any("outcome" in r.run for r in records)
 
 
 # --------------------------------------------------------------------------- live metrics
