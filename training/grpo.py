@@ -571,7 +571,23 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m training.grpo
         return 2
     out = default_out(args.out, args.home, "grpo")
     print(f"grpo: {meta['steps']} steps in {meta['wall_s']} s -> {out}")
+    curve = reward_curve(out / METRICS_FILE)
+    if curve:
+        print(f"grpo: reward per step (sum of the terms' means; {out / 'metrics.png'}): {curve}")
     return 0
+
+
+def reward_curve(path: Path) -> str:
+    """``"1: 2.10, 2: 2.31, ..."``: each logged step's reward (the sum of the terms' means)."""
+    if not path.is_file():
+        return ""
+    points = []
+    for line in path.read_text().splitlines():
+        row = json.loads(line) if line.strip() else {}
+        terms = [v for k, v in row.items() if k.startswith("rewards/") and k.endswith("/mean")]
+        if terms:
+            points.append(f"{row['step']}: {sum(terms):.2f}")
+    return ", ".join(points)
 
 
 if __name__ == "__main__":

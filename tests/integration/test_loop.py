@@ -132,6 +132,7 @@ def test_outcomes_then_grpo_on_live_logged_runs(
         ]
     )
     assert code == 0, capsys.readouterr().err
+    assert "grpo: reward per step (sum of the terms' means;" in capsys.readouterr().out
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert "rewards/item_reward/mean" in rows[-1] and "rewards/query_reward/mean" in rows[-1]
     meta = json.loads((out / "queryagent.meta.json").read_text())
