@@ -48,6 +48,17 @@ def test_precompute_log_stamps_each_run_with_its_memory(loop) -> None:
         assert record.run["catalog"]["version"]
 
 
+def test_recommend_log_stamps_the_run(loop, tiny_model_dir: Path, tmp_path: Path) -> None:
+    log = tmp_path / "one.jsonl"
+    home = str(loop.home)
+    args = ["recommend", "--user", "A1TINYUSER05", "--home", home, "--log", str(log)]
+    assert main([*args, "--model", str(tiny_model_dir), "--max-refinements", "0"]) == 0
+    (record,) = load_trajectories(log)
+    memory = UserMemory(open_store(loop.home))
+    assert record.run["memory"]["n_events"] == memory.n_events("A1TINYUSER05") == 6
+    assert record.run["memory"]["digest"] and record.run["catalog"]["generation"] == 1
+
+
 def test_events_add_bad_input_is_one_line_and_writes_nothing(loop, tmp_path: Path) -> None:
     memory = UserMemory(open_store(loop.home))
     before = memory.n_events("A1TINYUSER02")
