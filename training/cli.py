@@ -131,6 +131,8 @@ def _outcomes(args: argparse.Namespace) -> int:
         return 0
     print(metrics_line("logged runs", live_metrics(result.records)))
     sample = result.records[: args.replay_limit] if args.replay_limit else result.records
+    if args.replay_model and len(sample) < len(result.records):
+        print(metrics_line("logged runs, the replayed ones", live_metrics(sample)))
     for model in args.replay_model or []:
         t0 = time.perf_counter()
         again = replay(sample, model, args.home, max_refinements=args.replay_max_refinements)

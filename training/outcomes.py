@@ -352,7 +352,12 @@ def replay(
         {"user_id": r.user_id, "before": int((r.run.get("memory") or {}).get("n_events", 0))}
         for r in records
     ]
-    result = runner.run(inputs, records=True, targets=[r.target for r in records])
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(inputs), desc=f"replay {model}", unit="run") as bar:
+        result = runner.run(
+            inputs, records=True, targets=[r.target for r in records], on_chunk=bar.update
+        )
     return [
         new.model_copy(update={"run": {**new.run, "outcome": old.run.get("outcome")}})
         for new, old in zip(result.records, records, strict=True)

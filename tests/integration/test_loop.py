@@ -148,3 +148,26 @@ def test_outcomes_then_grpo_on_live_logged_runs(
     assert "rewards/item_reward/mean" in rows[-1] and "rewards/query_reward/mean" in rows[-1]
     meta = json.loads((out / "queryagent.meta.json").read_text())
     assert meta["data"]["environment"] == "home" and meta["data"]["prompt_rows"] >= 1
+
+    # before/after on the same shoppers: replayed at the memory each run held
+    code = train_main(
+        [
+            "outcomes",
+            "--from-trajectories",
+            str(joined),
+            "--home",
+            home,
+            "--out",
+            str(tmp_path / "again.jsonl"),
+            "--replay-model",
+            str(tiny_model_dir),
+            "--replay-model",
+            str(out),
+            "--replay-limit",
+            "2",
+        ]
+    )
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "logged runs, the replayed ones (2 runs): hit@10" in text
+    assert f"replayed with {tiny_model_dir} (2 runs)" in text and f"replayed with {out}" in text
