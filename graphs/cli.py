@@ -11,11 +11,14 @@ Argument parsing uses the standard library's argparse (maintained, no extra depe
 Errors a user can cause (unknown user, bad data file, an id the store cannot key by, an oversized
 input, empty or unreachable catalog, an interrupted ingest, a ``--model`` that cannot load, an
 unwritable home, a store URL that names no database, a log file that is not a trajectory file or
-whose folder is missing, a bad precompute request) print one line and exit 2. ``recommend``
+whose folder is missing, a bad precompute request, a bad events line or an item the catalog does
+not hold for ``events add``) print one line and exit 2. ``recommend``
 checks the store, the shopper, the catalog and the model folder in that order, before any model is
 loaded. ``--log FILE`` appends the run's trajectory (``graphs.trajectories``, schema v2, built from
 the graph's output) to FILE and updates ``FILE.meta.json``. ``precompute`` and ``--cached``: see
-``graphs.precompute``.
+``graphs.precompute``; ``precompute --log FILE`` logs each computed run the same way, and
+``--no-model`` runs recall and the learned check without a language model. ``events add``
+appends purchases after each shopper's stored events (``graphs.events``).
 """
 
 from __future__ import annotations

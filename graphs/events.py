@@ -13,7 +13,7 @@ event count grows: cached profiles of the longer history are built on the next r
 Everything is checked before anything is written: a line that is not ``{"user_id", "item_id",
 "time"?}``, an id the store cannot key by, an item the catalog does not hold, or a time that is not
 ISO-8601 or Unix seconds is one line naming the file and line (``EventsError``), and the store is
-left as it was. The write itself is one ``UserMemory.add_events`` call, which stores the events
+left as it was. The write itself is one ``UserMemory.append_events`` call, which stores the events
 before the registry entries that make them visible.
 """
 
@@ -139,19 +139,15 @@ def add_purchases(store: Any, catalog: Any, lines: Sequence[tuple[str, EventLine
                 "(ingest the data set that holds it first)"
             )
     memory = UserMemory(store)
-    counts: dict[str, int] = {}
-    new = 0
+    users = list(dict.fromkeys(line.user_id for _, line in lines))
+    new = sum(not memory.known(u) for u in users)
     events = []
     for (_, line), when in zip(lines, times, strict=True):
-        if line.user_id not in counts:
-            known = memory.known(line.user_id)
-            counts[line.user_id] = memory.n_events(line.user_id) if known else 0
-            new += not known
         product = products[line.item_id]
         events.append(
             BehaviorEvent(
                 user_id=line.user_id,
-                seq=counts[line.user_id],
+                seq=0,  # the next free position, given by append_events
                 item_id=line.item_id,
                 title=product.title,
                 category=product.category,
@@ -159,6 +155,5 @@ def add_purchases(store: Any, catalog: Any, lines: Sequence[tuple[str, EventLine
                 timestamp=when,
             )
         )
-        counts[line.user_id] += 1
-    memory.add_events(events)
-    return AddResult(events=len(events), shoppers=len(counts), new_shoppers=new)
+    memory.append_events(events)
+    return AddResult(events=len(events), shoppers=len(users), new_shoppers=new)
