@@ -559,14 +559,24 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m training.grpo
 
     User errors print one line and return 2.
     """
+    from agent.catalog import CatalogError
+    from agent.ranking import RankingMissingError
     from graphs.trajectories import TrajectoryError
-    from memory_store import DataError, load_dataset
+    from memory_store import DataError, HomeError, StoreError, load_dataset
 
     try:
         args, config = parse_command_line((GRPOArguments, QueryAgentGRPOConfig), argv, prog)
         dataset = load_dataset(args.data) if args.data else None
         meta = run_grpo(args, config, dataset, command=command_line(prog, argv))
-    except (TrainingError, DataError, TrajectoryError) as exc:
+    except (
+        TrainingError,
+        DataError,
+        TrajectoryError,
+        StoreError,
+        HomeError,
+        CatalogError,
+        RankingMissingError,
+    ) as exc:
         print(f"grpo: error: {exc}", file=sys.stderr)
         return 2
     out = default_out(args.out, args.home, "grpo")

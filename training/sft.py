@@ -471,13 +471,14 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m training.sft"
     User errors (a bad value, a missing data folder, an unloadable model) print one line and
     return 2.
     """
-    from memory_store import DataError, load_dataset
+    from graphs.trajectories import TrajectoryError
+    from memory_store import DataError, HomeError, StoreError, load_dataset
 
     try:
         args, config = parse_command_line((SFTArguments, QueryAgentSFTConfig), argv, prog)
         dataset = load_dataset(args.data)
         meta = run_sft(args, config, dataset, command=command_line(prog, argv))
-    except (TrainingError, DataError) as exc:
+    except (TrainingError, DataError, TrajectoryError, StoreError, HomeError) as exc:
         print(f"sft: error: {exc}", file=sys.stderr)
         return 2
     print(

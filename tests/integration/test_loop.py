@@ -79,6 +79,26 @@ def test_events_add_bad_input_is_one_line_and_writes_nothing(loop, tmp_path: Pat
     assert memory.n_events("A1TINYUSER02") == before
 
 
+def test_trainers_refuse_bad_logs_in_one_line(loop, tmp_path: Path, capsys) -> None:
+    from training.cli import main as train_main
+
+    other = tmp_path / "other.jsonl"  # the same runs, logged on another catalog version
+    other.write_text(
+        "".join(
+            line.replace('"version":"', '"version":"0ther') + "\n"
+            for line in loop.runs.read_text().splitlines()
+        )
+    )
+    for trainer in ("grpo", "sft"):
+        for log, message in ((tmp_path / "missing.jsonl", "no such"), (other, "catalog version")):
+            args = [trainer, "--from_trajectories", str(log), "--home", str(loop.home)]
+            if trainer == "sft":
+                args += ["--data", str(loop.root / "cut")]
+            assert train_main(args) == 2
+            err = capsys.readouterr().err.strip()
+            assert err.startswith(f"{trainer}: error: ") and message in err and "\n" not in err
+
+
 def test_outcomes_then_grpo_on_live_logged_runs(
     loop, tiny_model_dir: Path, tmp_path: Path, capsys
 ) -> None:
