@@ -2,24 +2,35 @@
 
     python -m bench.recommend [--users 20] [--home DIR] [--skip-ingest] [--out FILE.json]
 
+    python -m bench.recommend --users 32 --batch-sizes 1,8,32 --home DIR --skip-ingest
+
 Measures: the ingest time of the bundled catalog and memory (into a fresh home unless --home
-is given), ``recommend`` latency p50/p95 over N shoppers run one by one (model already loaded),
-and the throughput of the same N shoppers run together through ``graphs.runner.OfflineRunner``
-(``graph.batch`` and the micro-batching drafter). Timings are wall clock on whatever machine runs
-it; name the machine next to the figures. Expected on the 2-core CPU dev machine: see README
-"Performance".
+is given); ``recommend`` latency p50/p95 over N shoppers run one by one (model already loaded),
+with the profile split of those runs (seconds per run inside the language model, the catalog,
+the learned check and the store, per node, and the graph's own overhead); and the throughput
+of the same N shoppers run together through ``graphs.runner.OfflineRunner`` (``graph.batch``
+and the micro-batching drafter) at each batch size. Writes JSON and a plot (latency
+distribution, throughput vs batch size) beside it. Timings are wall clock on whatever machine
+runs it; name the machine next to the figures (see README "Performance").
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import random
 import statistics
 import tempfile
+import threading
 import time
+from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
+
+import torch
 
 from agent.context import Context
 from graphs.cli import BUNDLED_DATA
@@ -27,10 +38,10 @@ from graphs.cli import main as cli_main
 from graphs.query_agent import build_graph, default_deps
 from graphs.runner import OfflineRunner
 from memory_store import load_dataset, open_store
-from memory_store.files import atomic_write
+from memory_store.files import atomic_path, atomic_write
 
 
-def percentile(values: list[float], q: float) -> float:
+def percentile(values: list[float], q: int) -> float:
     return (
         statistics.quantiles(values, n=100, method="inclusive")[q - 1]
         if len(values) > 1
@@ -38,19 +49,62 @@ def percentile(values: list[float], q: float) -> float:
     )
 
 
+class Stopwatch:
+    """Seconds spent inside the wrapped object's methods (the drafter's model calls, the
+    catalog's searches), summed per run; every other attribute passes through."""
+
+    def __init__(self, inner: Any, methods: tuple[str, ...], totals: dict[str, float], key: str):
+        self._inner, self._methods, self._totals, self._key = inner, methods, totals, key
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._inner, name)
+        if name not in self._methods:
+            return attr
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return attr(*args, **kwargs)
+            finally:
+                with self._lock:
+                    self._totals[self._key] += time.perf_counter() - t0
+
+        return timed
+
+
+def profiled_run(graph: Any, user: str, ctx: Context, totals: dict[str, float]) -> dict:
+    """One run through ``stream(updates)``: each node's wall time (update to update) added to
+    ``totals['node:<name>']``; returns the final state's fields the bench reports."""
+    t0 = last = time.perf_counter()
+    refinements = 0
+    for update in graph.stream({"user_id": user}, context=ctx, stream_mode="updates"):
+        now = time.perf_counter()
+        for node in update:
+            totals[f"node:{node}"] += now - last
+            if node == "refine_query":
+                refinements += 1
+        last = now
+    return {"wall_s": time.perf_counter() - t0, "refinements": refinements}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--users", type=int, default=20)
+    parser.add_argument("--users", type=int, default=32)
+    parser.add_argument("--batch-sizes", default="1,8,32", help="comma-separated")
     parser.add_argument("--home", type=Path, default=None, help="reuse an ingested home")
     parser.add_argument("--skip-ingest", action="store_true")
     parser.add_argument("--model", default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("bench/results/recommend.json"))
     args = parser.parse_args()
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
 
     home = args.home or Path(tempfile.mkdtemp(prefix="qa-bench-"))
     result: dict = {
         "machine": f"{platform.node()} {platform.machine()} {platform.processor()}".strip(),
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
         "home": str(home),
     }
     if not args.skip_ingest:
@@ -59,6 +113,7 @@ def main() -> None:
         result["ingest_s"] = round(time.perf_counter() - t0, 1)
 
     dataset = load_dataset(BUNDLED_DATA)
+    result["catalog"] = {"data": str(BUNDLED_DATA), "products": len(dataset.products)}
     users = random.Random(args.seed).sample(
         [u for u in dataset.users if dataset.sequences.get(u)], args.users
     )
@@ -66,49 +121,104 @@ def main() -> None:
     result["model"] = str(deps.drafter.name)
     store = open_store(home)
     ctx = Context()
-    graph = build_graph(deps).compile(store=store)
-    graph.invoke({"user_id": users[0]}, context=ctx)  # warm-up: model load, embedding model load
+    result["context"] = {k: v for k, v in vars(ctx).items() if not k.startswith("_")}
 
-    latencies, refinements = [], []
-    for user in users:
-        t0 = time.perf_counter()
-        out = graph.invoke({"user_id": user}, context=ctx)
-        latencies.append(time.perf_counter() - t0)
-        refinements.append(out["refinements"])
+    # Sequential, profiled: the drafter's, the catalog's and the check's calls are timed.
+    totals: dict[str, float] = defaultdict(float)
+    timed = replace(
+        deps,
+        drafter=Stopwatch(deps.drafter, ("generate", "beams", "score"), totals, "model"),
+        catalog=Stopwatch(deps.catalog, ("search", "search_many"), totals, "catalog"),
+        ranking=Stopwatch(
+            deps.ranking, ("next_item_probs", "recall", "features", "score"), totals, "check"
+        ),
+    )
+    graph = build_graph(timed).compile(store=store)
+    profiled_run(graph, users[0], ctx, defaultdict(float))  # warm-up: model, embedding model
+    runs = [profiled_run(graph, user, ctx, totals) for user in users]
+    latencies = [r["wall_s"] for r in runs]
+    wall = sum(latencies)
+    nodes = sum(v for k, v in totals.items() if k.startswith("node:"))
+    inside = totals["model"] + totals["catalog"] + totals["check"]
     result["sequential"] = {
         "users": len(users),
-        "p50_s": round(percentile(latencies, 50), 2),
-        "p95_s": round(percentile(latencies, 95), 2),
-        "mean_refinements": round(statistics.mean(refinements), 2),
-    }
-    print(json.dumps(result["sequential"]), flush=True)
-
-    # The offline path (graphs.runner): one graph.batch over all shoppers, micro-batched drafter.
-    runner = OfflineRunner(
-        store=store,
-        catalog=deps.catalog,
-        drafter=deps.drafter,
-        ranking=deps.ranking,
-        context=ctx,
-        batch_size=len(users),
-    )
-    batching = runner.drafter
-    t0 = time.perf_counter()
-    runner.run([{"user_id": u} for u in users])
-    wall = time.perf_counter() - t0
-    result["batched"] = {
-        "users": len(users),
-        "wall_s": round(wall, 1),
+        "p50_s": round(percentile(latencies, 50), 3),
+        "p95_s": round(percentile(latencies, 95), 3),
+        "mean_s": round(statistics.mean(latencies), 3),
         "users_per_min": round(60 * len(users) / wall, 1),
+        "mean_refinements": round(statistics.mean(r["refinements"] for r in runs), 2),
     }
-    # The micro-batcher wraps free-generation drafters; a grounded drafter's beams run one
-    # shopper at a time under its lock, so there is no batch size to report.
-    sizes = getattr(batching, "batch_sizes", None)
-    if sizes:
-        result["batched"]["mean_prompts_per_model_call"] = round(statistics.mean(sizes), 1)
-    result["sequential"]["users_per_min"] = round(60 * len(users) / sum(latencies), 1)
+    # Seconds per run; the shares are of the whole wall time.
+    split = {
+        "model_s": totals["model"],
+        "catalog_s": totals["catalog"],
+        "check_s": totals["check"],
+        "other_node_work_s": max(0.0, nodes - inside),
+        "graph_overhead_s": max(0.0, wall - nodes),
+    }
+    result["profile"] = {
+        "per_run_s": {k: round(v / len(users), 4) for k, v in split.items()},
+        "share": {k.removesuffix("_s"): round(v / wall, 4) for k, v in split.items()},
+        "nodes_per_run_s": {
+            k.removeprefix("node:"): round(v / len(users), 4)
+            for k, v in sorted(totals.items())
+            if k.startswith("node:")
+        },
+    }
+    print(json.dumps({"sequential": result["sequential"], "profile": result["profile"]}))
+
+    # The offline path (graphs.runner): graph.batch over the shoppers, micro-batched drafter.
+    result["batched"] = []
+    for size in batch_sizes:
+        runner = OfflineRunner(
+            store=store,
+            catalog=deps.catalog,
+            drafter=deps.drafter,
+            ranking=deps.ranking,
+            context=ctx,
+            batch_size=size,
+        )
+        t0 = time.perf_counter()
+        runner.run([{"user_id": u} for u in users])
+        took = time.perf_counter() - t0
+        row = {
+            "batch_size": size,
+            "users": len(users),
+            "wall_s": round(took, 1),
+            "users_per_min": round(60 * len(users) / took, 1),
+        }
+        sizes = getattr(runner.drafter, "batch_sizes", None)
+        if sizes:
+            row["mean_prompts_per_model_call"] = round(statistics.mean(sizes), 1)
+        result["batched"].append(row)
+        print(json.dumps(row), flush=True)
     atomic_write(args.out, json.dumps(result, indent=2) + "\n")
+    plot(result, latencies, args.out.with_suffix(".png"))
     print(json.dumps(result, indent=2))
+
+
+def plot(result: dict, latencies: list[float], path: Path) -> None:
+    """Latency distribution of the sequential runs; throughput against batch size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
+    left.hist(latencies, bins=min(20, max(5, len(latencies) // 2)))
+    left.set_xlabel("seconds per recommendation (one shopper)")
+    left.set_ylabel("runs")
+    sizes = [r["batch_size"] for r in result["batched"]]
+    rates = [r["users_per_min"] for r in result["batched"]]
+    right.plot(sizes, rates, marker="o")
+    right.set_xscale("log", base=2)
+    right.set_xlabel("batch size (graph.batch)")
+    right.set_ylabel("shoppers per minute")
+    fig.suptitle(f"{result['model']} on {result['machine']} ({result['cpus']} CPUs)", fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
 
 
 if __name__ == "__main__":

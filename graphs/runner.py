@@ -33,7 +33,7 @@ from uuid import uuid4
 
 from agent.catalog import Catalog
 from agent.context import Context
-from agent.drafting import MicroBatchingDrafter
+from agent.drafting.batching import micro_batched
 from agent.prompts import draft_messages
 from graphs.ingest import ingest
 from graphs.query_agent import Deps, build_graph
@@ -129,9 +129,10 @@ class OfflineRunner:
     Args:
         store: the memory's store, already ingested (see ``from_dataset``).
         catalog: the product catalog the graph searches.
-        drafter: a ``QueryDrafter``, wrapped in a ``MicroBatchingDrafter`` (unless it is one) so
-            concurrent runs share model calls; a ``GroundedDrafter`` (constrained beams and
-            scoring, ``agent.drafting``) is used as it is.
+        drafter: a ``QueryDrafter`` or ``GroundedDrafter``, put behind the micro-batcher
+            (``agent.drafting.batching.micro_batched``) so the concurrent runs of ``graph.batch``
+            share model calls (free generation and constrained beams alike); ``None`` runs
+            recall and the check alone.
         ranking: the catalog's fitted models (``agent.ranking``) the nodes use.
         context: the default run context (``run`` may pass another).
         model: the model id written into trajectory records (default: the drafter's ``name``).
@@ -154,14 +155,7 @@ class OfflineRunner:
         self.store = store
         self.catalog = catalog
         self.batch_size = batch_size
-        from agent.drafting.constrained import GroundedDrafter
-
-        # None: no language model, recall and the learned check only (the ``ranker`` ablation).
-        self.drafter = (
-            drafter
-            if drafter is None or isinstance(drafter, MicroBatchingDrafter | GroundedDrafter)
-            else MicroBatchingDrafter(drafter, max_batch=batch_size)
-        )
+        self.drafter = None if drafter is None else micro_batched(drafter, max_batch=batch_size)
         self.ranking = ranking
         self.context = context or Context()
         inner = getattr(self.drafter, "drafter", drafter)

@@ -4,6 +4,11 @@
 completion. This wrapper collects the requests that arrive within a short window and sends them
 to the wrapped drafter as one left-padded batch, which on a CPU costs little more than a single
 prompt. Requests with different sampling settings are never mixed.
+
+``micro_batched(drafter)`` picks the wrapper: for a ``GroundedDrafter`` it also merges concurrent
+``beams`` calls (each prompt keeps its own trie, so a refinement's exclusions stay its own):
+a constrained beam search's decoding steps are small matrix products, so on a CPU one step
+over the beams of many shoppers costs little more than one over a single shopper's.
 """
 
 from __future__ import annotations
@@ -23,8 +28,11 @@ from agent.records import Generation
 @dataclass
 class _Request:
     prompts: list[list[dict[str, str]]]
+    # What may share a call: the method ("generate", "beams") and its settings.
     options: tuple[tuple[str, Any], ...]
-    future: Future[list[Generation]] = field(default_factory=Future)
+    # Per-prompt arguments that do not need to match to share a call (beams: the trie).
+    per_prompt: list[Any] = field(default_factory=list)
+    future: Future[list[Any]] = field(default_factory=Future)
 
 
 class MicroBatchingDrafter:
@@ -47,7 +55,11 @@ class MicroBatchingDrafter:
         self._lock = threading.Lock()
 
     def generate(self, prompts: Sequence[list[dict[str, str]]], **options: Any) -> list[Generation]:
-        request = _Request(list(prompts), tuple(sorted(options.items())))
+        return self._submit(
+            _Request(list(prompts), (("method", "generate"), *sorted(options.items())))
+        )
+
+    def _submit(self, request: _Request) -> list[Any]:
         self._ensure_worker()
         self._queue.put(request)
         return request.future.result()
@@ -84,8 +96,13 @@ class MicroBatchingDrafter:
 
     def _serve(self, options: dict[str, Any], requests: list[_Request]) -> None:
         prompts = [p for r in requests for p in r.prompts]
+        method = options.pop("method")
         try:
-            generations = self.drafter.generate(prompts, **options)
+            if method == "beams":
+                per_prompt = [x for r in requests for x in r.per_prompt]
+                generations = self.drafter.beams(prompts, per_prompt, **options)  # type: ignore[attr-defined]
+            else:
+                generations = self.drafter.generate(prompts, **options)
         except BaseException as exc:  # hand the failure to every waiting caller
             for r in requests:
                 r.future.set_exception(exc)
@@ -95,3 +112,39 @@ class MicroBatchingDrafter:
         for r in requests:
             r.future.set_result(list(generations[start : start + len(r.prompts)]))
             start += len(r.prompts)
+
+
+class MicroBatchingGroundedDrafter(MicroBatchingDrafter):
+    """``MicroBatchingDrafter`` for a ``GroundedDrafter``: ``beams`` calls are merged too;
+    ``score`` and ``trie`` go straight to the wrapped drafter."""
+
+    def __init__(self, drafter: Any, *, max_batch: int = 16, max_wait_s: float = 0.05):
+        super().__init__(drafter, max_batch=max_batch, max_wait_s=max_wait_s)
+
+    def beams(
+        self,
+        prompts: Sequence[list[dict[str, str]]],
+        trie: Any,
+        n: int,
+        temperature: float = 0.0,
+    ) -> list[Any]:
+        tries = list(trie) if isinstance(trie, list | tuple) else [trie] * len(prompts)
+        options = (("method", "beams"), ("n", n), ("temperature", temperature))
+        return self._submit(_Request(list(prompts), options, tries))
+
+    def score(self, prompts: Sequence[Any], completions: Sequence[Any]) -> list[list[float]]:
+        return self.drafter.score(prompts, completions)  # type: ignore[attr-defined,no-any-return]
+
+    def trie(self, queries: Sequence[str]) -> Any:
+        return self.drafter.trie(queries)  # type: ignore[attr-defined]
+
+
+def micro_batched(drafter: Any, *, max_batch: int = 16, max_wait_s: float = 0.05) -> Any:
+    """``drafter`` behind the right micro-batcher (unchanged when it already is one)."""
+    from agent.drafting.constrained import GroundedDrafter
+
+    if isinstance(drafter, MicroBatchingDrafter):
+        return drafter
+    if isinstance(drafter, GroundedDrafter):
+        return MicroBatchingGroundedDrafter(drafter, max_batch=max_batch, max_wait_s=max_wait_s)
+    return MicroBatchingDrafter(drafter, max_batch=max_batch, max_wait_s=max_wait_s)

@@ -49,10 +49,14 @@ class GroundedDrafter(Protocol):
     name: str
 
     def beams(
-        self, prompts: Sequence[Messages], trie: QueryTrie, n: int, temperature: float = 0.0
+        self,
+        prompts: Sequence[Messages],
+        trie: QueryTrie | Sequence[QueryTrie],
+        n: int,
+        temperature: float = 0.0,
     ) -> list[list[Beam]]:
         """Up to ``n`` distinct trie queries per prompt, best first (beam search; sampled inside
-        the trie when ``temperature > 0``)."""
+        the trie when ``temperature > 0``); one trie for all prompts or one per prompt."""
         ...
 
     def score(
@@ -78,27 +82,33 @@ def constrained_beams(
     model: Any,
     tokenizer: Any,
     prompts: Sequence[Messages],
-    trie: QueryTrie,
+    trie: QueryTrie | Sequence[QueryTrie],
     n: int,
     temperature: float = 0.0,
 ) -> list[list[Beam]]:
     """Beam search over the trie: ``n`` beams per prompt, returned as distinct queries. With
     ``temperature > 0``, ``n`` samples drawn inside the trie instead (GRPO's group of valid
-    queries); their log-probabilities are under the sampling distribution."""
+    queries); their log-probabilities are under the sampling distribution. ``trie`` is one trie
+    for every prompt or one per prompt (views of one trie, e.g. ``QueryTrie.without``: they must
+    share the end-of-turn token)."""
     import torch
 
     if not prompts:
         return []
-    n = max(1, min(n, len(trie)))
+    tries = list(trie) if not isinstance(trie, QueryTrie) else [trie] * len(prompts)
+    if len(tries) != len(prompts) or len({t.eos_id for t in tries}) != 1:
+        raise ValueError("constrained_beams needs one trie per prompt, all with one eos token")
+    n = max(1, min(n, max(len(t) for t in tries)))
+    eos_id = tries[0].eos_id
     ids = [_prompt_ids(tokenizer, m) for m in prompts]
     width = max(len(i) for i in ids)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else trie.eos_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
     input_ids = torch.tensor([[pad] * (width - len(i)) + i for i in ids], device=model.device)
     mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in ids], device=model.device)
-    longest = max(len(s) for s in trie.sequences.values())
+    longest = max((len(s) for t in tries for s in t.sequences.values()), default=1)
 
-    def allowed(_batch_id: int, row: torch.Tensor) -> list[int]:
-        return trie.allowed(row[width:].tolist())
+    def allowed(batch_id: int, row: torch.Tensor) -> list[int]:
+        return tries[batch_id].allowed(row[width:].tolist())
 
     if temperature > 0:
         decoding: dict[str, Any] = {"do_sample": True, "temperature": temperature, "top_k": 0}
@@ -122,7 +132,7 @@ def constrained_beams(
             output_scores=True,
             return_dict_in_generate=True,
             pad_token_id=pad,
-            eos_token_id=trie.eos_id,
+            eos_token_id=eos_id,
             **decoding,
         )
         if temperature > 0:
@@ -136,9 +146,9 @@ def constrained_beams(
         seen: dict[str, Beam] = {}
         for j in range(n):
             row = out.sequences[b * n + j, width:].tolist()
-            if trie.eos_id in row:
-                row = row[: row.index(trie.eos_id) + 1]
-            query = trie.query(row)
+            if eos_id in row:
+                row = row[: row.index(eos_id) + 1]
+            query = tries[b].query(row)
             if query is None or query in seen:
                 continue  # an unfinished beam (max length) or a duplicate
             score = float(
@@ -204,7 +214,11 @@ class GroundedHFDrafter:
         return self.drafter.generate(prompts, **kwargs)
 
     def beams(
-        self, prompts: Sequence[Messages], trie: QueryTrie, n: int, temperature: float = 0.0
+        self,
+        prompts: Sequence[Messages],
+        trie: QueryTrie | Sequence[QueryTrie],
+        n: int,
+        temperature: float = 0.0,
     ) -> list[list[Beam]]:
         model, tokenizer = self.drafter.model, self.drafter.tokenizer
         with self.drafter._lock:

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from agent.drafting.prefix_cache import PrefixCache
-from agent.drafting.protocol import Messages
+from agent.drafting.protocol import DrafterError, Messages
 from agent.drafting.resolve import ResolvedModel, load_model, resolve_model
 from agent.records import Generation
 
@@ -83,6 +83,26 @@ def _completion_ids(row: Sequence[int], eos_ids: set[int]) -> list[int]:
     return out
 
 
+DTYPE_ENV = "QUERYAGENT_DTYPE"
+DTYPES = ("auto", "float32", "bfloat16")
+
+
+def inference_dtype(name: str, device: str) -> Any:
+    """The torch dtype for ``name`` on ``device`` (see ``HFDrafter``'s ``dtype``)."""
+    import torch
+
+    if name == "auto":
+        if device.startswith("cuda"):
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+        # oneDNN runs bfloat16 matrix products natively on AVX512-BF16 / AMX CPUs; elsewhere
+        # they are emulated and slower than float32.
+        native = getattr(torch.backends.mkldnn, "is_available", lambda: False)() and (
+            getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)()
+        )
+        return torch.bfloat16 if native else torch.float32
+    return getattr(torch, name)
+
+
 class HFDrafter:
     """A causal LM from Hugging Face transformers, loaded on the first ``generate``.
 
@@ -96,6 +116,10 @@ class HFDrafter:
         prefix_cache: reuse the attention keys/values of prompt prefixes seen before when one
             prompt is generated alone (see ``PrefixCache``); off for models that change
             between calls (``from_loaded``).
+        dtype: the weights' dtype for inference: ``"float32"``, ``"bfloat16"``, or ``"auto"``
+            (bfloat16 on a GPU and on a CPU with native bfloat16 arithmetic, where it about
+            halves the time of a forward pass; float32 elsewhere). ``None`` reads
+            ``$QUERYAGENT_DTYPE`` (default ``auto``).
     """
 
     def __init__(
@@ -106,9 +130,15 @@ class HFDrafter:
         device: str | None = None,
         batch_size: int = 16,
         prefix_cache: bool = True,
+        dtype: str | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.dtype = dtype or os.environ.get(DTYPE_ENV) or "auto"
+        if self.dtype not in DTYPES:
+            raise DrafterError(
+                f"unknown dtype {self.dtype!r} (${DTYPE_ENV}): use one of {', '.join(DTYPES)}"
+            )
         self.prefixes: PrefixCache | None = PrefixCache() if prefix_cache else None
         self.resolved = model if isinstance(model, ResolvedModel) else resolve_model(model, home)
         self._device = device
@@ -179,7 +209,7 @@ class HFDrafter:
             tokenizer.padding_side = "left"
             if tokenizer.pad_token is None:
                 tokenizer.pad_token = tokenizer.eos_token
-            model.to(device)
+            model.to(device=device, dtype=inference_dtype(self.dtype, device))
             model.eval()
             logger.info(
                 "loaded %s on %s in %.1f s", self.name, device, time.perf_counter() - started

@@ -42,6 +42,11 @@ class QueryTrie:
         self._sorted: dict[tuple[int, ...], list[int]] = {
             k: sorted(v) for k, v in self._children.items()
         }
+        # Queries under each node (a node = a token prefix; a whole path counts itself once).
+        self._under: dict[tuple[int, ...], int] = {}
+        for path in self._query_of:
+            for n in range(1, len(path) + 1):
+                self._under[path[:n]] = self._under.get(path[:n], 0) + 1
 
     @classmethod
     def build(cls, tokenizer: Any, queries: Iterable[str], eos_id: int | None = None) -> QueryTrie:
@@ -69,6 +74,25 @@ class QueryTrie:
         written) or off the trie, only eos (so a finished beam stays finished)."""
         return self._sorted.get(tuple(prefix), [self.eos_id])
 
+    def without(self, queries: Iterable[str]) -> QueryTrie:
+        """A view of this trie in which ``queries`` cannot be written (a refinement's beams then
+        spend no width on candidates already tried). Edges whose every query is excluded go;
+        the view shares this trie's tables, so it costs the excluded paths' lengths."""
+        gone: dict[tuple[int, ...], int] = {}
+        for query in set(queries):
+            ids = self.sequences.get(query)
+            if ids is None:
+                continue
+            for n in range(1, len(ids) + 1):
+                gone[tuple(ids[:n])] = gone.get(tuple(ids[:n]), 0) + 1
+        if not gone:
+            return self
+        view = object.__new__(QueryTrie)
+        view.__dict__.update(self.__dict__)
+        view.sequences = {q: ids for q, ids in self.sequences.items() if q not in set(queries)}
+        view._sorted = _Pruned(self._sorted, self._under, gone)  # type: ignore[assignment]
+        return view
+
     def query(self, ids: Sequence[int]) -> str | None:
         """The query whose completion is ``ids`` (eos included or not), else None."""
         ids = list(ids)
@@ -78,3 +102,32 @@ class QueryTrie:
 
     def completion_ids(self, query: str) -> list[int] | None:
         return self.sequences.get(query)
+
+
+class _Pruned(dict[tuple[int, ...], list[int]]):
+    """``QueryTrie._sorted`` without the edges whose queries are all excluded (computed per
+    prefix on first use)."""
+
+    def __init__(
+        self,
+        children: dict[tuple[int, ...], list[int]],
+        under: dict[tuple[int, ...], int],
+        gone: dict[tuple[int, ...], int],
+    ) -> None:
+        super().__init__()
+        self._children, self._under, self._gone = children, under, gone
+
+    def get(self, prefix: tuple[int, ...], default: Any = None) -> Any:
+        if prefix in self:
+            return self[prefix]
+        children = self._children.get(prefix)
+        if children is None:
+            return default
+        if prefix in self._gone:
+            children = [
+                t
+                for t in children
+                if self._gone.get((*prefix, t), 0) < self._under.get((*prefix, t), 0)
+            ]
+        self[prefix] = children
+        return children if children else default

@@ -236,3 +236,56 @@ def test_bundled_smollm2_converts_once_then_loads_from_cache(
     [g3] = shipped.generate([draft_messages(build_profile(user, events))], stop=STOP)
     parsed = parse_query(g3.text)
     assert parsed.ok and parsed.query, g3.text
+
+    # Grounded drafting on the real model: the beams of three shoppers computed together (the
+    # micro-batcher merging concurrent calls, each with its own trie view) equal one at a time.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from agent.drafting.batching import micro_batched
+    from agent.drafting.constrained import GroundedHFDrafter
+    from agent.prompts import grounded_messages
+    from memory_store.queries import catalog_queries
+
+    grounded = GroundedHFDrafter(shipped)
+    trie = grounded.trie(sorted(set(catalog_queries(data.products).values())))
+    users = ["ABW8NXS7SV55K", "A30Y2UTHJDGD62", "A1SWWHE1L3XR3V"]
+    prompts = [
+        grounded_messages(
+            build_profile(u, events_from_sequence(u, data.sequences[u], data.products))
+        )
+        for u in users
+    ]
+    first_beams = grounded.beams(prompts[:1], trie, 4)[0]
+    tries = [trie, trie.without([first_beams[0].query]), trie]
+    alone = [grounded.beams([p], t, 4)[0] for p, t in zip(prompts, tries, strict=True)]
+    assert first_beams[0].query not in {b.query for b in alone[1]}
+    batcher = micro_batched(grounded, max_batch=8, max_wait_s=0.5)
+    with ThreadPoolExecutor(3) as pool:
+        together = list(
+            pool.map(
+                lambda pt: batcher.beams([pt[0]], pt[1], 4)[0], zip(prompts, tries, strict=True)
+            )
+        )
+    assert batcher.batch_sizes == [3]  # one model call for the three shoppers
+    for one, many in zip(alone, together, strict=True):
+        assert [b.query for b in many] == [b.query for b in one]
+        assert [b.logprob for b in many] == pytest.approx([b.logprob for b in one], abs=1e-3)
+
+
+def test_dtype_choice(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """bfloat16 on request; "auto" follows the device; an unknown name is one clear error."""
+    import torch
+
+    from agent.drafting.hf import inference_dtype
+
+    bf16 = HFDrafter(str(tiny_model), device="cpu", dtype="bfloat16")
+    assert bf16.model.dtype == torch.bfloat16
+    [g] = bf16.generate([_chat("gift ideas")], max_new_tokens=4)
+    assert g.completion_token_ids
+    monkeypatch.setenv("QUERYAGENT_DTYPE", "auto")
+    auto = HFDrafter(str(tiny_model), device="cpu")
+    assert auto.model.dtype == inference_dtype("auto", "cpu")
+    assert inference_dtype("auto", "cpu") in (torch.bfloat16, torch.float32)
+    monkeypatch.setenv("QUERYAGENT_DTYPE", "float16x")
+    with pytest.raises(DrafterError, match="unknown dtype 'float16x'"):
+        HFDrafter(str(tiny_model), device="cpu")

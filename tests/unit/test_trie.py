@@ -34,6 +34,36 @@ def test_a_catalog_change_changes_the_key() -> None:
     assert QueryTrie.build(WordTokenizer(), list(reversed(QUERIES))).key == a.key
 
 
+def _walk(trie: QueryTrie, prefix: tuple[int, ...] = ()) -> set[str]:
+    """Every query a decoder following ``allowed`` can finish."""
+    found = set()
+    for token in trie.allowed(prefix):
+        path = (*prefix, token)
+        if token == trie.eos_id:
+            query = trie.query(path)
+            if query is not None:
+                found.add(query)
+        else:
+            found |= _walk(trie, path)
+    return found
+
+
+def test_an_excluded_query_cannot_be_written_and_the_rest_still_can() -> None:
+    trie = QueryTrie.build(WordTokenizer(), QUERIES)
+    assert _walk(trie) == set(QUERIES)
+    # "duct tape" is a prefix of "duct tape silver": excluding it keeps the longer one.
+    view = trie.without(["duct tape", "glass beakers"])
+    assert _walk(view) == {"duct tape silver", "pla filament"}
+    assert len(view) == 2 and view.key == trie.key
+    assert _walk(trie) == set(QUERIES)  # the trie itself is untouched
+    assert _walk(trie.without(["duct tape silver", "duct tape"])) == {
+        "glass beakers",
+        "pla filament",
+    }
+    assert _walk(trie.without(QUERIES)) == set()
+    assert trie.without([]) is trie and trie.without(["not a query"]) is trie
+
+
 @pytest.mark.integration
 def test_constrained_beams_never_leave_the_trie(tiny_model_dir) -> None:
     """A random tiny LM would write anything; constrained, every beam is a catalog query, the
