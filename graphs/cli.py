@@ -3,18 +3,22 @@
     queryagent ingest [--data DIR] [--home DIR]
     queryagent recommend --user ID [--json] [--model ID_OR_PATH] [--home DIR]
                          [--log FILE | --cached]
-    queryagent precompute [--users FILE] [--since TIMESTAMP] [--home DIR] [--model M]
-                          [--engine local|ray]
+    queryagent precompute [--users FILE] [--since TIMESTAMP] [--home DIR] [--model M | --no-model]
+                          [--engine local|ray] [--log FILE]
+    queryagent events add (--user ID --item ID [--time T] | --file events.jsonl) [--home DIR]
 
 Argument parsing uses the standard library's argparse (maintained, no extra dependency).
 Errors a user can cause (unknown user, bad data file, an id the store cannot key by, an oversized
 input, empty or unreachable catalog, an interrupted ingest, a ``--model`` that cannot load, an
 unwritable home, a store URL that names no database, a log file that is not a trajectory file or
-whose folder is missing, a bad precompute request) print one line and exit 2. ``recommend``
+whose folder is missing, a bad precompute request, a bad events line or an item the catalog does
+not hold for ``events add``) print one line and exit 2. ``recommend``
 checks the store, the shopper, the catalog and the model folder in that order, before any model is
 loaded. ``--log FILE`` appends the run's trajectory (``graphs.trajectories``, schema v3, built from
 the graph's output) to FILE and updates ``FILE.meta.json``. ``precompute`` and ``--cached``: see
-``graphs.precompute``.
+``graphs.precompute``; ``precompute --log FILE`` logs each computed run the same way, and
+``--no-model`` runs recall and the learned check without a language model. ``events add``
+appends purchases after each shopper's stored events (``graphs.events``).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from graphs.trajectories import (
     append_trajectories,
     check_appendable,
     record_from_output,
+    run_stamp,
 )
 from memory_store import (
     DataError,
@@ -122,6 +127,9 @@ def _recommend(args: argparse.Namespace) -> int:
     _load_model(deps.drafter, args.model)
     graph = build_graph(deps).compile(store=store, name="QueryAgent")
     inputs = {"user_id": args.user}
+    # What the run's memory holds and which catalog it runs on, read before it starts: the
+    # outcome join (`queryagent-train outcomes`) finds the purchases recorded after it.
+    stamp = run_stamp(store, args.user) if args.log is not None else {}
     run_id, created = str(uuid4()), datetime.now(UTC).isoformat()
     t0 = time.perf_counter()
     config: RunnableConfig = {"run_id": UUID(run_id)}
@@ -129,7 +137,7 @@ def _recommend(args: argparse.Namespace) -> int:
     latency = round(time.perf_counter() - t0, 3)
     if args.log is not None:
         record = record_from_output(
-            result, inputs, model=deps.drafter.name, run_id=run_id, created=created
+            result, inputs, model=deps.drafter.name, run_id=run_id, created=created, run=stamp
         )
         _log(args, record, deps.catalog, deps.drafter.name)
     if args.cached:  # none was stored: this one is, for the next call
@@ -241,7 +249,18 @@ def _precompute(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CliError(str(exc)) from exc
     home = str(args.home) if args.home is not None else None
+    if args.log is not None:
+        if args.engine != "local":
+            raise CliError("--log needs --engine local (the records are built in this process)")
+        check_appendable(args.log)  # before any run: a bad log path costs nothing
+    if args.no_model and args.model is not None:
+        raise CliError("--no-model and --model exclude each other")
     store = open_store(args.home)
+    factory = (
+        partial(_model_free_deps, home)
+        if args.no_model
+        else partial(default_deps, args.model, home)
+    )
     t0 = time.perf_counter()
     result = precompute(
         store,
@@ -251,14 +270,69 @@ def _precompute(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         force=args.force,
         engine=args.engine,
-        deps_factory=partial(default_deps, args.model, home),
+        deps_factory=factory,
         store_opener=partial(open_store, home),
         ray_actors=args.ray_actors,
+        log=_precompute_log(args, home) if args.log is not None else None,
+        model="none" if args.no_model else None,
     )
+    logged = f"; {len(result.computed)} trajectories appended to {args.log}" if args.log else ""
     print(
         f"precomputed {len(result.computed)} of {result.selected} selected shoppers "
         f"({result.up_to_date} up to date; engine {result.engine}; "
-        f"{time.perf_counter() - t0:.1f} s); home {queryagent_home(args.home)}"
+        f"{time.perf_counter() - t0:.1f} s){logged}; home {queryagent_home(args.home)}"
+    )
+    return 0
+
+
+def _model_free_deps(home: str | None) -> Any:
+    """Recall and the learned check without a language model (the ``ranker`` ablation)."""
+    from agent.catalog import ChromaCatalog
+    from agent.ranking import load_served
+    from graphs.query_agent import Deps
+
+    return Deps(drafter=None, catalog=ChromaCatalog.from_env(home=home), ranking=load_served(home))
+
+
+def _precompute_log(args: argparse.Namespace, home: str | None) -> Any:
+    """Appends each computed chunk's trajectory records to ``--log`` (with its sidecar)."""
+    meta = {
+        "command": " ".join(sys.argv),
+        "config": {
+            "model": "none" if args.no_model else args.model,
+            "max_refinements": args.max_refinements,
+            "seed": args.seed,
+            "home": str(queryagent_home(home)),
+        },
+    }
+
+    def log(records: list[TrajectoryRecord]) -> None:
+        append_trajectories(args.log, records, meta)
+
+    return log
+
+
+def _events_add(args: argparse.Namespace) -> int:
+    from agent.catalog import ChromaCatalog
+    from graphs.events import EventLine, add_purchases, read_events
+
+    if args.file is not None:
+        if args.user is not None or args.item is not None or args.time is not None:
+            raise CliError("give either --file or --user/--item [--time], not both")
+        lines = read_events(args.file)
+    else:
+        if args.user is None or args.item is None:
+            raise CliError("events add needs --user and --item (or --file FILE)")
+        lines = [("--user/--item", EventLine(user_id=args.user, item_id=args.item, time=args.time))]
+    store = open_store(args.home)
+    catalog = ChromaCatalog.from_env(home=args.home)
+    catalog.check()
+    t0 = time.perf_counter()
+    result = add_purchases(store, catalog, lines)
+    print(
+        f"recorded {result.events} purchases of {result.shoppers} shoppers "
+        f"({result.new_shoppers} new; {time.perf_counter() - t0:.1f} s); "
+        f"home {queryagent_home(args.home)}"
     )
     return 0
 
@@ -380,7 +454,44 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument(
         "--force", action="store_true", help="recompute shoppers whose result is up to date"
     )
+    pre.add_argument(
+        "--log",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="also append each computed run's trajectory to FILE (JSONL, schema v3), as "
+        "`recommend --log` does",
+    )
+    pre.add_argument(
+        "--no-model",
+        action="store_true",
+        help="no language model: recall and the learned check only (the `ranker` ablation; "
+        "milliseconds a shopper)",
+    )
     pre.set_defaults(func=_precompute)
+
+    events = sub.add_parser("events", help="record shoppers' purchases into the live memory")
+    events_sub = events.add_subparsers(dest="events_command", required=True)
+    add = events_sub.add_parser(
+        "add",
+        help="append purchases after each shopper's stored events",
+        description="Appends purchases (one, or a JSONL file of {user_id, item_id, time?}) "
+        "after each shopper's stored events; everything is checked before anything is written.",
+    )
+    add.add_argument("--user", default=None, help="shopper id")
+    add.add_argument("--item", default=None, help="item id (must be in the served catalog)")
+    add.add_argument(
+        "--time", default=None, help="purchase time: ISO-8601 (naive = UTC) or Unix seconds"
+    )
+    add.add_argument(
+        "--file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help='JSON lines of {"user_id", "item_id", "time"?}, recorded in file order',
+    )
+    add.add_argument("--home", type=Path, default=None, help="QueryAgent home")
+    add.set_defaults(func=_events_add)
     return parser
 
 
@@ -389,6 +500,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from agent.drafting import DrafterError
     from agent.model_identity import ModelSourceError
     from agent.ranking import RankingMissingError
+    from graphs.events import EventsError
     from graphs.precompute import PrecomputeError
 
     args = build_parser().parse_args(argv)
@@ -406,6 +518,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         DrafterError,
         ModelSourceError,
         RankingMissingError,
+        EventsError,
     ) as exc:
         print(f"queryagent: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

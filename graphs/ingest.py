@@ -29,6 +29,7 @@ from langgraph.store.base import BaseStore
 from agent.nodes import CATALOG_NAMESPACE, CATALOG_STATS_KEY
 from memory_store import Dataset, UserMemory, category_name
 from memory_store.products import Product
+from memory_store.queries import common_root
 
 __all__ = [
     "FitHook",
@@ -147,6 +148,9 @@ def ingest(
             "dataset": dataset.name,
             "products": len(dataset.products),
             "catalog_version": version,
+            # The taxonomy root that ground-truth queries drop (memory_store.queries): what a
+            # purchase recorded later is scored against (training.outcomes).
+            "query_root": common_root(p.category for p in dataset.products.values()),
         },
     )
     result = IngestResult(

@@ -50,7 +50,7 @@ from agent.model_identity import model_digest
 from graphs.ingest import catalog_stats
 from graphs.query_agent import Deps
 from graphs.runner import OfflineRunner
-from graphs.trajectories import code_version
+from graphs.trajectories import TrajectoryRecord, code_version, run_stamp
 from memory_store import USERS_NAMESPACE
 
 __all__ = [
@@ -295,6 +295,7 @@ def precompute(
     deps_factory: Callable[[], Deps] | None = None,
     store_opener: Callable[[], BaseStore] | None = None,
     ray_actors: int = 1,
+    log: Callable[[list[TrajectoryRecord]], None] | None = None,
 ) -> PrecomputeResult:
     """Compute and store the recommendation of every selected shopper that is not up to date.
 
@@ -314,6 +315,9 @@ def precompute(
         deps_factory: builds the deps (picklable for ``ray``: each actor calls it once).
         store_opener: opens the same store again (picklable; each Ray actor calls it).
         ray_actors: the actor pool's size (``ray``).
+        log: called with each computed chunk's trajectory records (local engine), each stamped
+            with the memory and catalog it ran on (``graphs.trajectories.run_stamp``), once the
+            chunk is stored: ``queryagent precompute --log FILE``.
 
     Raises:
         PrecomputeError: unknown listed shoppers, a bad engine, or a Ray setup problem.
@@ -354,10 +358,21 @@ def precompute(
                 batch_size=batch_size,
             )
             inputs = [{"user_id": u} for u in todo]
+            # The memory each run will hold, read before the runs (the outcome join's anchor).
+            stamps = {u: run_stamp(store, u) for u in todo} if log is not None else {}
             # One chunk = one graph.batch call, written before the next starts: an interruption
             # loses at most the chunk in flight.
-            for _, outputs, _ in runner.iter_chunks(inputs, chunk_size=chunk_size):
+            for _, outputs, records in runner.iter_chunks(
+                inputs, chunk_size=chunk_size, records=log is not None
+            ):
                 store_results(store, outputs, entries, versions)
+                if log is not None:
+                    log(
+                        [
+                            r.model_copy(update={"run": {**r.run, **stamps[r.user_id]}})
+                            for r in records
+                        ]
+                    )
                 result.computed.extend(o["user_id"] for o in outputs)
                 bar.update(len(outputs))
         else:

@@ -73,6 +73,7 @@ __all__ = [
     "meta_path",
     "read_meta",
     "record_from_output",
+    "run_stamp",
     "write_trajectories",
 ]
 
@@ -383,6 +384,41 @@ def record_from_output(
         )
     except ValidationError as err:
         raise TrajectoryError(f"cannot record the run as {SCHEMA}: {_one_line(err)}") from None
+
+
+def run_stamp(store: Any, user_id: str, before: int | None = None) -> dict[str, Any]:
+    """What a live run ran on, for its record's ``run``: the memory it held and the catalog.
+
+    ``{"memory": {"n_events", "revision", "generation", "digest", "last_event_time"},
+    "catalog": {"version", "generation"}}``: the number of events the run's memory held (cut at
+    ``before``), the registry's revision and ingest generation, a digest of those events
+    (``memory_store.events_digest``) and the time of the last one where events carry times; the
+    catalog version (``graphs.ingest.catalog_version``) and the store's ingest generation.
+    ``training.outcomes`` joins the run with the shopper's first purchase recorded after the
+    held events, and refuses a run whose catalog version is not the store's. Read it before the
+    run starts (the memory the run will see). An unknown shopper gets ``n_events`` 0.
+    """
+    from graphs.ingest import catalog_stats
+    from memory_store import USERS_NAMESPACE, UserMemory, events_digest
+
+    memory = UserMemory(store)
+    item = store.get(USERS_NAMESPACE, user_id)
+    entry = dict(item.value) if item is not None else {}
+    held = memory.events(user_id, before=before) if item is not None else []
+    state = memory.ingest_state() or {}
+    return {
+        "memory": {
+            "n_events": len(held),
+            "revision": int(entry.get("revision", 0)),
+            "generation": entry.get("generation"),
+            "digest": events_digest(held),
+            "last_event_time": held[-1].timestamp if held else None,
+        },
+        "catalog": {
+            "version": catalog_stats(store).get("catalog_version"),
+            "generation": state.get("generation"),
+        },
+    }
 
 
 # -------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from memory_store.datasets import (
     parse_item_text,
     target_position,
 )
-from memory_store.events import BehaviorEvent, EventKind, events_from_sequence
+from memory_store.events import BehaviorEvent, EventKind, events_digest, events_from_sequence
 from memory_store.memory import (
     EVENTS_NAMESPACE,
     INGEST_NAMESPACE,
@@ -72,6 +72,7 @@ __all__ = [
     "UserProfile",
     "build_profile",
     "category_name",
+    "events_digest",
     "events_from_sequence",
     "events_namespace",
     "leave_one_out",

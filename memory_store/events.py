@@ -6,14 +6,15 @@ profile never need the catalog: a profile can be rebuilt from the stored events 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from memory_store.products import Product
 
-__all__ = ["BehaviorEvent", "EventKind", "events_from_sequence"]
+__all__ = ["BehaviorEvent", "EventKind", "events_digest", "events_from_sequence"]
 
 EventKind = Literal["purchase", "click", "search"]
 
@@ -69,3 +70,16 @@ def events_from_sequence(
             )
         )
     return events
+
+
+def events_digest(events: Iterable[BehaviorEvent]) -> str:
+    """A short digest of a history's item ids and kinds, in order.
+
+    A logged run keeps the digest of the events its memory held; when the shopper's first ``n``
+    events later digest differently, the memory was rebuilt or rewritten in between and what came
+    "after" the run cannot be told from position (``training.outcomes``).
+    """
+    digest = hashlib.sha256()
+    for event in events:
+        digest.update(f"{event.kind}\0{event.item_id}\0".encode())
+    return digest.hexdigest()[:16]

@@ -412,6 +412,24 @@ class UserMemory:
             stamps = {u: old_stamp(u) if generation is None else generation for u in users}
             self._put_many([entry(u, new_n[u], stamps[u]) for u in users])
 
+    def append_events(self, events: Sequence[BehaviorEvent]) -> list[BehaviorEvent]:
+        """Store events after each user's stored ones, in the given order (their ``seq`` is
+        replaced by the next free position), registering new users; returns what was stored.
+
+        The positions are read and the events written under the store's lock, so two appends in
+        this process never claim the same position. Nothing is written when the batch is invalid.
+        """
+        with self._lock:
+            users = list(dict.fromkeys(e.user_id for e in events))
+            registry = self._registry(users)
+            next_seq = {u: int(registry.get(u, {}).get("n_events", 0)) for u in users}
+            stored = []
+            for event in events:
+                stored.append(event.model_copy(update={"seq": next_seq[event.user_id]}))
+                next_seq[event.user_id] += 1
+            self.add_events(stored)
+        return stored
+
     def _get_stored(self, keys: Sequence[tuple[str, int]]) -> list[Item | None]:
         return self._get([GetOp(events_namespace(u), f"{seq:08d}") for u, seq in keys])
 

@@ -5,12 +5,15 @@
         --out reports/test.json [--model ID_OR_PATH] [--seed 0]
     queryagent-train sft --config recipes/sft.yaml [--any SFTConfig field ...]
     queryagent-train grpo --config recipes/grpo.yaml [--any GRPOConfig field ...]
+    queryagent-train outcomes --from-trajectories runs.jsonl [--home DIR] --out joined.jsonl \
+        [--replay-model M ...] [--replay-limit N]
 
 ``eval`` writes ``report.json``, ``report.md`` and ``report.png``; per-method results are cached
 in ``report.cache/`` so an interrupted run resumes. ``eval`` and ``export`` parse with argparse;
 the trainers parse with ``trl.TrlParser`` (``training.common``), so ``sft``/``grpo`` hand the
-rest of the command line to their own parser, as the ``trl`` command does. User errors print
-one line and exit 2.
+rest of the command line to their own parser, as the ``trl`` command does. ``outcomes``
+(``training.outcomes``) joins logged runs with the purchases recorded after them. User errors
+print one line and exit 2.
 """
 
 from __future__ import annotations
@@ -95,6 +98,101 @@ class EvalUsageError(Exception):
     pass
 
 
+def _outcomes(args: argparse.Namespace) -> int:
+    from agent.model_identity import check_model
+    from graphs.trajectories import load_trajectories, write_trajectories
+    from memory_store import open_store
+    from training.outcomes import join_outcomes, live_metrics, metrics_line, replay
+
+    for model in args.replay_model or []:
+        check_model(model)  # a replay model that cannot load fails before the join
+    if args.replay_limit is not None and args.replay_limit < 1:
+        raise EvalUsageError(f"--replay-limit must be >= 1, got {args.replay_limit}")
+    if not args.out.parent.is_dir():  # before anything is read
+        raise EvalUsageError(f"--out {args.out}: folder {args.out.parent} does not exist")
+    records = load_trajectories(args.from_trajectories)
+    result = join_outcomes(records, open_store(args.home))
+    for line in result.summary():
+        print(line)
+    meta = {
+        "command": " ".join(sys.argv),
+        "config": {"from_trajectories": str(args.from_trajectories), "home": str(args.home)},
+        "joined_from": str(args.from_trajectories),
+        "skipped": {
+            "no_later_purchase": result.no_later,
+            "memory_rebuilt": result.rebuilt,
+            "unknown_user": result.unknown_user,
+            "no_memory_stamp": result.unstamped,
+        },
+    }
+    write_trajectories(args.out, result.records, meta)
+    print(f"wrote {len(result.records)} joined runs to {args.out}")
+    if not result.records:
+        return 0
+    print(metrics_line("logged runs", live_metrics(result.records)))
+    sample = result.records[: args.replay_limit] if args.replay_limit else result.records
+    if args.replay_model and len(sample) < len(result.records):
+        print(metrics_line("logged runs, the replayed ones", live_metrics(sample)))
+    for model in args.replay_model or []:
+        t0 = time.perf_counter()
+        again = replay(sample, model, args.home, max_refinements=args.replay_max_refinements)
+        label = f"replayed with {model}"
+        print(f"{metrics_line(label, live_metrics(again))}; {time.perf_counter() - t0:.0f} s")
+        if args.replay_out is not None:
+            out = args.replay_out.with_name(f"{args.replay_out.stem}-{Path(model).name}.jsonl")
+            write_trajectories(out, again, {**meta, "replayed_with": model})
+    return 0
+
+
+def _add_outcomes_parser(sub: Any) -> None:
+    oc = sub.add_parser(
+        "outcomes",
+        help="join logged runs with the shopper's next purchase; print their live metrics",
+        description="Joins each logged run (recommend/precompute --log) with the shopper's first "
+        "purchase recorded after the events its memory held, writes the joined records (the "
+        "purchase as each record's target) and prints the runs' live hit@10 and query match.",
+    )
+    oc.add_argument(
+        "--from-trajectories",
+        "--from_trajectories",
+        type=Path,
+        required=True,
+        metavar="FILE",
+        help="logged runs (JSONL, schema v3; v1, v2 files load converted)",
+    )
+    oc.add_argument(
+        "--out", type=Path, required=True, help="joined records (JSONL; .meta.json beside it)"
+    )
+    oc.add_argument(
+        "--home", type=Path, default=None, help="the QueryAgent home the runs were logged on"
+    )
+    oc.add_argument(
+        "--replay-model",
+        action="append",
+        default=None,
+        metavar="MODEL",
+        help="run the joined shoppers again at the memory each run held with this drafter, and "
+        "print its live metrics (repeatable: before/after of a retrained model)",
+    )
+    oc.add_argument(
+        "--replay-limit", type=int, default=None, help="replay only the first N joined runs"
+    )
+    oc.add_argument(
+        "--replay-max-refinements",
+        type=int,
+        default=0,
+        help="refinement budget of the replayed runs (default 0: single turn)",
+    )
+    oc.add_argument(
+        "--replay-out",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="also write each replay's records to FILE-<model folder name>.jsonl",
+    )
+    oc.set_defaults(func=_outcomes)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from training.evaluation.runner import METHODS
     from training.export import add_parser as add_export_parser
@@ -150,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.set_defaults(func=_eval)
     add_export_parser(sub)
+    _add_outcomes_parser(sub)
     # The trainers parse their own flags (TrlParser); listed here for --help.
     for name, text in TRAINERS.items():
         sub.add_parser(name, help=text, add_help=False)
@@ -162,6 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from agent.model_identity import ModelSourceError, check_model
     from graphs.trajectories import TrajectoryError
     from memory_store import HomeError, StoreError
+    from training.common import TrainingError
     from training.evaluation.runner import EvalError
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -185,6 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         CatalogError,
         StoreError,
         HomeError,
+        TrainingError,
     ) as exc:
         print(f"queryagent-train: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -78,8 +78,12 @@ class GRPOError(TrainingError):
 class GRPOArguments:
     """This script's own settings (TRL's are in ``QueryAgentGRPOConfig``)."""
 
-    data: str = field(
-        metadata={"help": "data-set folder: its memory and catalog are the environment"}
+    data: str | None = field(
+        default=None,
+        metadata={
+            "help": "data-set folder: its memory and catalog are the environment (not needed "
+            "with --from_trajectories of live-logged runs: their home is the environment)"
+        },
     )
     model: str = field(
         default=BASE_MODEL_ID,
@@ -89,7 +93,12 @@ class GRPOArguments:
         default=None, metadata={"help": "output folder (default: <home>/checkpoints/grpo)"}
     )
     from_trajectories: str | None = field(
-        default=None, metadata={"help": "build prompts from a logged trajectory file"}
+        default=None,
+        metadata={
+            "help": "build prompts from a trajectory file: exported from a split, or logged live "
+            "(recommend/precompute --log; each run is joined with the shopper's next purchase "
+            "in --home, as `queryagent-train outcomes` does, or pass its joined file)"
+        },
     )
     single_turn: bool = field(
         default=False, metadata={"help": "no refinement: the paper's ablation"}
@@ -111,6 +120,10 @@ class GRPOArguments:
     )
 
     def __post_init__(self) -> None:
+        if not self.data and not self.from_trajectories:
+            raise GRPOError(
+                "--data is required (or --from_trajectories with runs logged on --home)"
+            )
         if self.max_minutes is not None and not (
             self.max_minutes > 0 and math.isfinite(self.max_minutes)
         ):
@@ -195,19 +208,71 @@ def _row(
     }
 
 
-def build_rows(dataset: Dataset, settings: GRPOArguments, seed: int = 0) -> list[dict[str, Any]]:
+def logged_records(settings: GRPOArguments) -> tuple[list[Any], bool]:
+    """The ``--from_trajectories`` records, and whether they are live-logged runs
+    (``training.outcomes.load_joined``)."""
+    from training.outcomes import load_joined
+
+    assert settings.from_trajectories is not None
+    return load_joined(settings.from_trajectories, settings.home, prog="grpo")
+
+
+def _live_rows(records: list[Any]) -> list[dict[str, Any]]:
+    """Rows from joined live runs: the profile the run held, its outcome as the target."""
+    rows = []
+    for record in records:
+        if record.target is None or not record.target.query or record.profile is None:
+            continue
+        profile = UserProfile.model_validate(record.profile)
+        held = (record.run.get("memory") or {}).get("n_events")
+        before = record.before if record.before is not None else held
+        rows.append(
+            {
+                "prompt": grounded_messages(profile),
+                "user_id": record.user_id,
+                "before": int(before if before is not None else profile.n_events),
+                "target_item": record.target.item_id,
+                "target_query": record.target.query,
+                "target_title": record.target.title,
+            }
+        )
+    return rows
+
+
+def build_rows(
+    dataset: Dataset | None, settings: GRPOArguments, seed: int = 0
+) -> list[dict[str, Any]]:
+    """Prompt rows (see ``prompt_rows``)."""
+    return prompt_rows(dataset, settings, seed)[0]
+
+
+def prompt_rows(
+    dataset: Dataset | None, settings: GRPOArguments, seed: int = 0
+) -> tuple[list[dict[str, Any]], bool]:
     """Prompt rows: one shopper at one position, with the held-out item as the reward's target.
 
     From the data set's split (the profile is built from the items before the target), or from a
-    logged trajectory file (its profile snapshots and targets: retraining on what the graph saw).
-    Shuffled with ``seed`` (the run's ``--seed``), then cut to ``settings.limit``.
+    trajectory file (its profile snapshots and targets: retraining on what the graph saw): runs
+    exported from a split carry their target, live-logged runs get the shopper's next purchase
+    recorded after them (``logged_records``). Shuffled with ``seed`` (the run's ``--seed``),
+    then cut to ``settings.limit``.
+
+    Returns:
+        ``(rows, live)``: ``live`` when the rows come from live-logged runs (their home is the
+        rollouts' environment).
     """
-    oracle = QueryOracle(dataset, common_root(p.category for p in dataset.products.values()))
     rows: list[dict[str, Any]] = []
     if settings.from_trajectories:
-        from graphs.trajectories import load_trajectories
-
-        for record in _records(load_trajectories(settings.from_trajectories)):
+        records, live = logged_records(settings)
+        if live:
+            rows = _live_rows(records)
+            random.Random(seed).shuffle(rows)
+            return (rows[: settings.limit] if settings.limit else rows), True
+    if dataset is None:
+        raise GRPOError("--data is required for rows from a split or from exported runs")
+    oracle = QueryOracle(dataset, common_root(p.category for p in dataset.products.values()))
+    if settings.from_trajectories:
+        for record in records:
             target = record.target.item_id if record.target else None
             if (
                 target is None
@@ -226,11 +291,7 @@ def build_rows(dataset: Dataset, settings: GRPOArguments, seed: int = 0) -> list
             if (row := _row(profile, before, ex.target, dataset, oracle)) is not None:
                 rows.append(row)
     random.Random(seed).shuffle(rows)
-    return rows[: settings.limit] if settings.limit else rows
-
-
-def _records(result: Any) -> list[Any]:
-    return list(result[0] if isinstance(result, tuple) else getattr(result, "records", result))
+    return (rows[: settings.limit] if settings.limit else rows), False
 
 
 # --------------------------------------------------------------------------- rollout
@@ -302,21 +363,40 @@ def plot_metrics(path: Path, out: Path) -> None:
 # --------------------------------------------------------------------------- training
 
 
-def _environment(args: GRPOArguments, dataset: Dataset, rows: list[dict[str, Any]]) -> GraphRollout:
-    """The rollout's world: the data set's memory (ingested as `queryagent ingest` does), the
-    evaluation's catalog, its models fitted on the sequences cut before the held-out items, and
-    the graph's knobs."""
+def _environment(
+    args: GRPOArguments, dataset: Dataset | None, rows: list[dict[str, Any]], *, live: bool
+) -> GraphRollout:
+    """The rollout's world and the graph's knobs.
+
+    Live-logged runs: the home they were logged on (its memory, cut at each run's held events by
+    the row's ``before``; its catalog; its served fitted models). Otherwise the data set's memory
+    (ingested as `queryagent ingest` does), the evaluation's catalog and its models fitted on the
+    sequences cut before the held-out items.
+    """
+    context = Context(max_refinements=0 if args.single_turn else args.max_refinements)
+    if live:
+        from agent.catalog import ChromaCatalog
+        from agent.ranking import load_served
+        from memory_store import open_store
+
+        return GraphRollout(
+            rows=rows,
+            catalog=ChromaCatalog.from_env(home=args.home),
+            store=open_store(args.home),
+            context=context,
+            ranking=load_served(args.home),
+        )
     from langgraph.store.memory import InMemoryStore
 
     from graphs.ingest import ingest
     from graphs.runner import offline_ranking
     from training.evaluation.runner import open_eval_catalog
 
+    assert dataset is not None
     store = InMemoryStore()
     catalog = open_eval_catalog(dataset, args.home)
     ingest(dataset, store, catalog, progress=False)
     ranking = offline_ranking(dataset, catalog, args.split, args.home)
-    context = Context(max_refinements=0 if args.single_turn else args.max_refinements)
     return GraphRollout(rows=rows, catalog=catalog, store=store, context=context, ranking=ranking)
 
 
@@ -389,9 +469,14 @@ def _card(
             f"{', '.join(meta['rewards'])} ({config.multi_objective_aggregation})."
         ),
         data=(
-            f"{meta['data']['prompt_rows']:,} prompt rows (shopper, position) from the "
-            f"{args.split} split of `{meta['data']['path']}` ({meta['data']['name']}){source}; "
-            "each completion is a full graph run rendered as one conversation, the "
+            f"{meta['data']['prompt_rows']:,} prompt rows (shopper, position) "
+            + (
+                f"from live-logged runs joined with the shopper's next purchase{source}; "
+                if meta["data"]["environment"] == "home"
+                else f"from the {args.split} split of `{meta['data']['path']}` "
+                f"({meta['data']['name']}){source}; "
+            )
+            + "each completion is a full graph run rendered as one conversation, the "
             "retrieved-products and check-feedback turns masked out of the loss. Per-step "
             f"metrics: `{METRICS_FILE}`, `metrics.png`."
         ),
@@ -403,7 +488,7 @@ def _card(
 def run_grpo(
     args: GRPOArguments,
     config: QueryAgentGRPOConfig,
-    dataset: Dataset,
+    dataset: Dataset | None,
     *,
     command: str | None = None,
 ) -> dict[str, Any]:
@@ -413,10 +498,15 @@ def run_grpo(
 
     started = time.perf_counter()
     out, work, checkpoint = prepare_output(config, args.out, args.home, "grpo", args.resume)
-    rows = build_rows(dataset, args, seed=config.seed)
+    rows, live = prompt_rows(dataset, args, seed=config.seed)
     if not rows:
-        raise GRPOError("no prompt rows: no example has a target with a category")
-    rollout = _environment(args, dataset, rows)
+        raise GRPOError(
+            "no prompt rows: no logged run has a later purchase with a category yet (record "
+            "purchases with `queryagent events add`, then see `queryagent-train outcomes`)"
+            if live
+            else "no prompt rows: no example has a target with a category"
+        )
+    rollout = _environment(args, dataset, rows, live=live)
     work.mkdir(parents=True, exist_ok=True)
     metrics_path = work / METRICS_FILE
     if not args.resume:
@@ -430,7 +520,13 @@ def run_grpo(
         "settings": settings_dict(args, config),
         "optimiser": OPTIMISERS.get(config.multi_objective_aggregation, "custom"),
         "rewards": [f.__name__ for f in REWARD_TERMS],
-        "data": {"path": str(dataset.root), "name": dataset.name, "prompt_rows": len(rows)},
+        "data": {
+            "path": str(dataset.root) if dataset is not None else None,
+            "name": dataset.name if dataset is not None else "live-logged runs",
+            "prompt_rows": len(rows),
+            "from_trajectories": args.from_trajectories,
+            "environment": "home" if live else "data set",
+        },
         "device": str(trainer.args.device.type),
         "code_version": code_version(),
         "versions": versions(),
@@ -463,18 +559,45 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m training.grpo
 
     User errors print one line and return 2.
     """
+    from agent.catalog import CatalogError
+    from agent.ranking import RankingMissingError
     from graphs.trajectories import TrajectoryError
-    from memory_store import DataError, load_dataset
+    from memory_store import DataError, HomeError, StoreError, load_dataset
 
     try:
         args, config = parse_command_line((GRPOArguments, QueryAgentGRPOConfig), argv, prog)
-        meta = run_grpo(args, config, load_dataset(args.data), command=command_line(prog, argv))
-    except (TrainingError, DataError, TrajectoryError) as exc:
+        dataset = load_dataset(args.data) if args.data else None
+        meta = run_grpo(args, config, dataset, command=command_line(prog, argv))
+    except (
+        TrainingError,
+        DataError,
+        TrajectoryError,
+        StoreError,
+        HomeError,
+        CatalogError,
+        RankingMissingError,
+    ) as exc:
         print(f"grpo: error: {exc}", file=sys.stderr)
         return 2
     out = default_out(args.out, args.home, "grpo")
     print(f"grpo: {meta['steps']} steps in {meta['wall_s']} s -> {out}")
+    curve = reward_curve(out / METRICS_FILE)
+    if curve:
+        print(f"grpo: reward per step (sum of the terms' means; {out / 'metrics.png'}): {curve}")
     return 0
+
+
+def reward_curve(path: Path) -> str:
+    """``"1: 2.10, 2: 2.31, ..."``: each logged step's reward (the sum of the terms' means)."""
+    if not path.is_file():
+        return ""
+    points = []
+    for line in path.read_text().splitlines():
+        row = json.loads(line) if line.strip() else {}
+        terms = [v for k, v in row.items() if k.startswith("rewards/") and k.endswith("/mean")]
+        if terms:
+            points.append(f"{row['step']}: {sum(terms):.2f}")
+    return ", ".join(points)
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ from trl import SFTConfig
 from agent.drafting import BASE_MODEL_ID, ResolvedModel
 from agent.prompts import grounded_messages
 from graphs.runner import profile_at
-from memory_store import Dataset, Example, target_position
+from memory_store import Dataset, Example, UserProfile, target_position
 from training.common import (
     META_FILE,
     TrainingError,
@@ -153,6 +153,38 @@ def build_pairs(
     return pairs, skipped
 
 
+def trajectory_pairs(
+    path: str, home: str | None, *, seed: int = 0, limit: int | None = None
+) -> tuple[list[SFTPair], int]:
+    """SFT pairs from a trajectory file: the draft prompt of the profile each run held, and the
+    query of its target (the outcome of a live run, joined in ``home``).
+
+    Returns:
+        ``(pairs, skipped)``: ``skipped`` counts records whose target has no category query.
+    """
+    from training.outcomes import load_joined
+
+    records, _ = load_joined(path, home, prog="sft")
+    usable = [r for r in records if r.target and r.target.query and r.profile is not None]
+    skipped = len(records) - len(usable)
+    random.Random(seed).shuffle(usable)
+    pairs = []
+    for record in usable[:limit] if limit is not None else usable:
+        assert record.target is not None and record.target.query is not None
+        profile = UserProfile.model_validate(record.profile)
+        pairs.append(
+            SFTPair(
+                user_id=record.user_id,
+                target=record.target.item_id,
+                before=record.before if record.before is not None else profile.n_events,
+                truth=record.target.query,
+                prompt=grounded_messages(profile),
+                completion=completion_messages(record.target.query),
+            )
+        )
+    return pairs, skipped
+
+
 # --------------------------------------------------------------------------- settings
 
 
@@ -175,6 +207,15 @@ class SFTArguments:
     )
     home: str | None = field(
         default=None, metadata={"help": "QueryAgent home (default: $QUERYAGENT_HOME)"}
+    )
+    from_trajectories: str | None = field(
+        default=None,
+        metadata={
+            "help": "train on a trajectory file instead of the training split: each run's "
+            "profile -> the query of what the shopper bought next (exported runs' target; "
+            "live-logged runs are joined with the next purchase in --home first, as "
+            "`queryagent-train outcomes` does)"
+        },
     )
     resume: bool = field(
         default=False, metadata={"help": "continue from the last checkpoint in output_dir"}
@@ -287,7 +328,17 @@ def _train(
 
     from training.callbacks import TimeBudget
 
-    pairs, skipped = build_pairs(dataset, seed=config.seed, limit=args.limit)
+    if args.from_trajectories:
+        pairs, skipped = trajectory_pairs(
+            args.from_trajectories, args.home, seed=config.seed, limit=args.limit
+        )
+        if not pairs:
+            raise SFTError(
+                f"{args.from_trajectories}: no run has a target (or a later purchase) with a "
+                "category; see `queryagent-train outcomes`"
+            )
+    else:
+        pairs, skipped = build_pairs(dataset, seed=config.seed, limit=args.limit)
     if not pairs:
         raise SFTError(f"{dataset.root}: the training split has no target with a category")
     resolved, model, tokenizer = load_start_model(args.model, args.home)
@@ -420,13 +471,14 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m training.sft"
     User errors (a bad value, a missing data folder, an unloadable model) print one line and
     return 2.
     """
-    from memory_store import DataError, load_dataset
+    from graphs.trajectories import TrajectoryError
+    from memory_store import DataError, HomeError, StoreError, load_dataset
 
     try:
         args, config = parse_command_line((SFTArguments, QueryAgentSFTConfig), argv, prog)
         dataset = load_dataset(args.data)
         meta = run_sft(args, config, dataset, command=command_line(prog, argv))
-    except (TrainingError, DataError) as exc:
+    except (TrainingError, DataError, TrajectoryError, StoreError, HomeError) as exc:
         print(f"sft: error: {exc}", file=sys.stderr)
         return 2
     print(

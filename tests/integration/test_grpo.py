@@ -96,8 +96,15 @@ def test_grpo_smoke_trains_the_adapter(setting, tiny_model_dir, tiny_recbole_dir
         max_refinements=1,
         limit=4,
     )
+    # A random tiny LM puts most of its mass on one of the fixture's four queries; a hot
+    # sampling temperature and groups of four make the group's rewards differ (a gradient),
+    # whatever path the random numbers take.
     config = QueryAgentGRPOConfig(
-        max_steps=2, num_generations=2, per_device_train_batch_size=2, learning_rate=1e-2
+        max_steps=2,
+        num_generations=4,
+        per_device_train_batch_size=4,
+        learning_rate=1e-2,
+        temperature=4.0,
     )
     meta = run_grpo(args, config, setting.dataset)
     assert meta["steps"] == 2 and meta["optimiser"] == "gdpo"
