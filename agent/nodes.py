@@ -113,9 +113,9 @@ def _beam_attempts(
     exclude: set[str],
     temperature: float = 0.0,
 ) -> list[QueryAttempt]:
-    # A few extra beams make room for queries already tried; asking for one beam per tried
-    # query would multiply the decoding cost by the size of the candidate pool.
-    beams = drafter.beams([messages], trie, n + min(len(exclude), n), temperature)[0]
+    # The beams run over the trie without the queries already tried, so all ``n`` of them are
+    # new candidates (extra beams to make room for tried ones would cost decoding width).
+    beams = drafter.beams([messages], trie.without(exclude), n, temperature)[0]
     out = []
     for beam in beams:
         if beam.query in exclude:

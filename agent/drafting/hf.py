@@ -103,6 +103,16 @@ def inference_dtype(name: str, device: str) -> Any:
     return getattr(torch, name)
 
 
+def inference_dtype_name(dtype: str | None = None, device: str | None = None) -> str:
+    """The dtype an ``HFDrafter(dtype=dtype, device=device)`` would run in, by name."""
+    import torch
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return str(inference_dtype(dtype or os.environ.get(DTYPE_ENV) or "auto", device)).removeprefix(
+        "torch."
+    )
+
+
 class HFDrafter:
     """A causal LM from Hugging Face transformers, loaded on the first ``generate``.
 

@@ -215,10 +215,11 @@ class Evaluator:
 
     # -- caching ----------------------------------------------------------------------------
     def _cache_key(self, spec: MethodSpec) -> dict[str, Any]:
+        from agent.drafting.hf import inference_dtype_name
         from agent.model_identity import model_digest
 
         model_methods = spec.method in MODEL_METHODS
-        return {
+        key: dict[str, Any] = {
             "method": spec.method,
             "model": spec.model,
             # The model's content, not its path: a folder retrained in place (make train-sft)
@@ -233,6 +234,10 @@ class Evaluator:
             # Methods using the fitted catalog models depend on what was fitted.
             "ranking": self._ranking_key() if spec.method in FITTED else None,
         }
+        if model_methods:
+            # ... and on the dtype the model runs in (bfloat16 scores differ from float32's).
+            key["dtype"] = inference_dtype_name()
+        return key
 
     # -- the catalog's fitted models (agent.ranking), fitted on what precedes the targets --------
     @functools.cached_property
