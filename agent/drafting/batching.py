@@ -119,6 +119,7 @@ class MicroBatchingGroundedDrafter(MicroBatchingDrafter):
     ``score`` and ``trie`` go straight to the wrapped drafter."""
 
     def __init__(self, drafter: Any, *, max_batch: int = 16, max_wait_s: float = 0.05):
+        # A GroundedDrafter need not be a QueryDrafter (no ``generate``): typed loosely here.
         super().__init__(drafter, max_batch=max_batch, max_wait_s=max_wait_s)
 
     def beams(
@@ -128,9 +129,10 @@ class MicroBatchingGroundedDrafter(MicroBatchingDrafter):
         n: int,
         temperature: float = 0.0,
     ) -> list[Any]:
-        tries = list(trie) if isinstance(trie, list | tuple) else [trie] * len(prompts)
+        from agent.drafting.trie import tries_per_prompt
+
         options = (("method", "beams"), ("n", n), ("temperature", temperature))
-        return self._submit(_Request(list(prompts), options, tries))
+        return self._submit(_Request(list(prompts), options, tries_per_prompt(trie, len(prompts))))
 
     def score(self, prompts: Sequence[Any], completions: Sequence[Any]) -> list[list[float]]:
         return self.drafter.score(prompts, completions)  # type: ignore[attr-defined,no-any-return]

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from agent.drafting.trie import QueryTrie
+from agent.drafting.trie import QueryTrie, tries_per_prompt
 
 __all__ = [
     "Beam",
@@ -95,7 +95,7 @@ def constrained_beams(
 
     if not prompts:
         return []
-    tries = list(trie) if not isinstance(trie, QueryTrie) else [trie] * len(prompts)
+    tries = tries_per_prompt(trie, len(prompts))
     if len(tries) != len(prompts) or len({t.eos_id for t in tries}) != 1:
         raise ValueError("constrained_beams needs one trie per prompt, all with one eos token")
     n = max(1, min(n, max(len(t) for t in tries)))

@@ -87,6 +87,14 @@ DTYPE_ENV = "QUERYAGENT_DTYPE"
 DTYPES = ("auto", "float32", "bfloat16")
 
 
+def dtype_setting(dtype: str | None = None) -> str:
+    """The dtype name asked for: ``dtype``, else ``$QUERYAGENT_DTYPE``, else ``auto``."""
+    name = dtype or os.environ.get(DTYPE_ENV) or "auto"
+    if name not in DTYPES:
+        raise DrafterError(f"unknown dtype {name!r} (${DTYPE_ENV}): use one of {', '.join(DTYPES)}")
+    return name
+
+
 def inference_dtype(name: str, device: str) -> Any:
     """The torch dtype for ``name`` on ``device`` (see ``HFDrafter``'s ``dtype``)."""
     import torch
@@ -108,9 +116,7 @@ def inference_dtype_name(dtype: str | None = None, device: str | None = None) ->
     import torch
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return str(inference_dtype(dtype or os.environ.get(DTYPE_ENV) or "auto", device)).removeprefix(
-        "torch."
-    )
+    return str(inference_dtype(dtype_setting(dtype), device)).removeprefix("torch.")
 
 
 class HFDrafter:
@@ -144,11 +150,7 @@ class HFDrafter:
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.dtype = dtype or os.environ.get(DTYPE_ENV) or "auto"
-        if self.dtype not in DTYPES:
-            raise DrafterError(
-                f"unknown dtype {self.dtype!r} (${DTYPE_ENV}): use one of {', '.join(DTYPES)}"
-            )
+        self.dtype = dtype_setting(dtype)
         self.prefixes: PrefixCache | None = PrefixCache() if prefix_cache else None
         self.resolved = model if isinstance(model, ResolvedModel) else resolve_model(model, home)
         self._device = device

@@ -15,7 +15,7 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-__all__ = ["ANSWER_PREFIX", "QueryTrie"]
+__all__ = ["ANSWER_PREFIX", "QueryTrie", "tries_per_prompt"]
 
 # The answer format of the draft prompt (see agent.prompts): one line "Query: <words>".
 ANSWER_PREFIX = "Query: "
@@ -78,18 +78,17 @@ class QueryTrie:
         """A view of this trie in which ``queries`` cannot be written (a refinement's beams then
         spend no width on candidates already tried). Edges whose every query is excluded go;
         the view shares this trie's tables, so it costs the excluded paths' lengths."""
+        excluded = set(queries) & self.sequences.keys()
+        if not excluded:
+            return self
         gone: dict[tuple[int, ...], int] = {}
-        for query in set(queries):
-            ids = self.sequences.get(query)
-            if ids is None:
-                continue
+        for query in excluded:
+            ids = self.sequences[query]
             for n in range(1, len(ids) + 1):
                 gone[tuple(ids[:n])] = gone.get(tuple(ids[:n]), 0) + 1
-        if not gone:
-            return self
         view = object.__new__(QueryTrie)
         view.__dict__.update(self.__dict__)
-        view.sequences = {q: ids for q, ids in self.sequences.items() if q not in set(queries)}
+        view.sequences = {q: ids for q, ids in self.sequences.items() if q not in excluded}
         view._sorted = _Pruned(self._sorted, self._under, gone)  # type: ignore[assignment]
         return view
 
@@ -102,6 +101,12 @@ class QueryTrie:
 
     def completion_ids(self, query: str) -> list[int] | None:
         return self.sequences.get(query)
+
+
+def tries_per_prompt(trie: QueryTrie | Sequence[QueryTrie], prompts: int) -> list[QueryTrie]:
+    """``GroundedDrafter.beams``' trie argument as one trie per prompt (one trie for all, or
+    already one each)."""
+    return [trie] * prompts if isinstance(trie, QueryTrie) else list(trie)
 
 
 class _Pruned(dict[tuple[int, ...], list[int]]):

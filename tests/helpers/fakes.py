@@ -84,14 +84,15 @@ class ScriptedGroundedDrafter:
 
     def beams(self, prompts, trie, n, temperature=0.0):  # type: ignore[no-untyped-def]
         from agent.drafting.constrained import Beam
+        from agent.drafting.trie import tries_per_prompt
 
         out = []
-        for messages in prompts:
+        for messages, one in zip(prompts, tries_per_prompt(trie, len(prompts)), strict=True):
             self.calls.append([dict(m) for m in messages])
             queries = self.script.pop(0) if self.script else []
             beams = []
             for k, q in enumerate(queries[:n]):
-                ids = trie.completion_ids(q)
+                ids = one.completion_ids(q)
                 if ids is not None:
                     beams.append(Beam(q, -1.0 - k, tuple(ids), (1, 2, 3)))
             out.append(beams)
