@@ -374,23 +374,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ingest.set_defaults(func=_ingest)
 
-    rec = sub.add_parser("recommend", help="recommend the next search query for a shopper")
-    rec.add_argument("--user", required=True, help="shopper id (first column of user2index)")
-    rec.add_argument("--json", action="store_true", help="print the graph's output as JSON")
-    rec.add_argument(
+    # What every command that runs the agent takes (recommend, precompute).
+    run = argparse.ArgumentParser(add_help=False)
+    run.add_argument(
         "--model",
         default=None,
         help="drafter: Hugging Face id, local folder or adapter (default: $QUERYAGENT_MODEL, else "
         "the shipped trained adapter models/smollm2-sft)",
     )
-    rec.add_argument("--home", type=Path, default=None, help="QueryAgent home")
-    rec.add_argument(
+    run.add_argument("--home", type=Path, default=None, help="QueryAgent home")
+    run.add_argument(
         "--max-refinements",
         type=int,
         default=Context.max_refinements,
         help="most refine rounds (0 = single turn)",
     )
-    rec.add_argument("--seed", type=int, default=None, help="sampling seed")
+    run.add_argument("--seed", type=int, default=None, help="sampling seed")
+
+    rec = sub.add_parser(
+        "recommend", parents=[run], help="recommend the next search query for a shopper"
+    )
+    rec.add_argument("--user", required=True, help="shopper id (first column of user2index)")
+    rec.add_argument("--json", action="store_true", help="print the graph's output as JSON")
     served = rec.add_mutually_exclusive_group()
     served.add_argument(
         "--log",
@@ -409,6 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pre = sub.add_parser(
         "precompute",
+        parents=[run],
         help="compute and store every shopper's recommendation (nearline; resumable)",
         description="Runs the agent for every shopper (or those listed, or those whose memory "
         "changed since a time) and stores each recommendation beside the memory with the model, "
@@ -426,12 +432,6 @@ def build_parser() -> argparse.ArgumentParser:
         "UTC, or Unix seconds; compared with the store's write time of their registry entry, "
         "i.e. when their newest events were ingested)",
     )
-    pre.add_argument("--home", type=Path, default=None, help="QueryAgent home")
-    pre.add_argument(
-        "--model",
-        default=None,
-        help="drafter (default: $QUERYAGENT_MODEL, else the shipped trained adapter)",
-    )
     pre.add_argument(
         "--engine",
         default="local",
@@ -444,13 +444,6 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument(
         "--batch-size", type=int, default=16, help="shoppers per model call and per stored chunk"
     )
-    pre.add_argument(
-        "--max-refinements",
-        type=int,
-        default=Context.max_refinements,
-        help="most refine rounds (0 = single turn)",
-    )
-    pre.add_argument("--seed", type=int, default=None, help="sampling seed")
     pre.add_argument(
         "--force", action="store_true", help="recompute shoppers whose result is up to date"
     )
