@@ -40,13 +40,24 @@ class Context:
     )
     beams: int = field(
         default=4,
-        metadata={"description": "Candidates the model proposes per round (0 = no model)."},
+        metadata={
+            "description": "Candidates the model proposes per round (0 = none; it still "
+            "votes in the check, see model_vote)."
+        },
     )
     recall: bool = field(
         default=True,
         metadata={
             "description": "Add the memory's, transitions' and next-item model's candidates to "
             "the model's. Off: the model's own candidates only (GRPO rollouts score the policy)."
+        },
+    )
+    model_vote: bool = field(
+        default=True,
+        metadata={
+            "description": "Add the model's log-probability of each candidate to the check's "
+            "ranking score, with the weight learned for this model on the served catalog (0, "
+            "i.e. no vote, when it does not help there). Off: the ranker alone orders them."
         },
     )
     max_candidates: int = field(

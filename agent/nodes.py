@@ -40,6 +40,7 @@ from agent.prompts import (
     grounded_refine_messages,
     refine_messages,
 )
+from agent.ranking.blend import ModelWeight
 from agent.ranking.fit import CatalogModels
 from agent.records import FitCheck, QueryAttempt, RetrievedProduct
 from agent.state import State
@@ -237,11 +238,58 @@ def _cached_products(
     return [RetrievedProduct.model_validate(p) for p in cached[:k]]
 
 
+def learned_model_weight(drafter: Any, ranking: CatalogModels) -> ModelWeight | None:
+    """The drafter's learned weight in this catalog's check (learned now on the catalog's
+    held-out rows when not yet stored; ``queryagent ingest`` does it for the served model);
+    None for a drafter that cannot score candidates or does not name its model."""
+    identity = getattr(drafter, "identity", None)
+    if not isinstance(drafter, GroundedDrafter) or not identity or not ranking.vocab.queries:
+        return None
+    trie = _trie(drafter, ranking)
+
+    def scorer(messages: list[dict[str, str]], queries: list[str]) -> list[float]:
+        return _logprobs(drafter, trie, messages, queries)
+
+    return ranking.model_weight(identity, scorer)
+
+
+def _model_vote(
+    drafter: Any, ranking: CatalogModels, ctx: Context
+) -> tuple[GroundedDrafter, QueryTrie, float] | None:
+    """The grounded drafter, its trie and its learned weight in the check, when the model votes
+    (``Context.model_vote``, a grounded drafter that names its model, a weight above 0)."""
+    grounded = _grounded(drafter, ranking, ctx)
+    if grounded is None or not ctx.model_vote:
+        return None
+    learned = learned_model_weight(grounded, ranking)
+    if learned is None or learned.weight <= 0:
+        return None
+    return grounded, _trie(grounded, ranking), learned.weight
+
+
+def _logprobs(
+    grounded: GroundedDrafter, trie: QueryTrie, messages: list[dict[str, str]], queries: list[str]
+) -> list[float]:
+    """The model's log-probability of answering each query after ``messages``, in one call; a
+    query the trie could not keep (two queries with one tokenization) gets the lowest."""
+    known = [q for q in queries if q in trie.sequences]
+    scored = grounded.score([messages], [[trie.sequences[q] for q in known]])[0] if known else []
+    by_query = dict(zip(known, scored, strict=True))
+    floor = min(by_query.values(), default=0.0)
+    return [float(by_query.get(q, floor)) for q in queries]
+
+
 def check_consistency(
-    state: State, runtime: Runtime[Context], *, ranking: CatalogModels
+    state: State,
+    runtime: Runtime[Context],
+    *,
+    ranking: CatalogModels,
+    drafter: Any = None,
 ) -> dict[str, Any]:
     """The learned check: each candidate's chance that the shopper's next purchase is among the
-    products it retrieves; the round's attempts close with it."""
+    products it retrieves, ranked by the ranker's score plus the model's weighted vote (its
+    log-probability of the query after the draft prompt, ``agent.ranking.blend``); the round's
+    attempts close with it."""
     ctx = _context(runtime)
     pending = list(state.pending)
     valid = [i for i, a in enumerate(pending) if a.query]
@@ -254,6 +302,16 @@ def check_consistency(
         queries = [pending[i].query or "" for i in valid]
         x = ranking.features(state.history, queries, probs)
         raw, fit = ranking.score(x)
+        vote = _model_vote(drafter, ranking, ctx) if drafter is not None else None
+        if vote is not None:
+            grounded, trie, weight = vote
+            messages = grounded_messages(_profile(state), state.popular_categories)
+            # One shared-prompt call scores every candidate, the model's beams too, so all
+            # log-probabilities are on one scale (a beam's own is the constrained search's).
+            logprobs = _logprobs(grounded, trie, messages, queries)
+            for i, lp in zip(valid, logprobs, strict=True):
+                pending[i] = pending[i].model_copy(update={"logprob": lp})
+            raw = ranking.rank(raw, logprobs, weight)
         for i, r, f in zip(valid, raw, fit, strict=True):
             check = FitCheck(
                 fit=float(f),

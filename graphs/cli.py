@@ -67,8 +67,11 @@ class CliError(Exception):
 
 def _ingest(args: argparse.Namespace) -> int:
     from agent.catalog import ChromaCatalog
+    from agent.model_identity import check_model
     from graphs.ingest import ingest, served_fit
 
+    if not args.no_model:
+        check_model(args.model)  # a --model that cannot load: one line before anything is written
     dataset = load_dataset(args.data)  # validates everything before anything is written
     catalog = ChromaCatalog.from_env(home=args.home)
     # served_fit: everything the check learns from this catalog's own sequences (agent.ranking):
@@ -77,6 +80,9 @@ def _ingest(args: argparse.Namespace) -> int:
     result = ingest(
         dataset, open_store(args.home), catalog, fit=served_fit(args.home, force=args.refit)
     )
+    weight_note = ""
+    if not args.no_model:
+        weight_note = _learn_model_weight(args, result.models)
     print(
         f"ingested {dataset.name}: {result.products} products in the catalog "
         f"({result.products_written} new or changed, {result.catalog_s:.1f} s), "
@@ -85,7 +91,27 @@ def _ingest(args: argparse.Namespace) -> int:
         f"{'fitted' if result.fitted else 'unchanged'} ({result.fit_s:.1f} s); "
         f"{result.seconds:.1f} s in all; home {queryagent_home(args.home)}"
     )
+    if weight_note:
+        print(weight_note)
     return 0
+
+
+def _learn_model_weight(args: argparse.Namespace, models: Any) -> str:
+    """Learn the served model's weight in the check on this catalog now, so the first
+    recommendation does not (``agent.nodes.learned_model_weight``)."""
+    from agent.nodes import learned_model_weight
+    from graphs.query_agent import default_deps
+
+    drafter = default_deps(args.model, home=args.home).drafter
+    learned = learned_model_weight(drafter, models)
+    if learned is None:
+        return ""
+    if not learned.rows:
+        return "model weight in the check: 0 (no held-out rows: the catalog is too small)"
+    return (
+        f"model {drafter.name}: weight {learned.weight:g} in the check, learned on "
+        f"{learned.rows} held-out rows (top candidate's relevance by weight: {learned.table})"
+    )
 
 
 def _recommend(args: argparse.Namespace) -> int:
@@ -365,6 +391,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--refit",
         action="store_true",
         help="refit the catalog's ranking models even when the data did not change",
+    )
+    ingest.add_argument(
+        "--model",
+        default=None,
+        help="the model whose weight in the check is learned on this catalog now (default: "
+        "$QUERYAGENT_MODEL, else the shipped drafter)",
+    )
+    ingest.add_argument(
+        "--no-model",
+        action="store_true",
+        help="do not learn a model's weight now (a model learns it on its first recommendation)",
     )
     ingest.add_argument(
         "--home",

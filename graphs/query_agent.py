@@ -54,7 +54,7 @@ def build_graph(deps: Deps) -> StateGraph[Any, Context, Any, Any]:
     builder.add_node("draft_query", partial(nodes.draft_query, drafter=d, ranking=r))
     builder.add_node("recall_candidates", partial(nodes.recall_candidates, ranking=r))
     builder.add_node("retrieve_products", partial(nodes.retrieve_products, catalog=c, ranking=r))
-    builder.add_node("check_consistency", partial(nodes.check_consistency, ranking=r))
+    builder.add_node("check_consistency", partial(nodes.check_consistency, ranking=r, drafter=d))
     builder.add_node("refine_query", partial(nodes.refine_query, drafter=d, ranking=r))
     builder.add_node("finalize", partial(nodes.finalize, catalog=c, ranking=r))
     builder.add_edge(START, "recall_memory")

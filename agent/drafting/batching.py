@@ -140,6 +140,10 @@ class MicroBatchingGroundedDrafter(MicroBatchingDrafter):
     def trie(self, queries: Sequence[str]) -> Any:
         return self.drafter.trie(queries)  # type: ignore[attr-defined]
 
+    @property
+    def identity(self) -> str | None:
+        return getattr(self.drafter, "identity", None)
+
 
 def micro_batched(drafter: Any, *, max_batch: int = 16, max_wait_s: float = 0.05) -> Any:
     """``drafter`` behind the right micro-batcher (unchanged when it already is one)."""

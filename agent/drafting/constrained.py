@@ -209,6 +209,15 @@ class GroundedHFDrafter:
     def __repr__(self) -> str:
         return f"GroundedHFDrafter({self.drafter!r})"
 
+    @property
+    def identity(self) -> str:
+        """The model's content digest (``agent.model_identity``): what its learned weight in a
+        catalog's check is kept under."""
+        from agent.model_identity import model_digest
+
+        resolved = self.drafter.resolved
+        return model_digest(resolved.name, resolved.home)
+
     def generate(self, prompts: Sequence[Messages], **kwargs: Any) -> Any:
         """Free generation (``Context(grounded=False)``): the wrapped drafter's."""
         return self.drafter.generate(prompts, **kwargs)

@@ -29,14 +29,18 @@ from pathlib import Path
 
 import numpy as np
 
+from agent.prompts import grounded_messages
+from agent.ranking.blend import ModelWeight, combine, fit_weight
 from agent.ranking.candidates import Candidate, RecallConfig, recall
 from agent.ranking.features import FEATURES, candidate_features
 from agent.ranking.nextitem import NextItemConfig, NextItemModel
 from agent.ranking.ranker import Ranker, RankerConfig
 from agent.ranking.vocabulary import QueryVocabulary
 from agent.records import RetrievedProduct
-from memory_store.files import atomic_folder
+from memory_store.events import events_from_sequence
+from memory_store.files import atomic_folder, atomic_write
 from memory_store.products import Product
+from memory_store.profile import build_profile
 from memory_store.queries import catalog_queries
 
 __all__ = [
@@ -51,11 +55,15 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 META_FILE = "meta.json"
+HOLDOUT_FILE = "holdout.json"  # the held-out rows (see FitConfig.holdout_rows)
+WEIGHTS_FILE = "model-weights.json"  # model digest -> its learned weight on this catalog
 # Shoppers whose next-item probabilities are kept (concurrent graph runs of one batch each ask
 # two or three times for their own).
 RECENT_HISTORIES = 64
 NEXTITEM_DIR = "nextitem"
 SearchMany = Callable[[list[str], int], list[list[RetrievedProduct]]]
+# (prompt messages, candidate queries) -> the model's log-probability of each query
+LogprobScorer = Callable[[list[dict[str, str]], list[str]], Sequence[float]]
 
 
 @dataclass(frozen=True)
@@ -71,6 +79,9 @@ class FitConfig:
     max_rows: int = 10_000  # ranker training rows (shoppers), a seeded sample beyond that
     recall: RecallConfig = field(default_factory=RecallConfig)
     ranker: RankerConfig = field(default_factory=RankerConfig)
+    # Ranker rows held out of its fit, kept with their prompts, candidates and ranker scores:
+    # a served language model's weight in the check is learned on them (``agent.ranking.blend``).
+    holdout_rows: int = 300
     seed: int = 0
 
 
@@ -109,11 +120,18 @@ class CatalogModels:
         nextitem: NextItemModel | None,
         ranker: Ranker | None,
         meta: dict[str, object] | None = None,
+        holdout: list[dict[str, object]] | None = None,
+        folder: Path | None = None,
     ) -> None:
         self.vocab = vocab
         self.nextitem = nextitem
         self.ranker = ranker
         self.meta = meta or {}
+        # Held-out rows: {"user_id", "messages", "queries", "raw", "labels"} (FitConfig).
+        self.holdout = holdout or []
+        self.folder = folder  # where it was loaded from (learned model weights are kept there)
+        self.model_weights: dict[str, ModelWeight] = {}
+        self._weights_lock = threading.Lock()
         self.item_ids = nextitem.item_ids if nextitem else sorted(vocab.item_query)
         self.item_index = {item: i for i, item in enumerate(self.item_ids)}
         self._recent: dict[tuple[str, ...], np.ndarray | None] = {}  # oldest first
@@ -173,6 +191,46 @@ class CatalogModels:
     def threshold(self) -> float:
         return self.ranker.threshold if self.ranker is not None else 0.0
 
+    def model_weight(self, model: str, scorer: LogprobScorer) -> ModelWeight:
+        """The learned weight of the model whose digest is ``model`` in this catalog's check
+        (``agent.ranking.blend``): stored, or learned now on the held-out rows, with ``scorer``
+        giving the model's log-probabilities of a row's candidate queries after its prompt,
+        and stored beside the models."""
+        with self._weights_lock:
+            if model in self.model_weights:
+                return self.model_weights[model]
+            rows = [r for r in self.holdout if r["queries"]]
+            if self.ranker is None or not rows:
+                learned = ModelWeight(model, 0.0, 0, {})
+            else:
+                logger.warning(
+                    "learning the model's weight in the check on %d held-out rows of this "
+                    "catalog (once per model; about a second a row on a CPU)",
+                    len(rows),
+                )
+                t = time.perf_counter()
+                scored = [
+                    (r["raw"], scorer(r["messages"], r["queries"]), r["labels"])  # type: ignore[arg-type]
+                    for r in rows
+                ]
+                weight, table = fit_weight(scored)  # type: ignore[arg-type]
+                learned = ModelWeight(model, weight, len(rows), table)
+                logger.warning(
+                    "model weight %g (top-candidate relevance by weight: %s; %.0f s)",
+                    weight,
+                    table,
+                    time.perf_counter() - t,
+                )
+            self.model_weights[model] = learned
+            if self.folder is not None:
+                data = {k: v.to_json() for k, v in self.model_weights.items()}
+                atomic_write(self.folder / WEIGHTS_FILE, json.dumps(data, indent=2))
+            return learned
+
+    def rank(self, raw: np.ndarray, logprobs: Sequence[float] | None, weight: float) -> np.ndarray:
+        """The check's rank score (``blend.combine``): the ranker's, plus the model's vote."""
+        return combine(raw, logprobs, weight)
+
     # ----------------------------------------------------------------- persistence
 
     def save(self, folder: Path) -> None:
@@ -183,7 +241,10 @@ class CatalogModels:
                 self.nextitem.save(tmp / NEXTITEM_DIR)
             if self.ranker is not None:
                 self.ranker.save(tmp)
+            (tmp / HOLDOUT_FILE).write_text(json.dumps(self.holdout))
             (tmp / META_FILE).write_text(json.dumps(self.meta, indent=2, default=str))
+        self.folder = Path(folder)
+        self.model_weights = {}  # learned against the ranker just written
 
     @classmethod
     def load(cls, folder: Path) -> CatalogModels:
@@ -195,7 +256,16 @@ class CatalogModels:
             NextItemModel.load(folder / NEXTITEM_DIR) if (folder / NEXTITEM_DIR).is_dir() else None
         )
         ranker = Ranker.load(folder) if Ranker.exists(folder) else None
-        return cls(vocab, nextitem, ranker, json.loads((folder / META_FILE).read_text()))
+        holdout_file = folder / HOLDOUT_FILE
+        holdout = json.loads(holdout_file.read_text()) if holdout_file.is_file() else []
+        meta = json.loads((folder / META_FILE).read_text())
+        models = cls(vocab, nextitem, ranker, meta, holdout, folder)
+        weights_file = folder / WEIGHTS_FILE
+        if weights_file.is_file():
+            models.model_weights = {
+                k: ModelWeight.from_json(v) for k, v in json.loads(weights_file.read_text()).items()
+            }
+        return models
 
     @staticmethod
     def exists(folder: Path) -> bool:
@@ -254,11 +324,16 @@ def fit_catalog(
 
     # Stage A: hold out each shopper's last purchase for the ranker's rows.
     cut = {u: list(s[:-1]) for u, s in sequences.items() if len(s) >= 2}
-    rows = [(cut[u], sequences[u][-1]) for u in sorted(cut) if sequences[u][-1] in item_query]
-    if len(rows) > cfg.max_rows:
-        rng = np.random.default_rng(cfg.seed)
-        keep = sorted(rng.choice(len(rows), cfg.max_rows, replace=False).tolist())
-        rows = [rows[i] for i in keep]
+    users = [u for u in sorted(cut) if sequences[u][-1] in item_query]
+    rng = np.random.default_rng(cfg.seed)
+    if len(users) > cfg.max_rows:
+        users = [users[i] for i in sorted(rng.choice(len(users), cfg.max_rows, replace=False))]
+    # Rows held out of the ranker's fit for learning a language model's weight (at most a fifth).
+    n_hold = min(cfg.holdout_rows, len(users) // 5)
+    held = set(rng.choice(len(users), n_hold, replace=False).tolist()) if n_hold else set()
+    held_users = [u for i, u in enumerate(users) if i in held]
+    users = [u for i, u in enumerate(users) if i not in held]
+    rows = [(cut[u], sequences[u][-1]) for u in users]
     t = time.perf_counter()
     nextitem_cfg = replace(cfg.nextitem, seed=cfg.seed)
     model_a = NextItemModel.fit(cut, items, nextitem_cfg, progress=progress) if cut else None
@@ -279,6 +354,21 @@ def fit_catalog(
             len(rows),
             n_pos,
         )
+    holdout: list[dict[str, object]] = []
+    if ranker is not None and held_users:
+        h_rows = [(cut[u], sequences[u][-1]) for u in held_users]
+        h_groups, h_labels, h_cands = ranker_rows(stage_a, h_rows, cfg)
+        for u, x, y, cands in zip(held_users, h_groups, h_labels, h_cands, strict=True):
+            profile = build_profile(u, events_from_sequence(u, cut[u], products))
+            holdout.append(
+                {
+                    "user_id": u,
+                    "messages": grounded_messages(profile),
+                    "queries": [c.query for c in cands],
+                    "raw": [round(float(v), 6) for v in ranker.score(x)],
+                    "labels": [int(v) for v in y],
+                }
+            )
     timings["ranker_s"] = time.perf_counter() - t
 
     # Stage B: serve with everything.
@@ -304,6 +394,7 @@ def fit_catalog(
         "shoppers": len(sequences),
         "queries": len(queries),
         "ranker_rows": len(rows),
+        "holdout_rows": len(holdout),
         "ranker_rows_with_hit": n_pos,
         "config": asdict(cfg),
         "seconds": round(time.perf_counter() - started, 1),
@@ -311,4 +402,4 @@ def fit_catalog(
         "importance": ranker.importance() if ranker else {},
         "threshold": ranker.threshold if ranker else None,
     }
-    return CatalogModels(vocab, model_b, ranker, meta)
+    return CatalogModels(vocab, model_b, ranker, meta, holdout)

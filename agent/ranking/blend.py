@@ -1,0 +1,88 @@
+"""The language model's vote in the check, weighted by what it is worth on the served catalog.
+
+The ranker (``agent.ranking.ranker``) is fitted without a language model, so a catalog works
+without one. Where a drafter is served, each candidate query also gets the model's
+log-probability of writing it after the shopper's grounded draft prompt, added to the ranker's
+score with one weight:
+
+    rank score = ranker score + weight x log P_model(candidate | memory)
+
+Only candidates of one shopper are compared, and normalizing the log-probabilities over them
+(a log-softmax) would subtract the same number from each, so they are used as they are: the
+scores stay comparable across refinement rounds, which check different candidates.
+
+The weight is learned per (catalog, model) on rows the ranker never saw (``fit_catalog`` holds
+them out and keeps their candidates and ranker scores): the weight among ``WEIGHTS`` whose top
+candidate has the highest mean relevance (the ranker's labels: 1 for the real next query, 3 when
+its products also hold the real next item); ties go to the smaller weight, so a model that does
+not help gets 0 and the check is the ranker's. A one-dimensional grid over a handful of values is
+all this needs, hence no optimizer library.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+__all__ = ["WEIGHTS", "ModelWeight", "combine", "fit_weight"]
+
+# Candidate weights. The ranker's scores spread over a few units between a shopper's candidates;
+# the model's log-probabilities of tens of candidates spread over about ten.
+WEIGHTS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
+
+
+def combine(
+    raw: Sequence[float] | np.ndarray, logprobs: Sequence[float] | None, weight: float
+) -> np.ndarray:
+    """The check's rank score: the ranker's ``raw`` plus ``weight`` x the model's log-probability
+    (the ranker's alone without log-probabilities or weight)."""
+    r = np.asarray(raw, dtype=np.float64)
+    if logprobs is None or weight == 0.0 or not len(r):
+        return r
+    return r + weight * np.asarray(logprobs, dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class ModelWeight:
+    """The learned weight of one model on one catalog, with what it was learned from."""
+
+    model: str  # the model's digest (agent.model_identity.model_digest)
+    weight: float
+    rows: int  # held-out rows it was fitted on
+    # weight -> mean relevance of the top candidate on those rows (0 is the ranker alone)
+    table: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> ModelWeight:
+        return cls(
+            model=str(data["model"]),
+            weight=float(data["weight"]),  # type: ignore[arg-type]
+            rows=int(data["rows"]),  # type: ignore[call-overload]
+            table={str(k): float(v) for k, v in dict(data.get("table") or {}).items()},  # type: ignore[call-overload]
+        )
+
+
+def fit_weight(
+    rows: Sequence[tuple[Sequence[float], Sequence[float], Sequence[int]]],
+    weights: Sequence[float] = WEIGHTS,
+) -> tuple[float, dict[str, float]]:
+    """The weight with the best mean relevance of the top candidate over ``rows`` of
+    ``(ranker scores, log-probabilities, relevance labels)``; the smaller weight on a tie."""
+    table: dict[str, float] = {}
+    best_w, best = 0.0, -1.0
+    for w in sorted(weights):
+        gains = []
+        for raw, lp, labels in rows:
+            if not len(labels):
+                continue
+            gains.append(float(labels[int(np.argmax(combine(raw, lp, w)))]))
+        mean = float(np.mean(gains)) if gains else 0.0
+        table[f"{w:g}"] = round(mean, 4)
+        if mean > best + 1e-12:
+            best_w, best = w, mean
+    return best_w, table
