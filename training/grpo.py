@@ -547,7 +547,8 @@ def run_grpo(
         work=work,
         extra=_save_metrics(metrics_path),
     )
-    remove_work_dir(work)
+    if not (budget and budget.keep_checkpoints()):
+        remove_work_dir(work)  # finished; a run stopped on --max_minutes keeps them for --resume
     return meta
 
 
@@ -581,6 +582,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m training.grpo
         return 2
     out = default_out(args.out, args.home, "grpo")
     print(f"grpo: {meta['steps']} steps in {meta['wall_s']} s -> {out}")
+    if meta.get("stopped_by_time_budget"):
+        print(f"grpo: stopped on --max_minutes at step {meta['steps']}: add --resume to continue")
     curve = reward_curve(out / METRICS_FILE)
     if curve:
         print(f"grpo: reward per step (sum of the terms' means; {out / 'metrics.png'}): {curve}")

@@ -458,7 +458,8 @@ def run_sft(
         card=_card(run, args, dataset, meta, out.name),
         work=work,
     )
-    remove_work_dir(work)
+    if not (run.budget and run.budget.keep_checkpoints()):
+        remove_work_dir(work)  # finished; a run stopped on --max_minutes keeps them for --resume
     return meta
 
 
@@ -486,6 +487,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m training.sft"
         f"{meta['steps']} steps, train loss {meta['train_loss']}, last loss "
         f"{meta['final_loss']}, {meta['wall_s']} s"
     )
+    if meta.get("stopped_by_time_budget"):
+        print(f"stopped on --max_minutes at step {meta['steps']}: add --resume to continue")
     return 0
 
 

@@ -220,6 +220,26 @@ def test_sft_resume_continues_from_the_last_checkpoint(
     assert not (tmp_path / "lora.work").exists()
 
 
+def test_sft_stopped_on_its_time_budget_keeps_a_checkpoint_and_resumes(
+    tmp_path: Path, tiny_recbole_dir: Path, tiny_model_dir: Path, capsys
+) -> None:
+    """A CPU run in sittings: --max_minutes ends the first with a checkpoint kept in
+    <out>.work/, and --resume finishes the run from it (then the checkpoints go)."""
+    out = tmp_path / "lora"
+    argv = ["sft", "--data", str(tiny_recbole_dir), "--model", str(tiny_model_dir)]
+    argv += ["--out", str(out), "--per_device_train_batch_size", "4", "--max_steps", "3"]
+    assert main([*argv, "--max_minutes", "1e-6"]) == 0
+    assert "add --resume to continue" in capsys.readouterr().out
+    meta = json.loads((out / META_FILE).read_text())
+    assert meta["steps"] == 1 and meta["stopped_by_time_budget"]
+    assert (tmp_path / "lora.work" / "checkpoint-1").is_dir()
+    assert main([*argv, "--resume"]) == 0
+    meta = json.loads((out / META_FILE).read_text())
+    assert meta["steps"] == 3 and meta["resumed_from"].endswith("checkpoint-1")
+    assert not meta["stopped_by_time_budget"]
+    assert not (tmp_path / "lora.work").exists()
+
+
 # --------------------------------------------------------------------------- command line
 
 
@@ -246,6 +266,13 @@ def test_shipped_recipes_parse_with_trl_parser() -> None:
     assert args.model == "models/smollm2-sft" and config.num_generations == 8
     assert config.per_device_train_batch_size == 64 and config.max_steps == 3  # the flag wins
     assert config.multi_objective_aggregation == "normalize_then_sum"
+    args, config = parse_command_line(
+        (SFTArguments, QueryAgentSFTConfig),
+        ["--config", str(repo / "recipes" / "sft-cpu.yaml")],
+        "sft",
+    )
+    assert args.model == "models/smollm2-sft" and args.max_minutes == 40
+    assert config.per_device_train_batch_size * config.gradient_accumulation_steps == 16
 
 
 def test_help_shows_every_config_field_with_its_default(capsys) -> None:

@@ -21,13 +21,18 @@ def _step(budget: TimeBudget, step: int) -> TrainerControl:
 def test_budget_stops_after_its_time() -> None:
     spent = TimeBudget(minutes=1e-9)
     spent.on_train_begin(None, None, TrainerControl())
-    assert _step(spent, 3).should_training_stop and spent.stopped_at_step == 3
+    control = _step(spent, 3)
+    assert control.should_training_stop and spent.stopped_at_step == 3
+    # a checkpoint of that step is written and kept, so --resume continues the run
+    assert control.should_save and spent.keep_checkpoints()
 
 
 def test_budget_lets_training_run_inside_its_time() -> None:
     ample = TimeBudget(minutes=60)
     ample.on_train_begin(None, None, TrainerControl())
-    assert not _step(ample, 1).should_training_stop and ample.stopped_at_step is None
+    control = _step(ample, 1)
+    assert not control.should_training_stop and ample.stopped_at_step is None
+    assert not control.should_save and not ample.keep_checkpoints()
 
 
 @pytest.mark.parametrize("bad", [0.0, -1.0, float("nan")])
