@@ -57,7 +57,7 @@ train-grpo: $(STAMP)
 
 # The README's table: baselines, the untrained base model, the SFT and the GRPO adapters.
 BASE_MODEL := HuggingFaceTB/SmolLM2-135M-Instruct
-EVAL_MODELS := models/smollm2-sft
+EVAL_MODELS := models/smollm2-sft-grounded
 comma := ,
 empty :=
 space := $(empty) $(empty)

@@ -110,7 +110,9 @@ def _learn_model_weight(args: argparse.Namespace, models: Any) -> str:
         return "model weight in the check: 0 (no held-out rows: the catalog is too small)"
     return (
         f"model {drafter.name}: weight {learned.weight:g} in the check, learned on "
-        f"{learned.rows} held-out rows (top candidate's relevance by weight: {learned.table})"
+        f"{learned.rows} held-out rows (top candidate's relevance by weight: {learned.table}; "
+        f"the best weight against the ranker alone: {learned.wins} rows better, "
+        f"{learned.losses} worse, sign test p {learned.p_value})"
     )
 
 
@@ -417,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         default=None,
         help="drafter: Hugging Face id, local folder or adapter (default: $QUERYAGENT_MODEL, else "
-        "the shipped trained adapter models/smollm2-sft)",
+        "the shipped trained adapter models/smollm2-sft-grounded)",
     )
     run.add_argument("--home", type=Path, default=None, help="QueryAgent home")
     run.add_argument(

@@ -2,7 +2,7 @@
 
 ``resolve_model(arg)`` turns a ``--model`` value into a ``ResolvedModel``:
 
-- ``None``: ``$QUERYAGENT_MODEL``, else the shipped adapter ``models/smollm2-sft``, else (a
+- ``None``: ``$QUERYAGENT_MODEL``, else the shipped adapter ``models/smollm2-sft-grounded``, else (a
   checkout without it) the untrained base, with a warning;
 - a folder: a full model (``config.json``) or a PEFT adapter (``adapter_config.json``, whose
   ``base_model_name_or_path`` is resolved the same way);
@@ -42,9 +42,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MODEL_ENV = "QUERYAGENT_MODEL"
-# The drafter this project trained and ships: a LoRA adapter on the bundled SmolLM2 (its model
-# card is the folder's README.md).
-SHIPPED_MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "smollm2-sft"
+# The drafter this project trained and ships: a LoRA adapter on the bundled SmolLM2, trained on
+# the grounded draft prompt (its model card is the folder's README.md; ``models/smollm2-sft`` is
+# its parent, trained on the free-generation prompt).
+SHIPPED_MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "smollm2-sft-grounded"
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 

@@ -14,9 +14,11 @@ scores stay comparable across refinement rounds, which check different candidate
 The weight is learned per (catalog, model) on rows the ranker never saw (``fit_catalog`` holds
 them out and keeps their candidates and ranker scores): the weight among ``WEIGHTS`` whose top
 candidate has the highest mean relevance (the ranker's labels: 1 for the real next query, 3 when
-its products also hold the real next item); ties go to the smaller weight, so a model that does
-not help gets 0 and the check is the ranker's. A one-dimensional grid over a handful of values is
-all this needs, hence no optimizer library.
+its products also hold the real next item); ties go to the smaller weight. A few hundred rows
+are a noisy judge, so the best weight is kept only when it improves on the ranker alone on
+clearly more rows than it worsens (a one-sided sign test, scipy's ``binomtest``, at ``ALPHA``);
+otherwise the weight is 0 and the check is the ranker's. A one-dimensional grid over a handful of
+values is all the search needs, hence no optimizer library.
 """
 
 from __future__ import annotations
@@ -26,11 +28,13 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-__all__ = ["WEIGHTS", "ModelWeight", "combine", "fit_weight"]
+__all__ = ["ALPHA", "WEIGHTS", "FittedWeight", "ModelWeight", "combine", "fit_weight"]
 
 # Candidate weights. The ranker's scores spread over a few units between a shopper's candidates;
 # the model's log-probabilities of tens of candidates spread over about ten.
 WEIGHTS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
+# The sign test's level: the chance that a model with no signal still earns a weight.
+ALPHA = 0.05
 
 
 def combine(
@@ -53,6 +57,10 @@ class ModelWeight:
     rows: int  # held-out rows it was fitted on
     # weight -> mean relevance of the top candidate on those rows (0 is the ranker alone)
     table: dict[str, float] = field(default_factory=dict)
+    # the best weight against the ranker alone: rows it made better / worse, the sign test's p
+    wins: int = 0
+    losses: int = 0
+    p_value: float | None = None
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -64,25 +72,43 @@ class ModelWeight:
             weight=float(data["weight"]),  # type: ignore[arg-type]
             rows=int(data["rows"]),  # type: ignore[call-overload]
             table={str(k): float(v) for k, v in dict(data.get("table") or {}).items()},  # type: ignore[call-overload]
+            wins=int(data.get("wins") or 0),  # type: ignore[call-overload]
+            losses=int(data.get("losses") or 0),  # type: ignore[call-overload]
+            p_value=None if data.get("p_value") is None else float(data["p_value"]),  # type: ignore[arg-type]
         )
 
 
 def fit_weight(
     rows: Sequence[tuple[Sequence[float], Sequence[float], Sequence[int]]],
     weights: Sequence[float] = WEIGHTS,
-) -> tuple[float, dict[str, float]]:
+    alpha: float = ALPHA,
+) -> FittedWeight:
     """The weight with the best mean relevance of the top candidate over ``rows`` of
-    ``(ranker scores, log-probabilities, relevance labels)``; the smaller weight on a tie."""
-    table: dict[str, float] = {}
-    best_w, best = 0.0, -1.0
-    for w in sorted(weights):
-        gains = []
-        for raw, lp, labels in rows:
-            if not len(labels):
-                continue
-            gains.append(float(labels[int(np.argmax(combine(raw, lp, w)))]))
-        mean = float(np.mean(gains)) if gains else 0.0
-        table[f"{w:g}"] = round(mean, 4)
-        if mean > best + 1e-12:
-            best_w, best = w, mean
-    return best_w, table
+    ``(ranker scores, log-probabilities, relevance labels)`` (the smaller weight on a tie), kept
+    only when it beats the ranker alone on significantly more rows than it loses."""
+    from scipy.stats import binomtest
+
+    rows = [r for r in rows if len(r[2])]
+    top: dict[float, np.ndarray] = {}
+    for w in sorted(set(weights) | {0.0}):
+        top[w] = np.array(
+            [float(labels[int(np.argmax(combine(raw, lp, w)))]) for raw, lp, labels in rows]
+        )
+    table = {f"{w:g}": round(float(v.mean()), 4) if len(v) else 0.0 for w, v in top.items()}
+    best = max(sorted(top), key=lambda w: (table[f"{w:g}"], -w))
+    wins = int((top[best] > top[0.0]).sum())
+    losses = int((top[best] < top[0.0]).sum())
+    p = float(binomtest(wins, wins + losses, 0.5, alternative="greater").pvalue) if wins else 1.0
+    weight = best if best > 0 and p <= alpha else 0.0
+    return FittedWeight(weight, table, wins, losses, round(p, 4))
+
+
+@dataclass(frozen=True)
+class FittedWeight:
+    """What ``fit_weight`` found (see ``ModelWeight``)."""
+
+    weight: float
+    table: dict[str, float]
+    wins: int
+    losses: int
+    p_value: float

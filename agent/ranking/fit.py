@@ -213,12 +213,24 @@ class CatalogModels:
                     (r["raw"], scorer(r["messages"], r["queries"]), r["labels"])  # type: ignore[arg-type]
                     for r in rows
                 ]
-                weight, table = fit_weight(scored)  # type: ignore[arg-type]
-                learned = ModelWeight(model, weight, len(rows), table)
+                found = fit_weight(scored)  # type: ignore[arg-type]
+                learned = ModelWeight(
+                    model,
+                    found.weight,
+                    len(rows),
+                    found.table,
+                    found.wins,
+                    found.losses,
+                    found.p_value,
+                )
                 logger.warning(
-                    "model weight %g (top-candidate relevance by weight: %s; %.0f s)",
-                    weight,
-                    table,
+                    "model weight %g (top-candidate relevance by weight: %s; best against the "
+                    "ranker alone: %d rows better, %d worse, sign test p %.3f; %.0f s)",
+                    found.weight,
+                    found.table,
+                    found.wins,
+                    found.losses,
+                    found.p_value,
                     time.perf_counter() - t,
                 )
             self.model_weights[model] = learned

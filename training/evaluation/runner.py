@@ -237,7 +237,22 @@ class Evaluator:
         if model_methods:
             # ... and on the dtype the model runs in (bfloat16 scores differ from float32's).
             key["dtype"] = inference_dtype_name()
+        if spec.method in ("agent", "agent-single-turn"):
+            # ... and on the model's learned weight in the check (agent.ranking.blend).
+            key["model_weight"] = self._model_weight(spec)
         return key
+
+    def _model_weight(self, spec: MethodSpec) -> float | None:
+        """The weight the check gives this model's vote on the evaluated catalog (learned on
+        the fit's held-out rows when not yet stored); None for a drafter that cannot vote."""
+        from agent.drafting.constrained import GroundedHFDrafter
+        from agent.nodes import learned_model_weight
+
+        base = self._drafter(spec.model)
+        if getattr(type(base), "tokenizer", None) is None:
+            return None
+        learned = learned_model_weight(GroundedHFDrafter(base), self.ranking())
+        return None if learned is None else learned.weight
 
     # -- the catalog's fitted models (agent.ranking), fitted on what precedes the targets --------
     @functools.cached_property
