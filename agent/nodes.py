@@ -40,7 +40,7 @@ from agent.prompts import (
     grounded_refine_messages,
     refine_messages,
 )
-from agent.ranking.blend import ModelWeight
+from agent.ranking.blend import ModelWeight, combine
 from agent.ranking.fit import CatalogModels
 from agent.records import FitCheck, QueryAttempt, RetrievedProduct
 from agent.state import State
@@ -302,7 +302,7 @@ def check_consistency(
         queries = [pending[i].query or "" for i in valid]
         x = ranking.features(state.history, queries, probs)
         raw, fit = ranking.score(x)
-        vote = _model_vote(drafter, ranking, ctx) if drafter is not None else None
+        vote = _model_vote(drafter, ranking, ctx)
         if vote is not None:
             grounded, trie, weight = vote
             messages = grounded_messages(_profile(state), state.popular_categories)
@@ -311,7 +311,7 @@ def check_consistency(
             logprobs = _logprobs(grounded, trie, messages, queries)
             for i, lp in zip(valid, logprobs, strict=True):
                 pending[i] = pending[i].model_copy(update={"logprob": lp})
-            raw = ranking.rank(raw, logprobs, weight)
+            raw = combine(raw, logprobs, weight)
         for i, r, f in zip(valid, raw, fit, strict=True):
             check = FitCheck(
                 fit=float(f),

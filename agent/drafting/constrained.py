@@ -15,6 +15,7 @@ holds one model for free generation, beams and scoring.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -209,10 +210,11 @@ class GroundedHFDrafter:
     def __repr__(self) -> str:
         return f"GroundedHFDrafter({self.drafter!r})"
 
-    @property
+    @functools.cached_property
     def identity(self) -> str:
         """The model's content digest (``agent.model_identity``): what its learned weight in a
-        catalog's check is kept under."""
+        catalog's check is kept under. Computed once per drafter: every check asks for it, and
+        the digest stats the model's files."""
         from agent.model_identity import model_digest
 
         resolved = self.drafter.resolved

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from agent.prompts import grounded_messages
-from agent.ranking.blend import ModelWeight, combine, fit_weight
+from agent.ranking.blend import ModelWeight, fit_weight
 from agent.ranking.candidates import Candidate, RecallConfig, recall
 from agent.ranking.features import FEATURES, candidate_features
 from agent.ranking.nextitem import NextItemConfig, NextItemModel
@@ -238,10 +238,6 @@ class CatalogModels:
                 data = {k: v.to_json() for k, v in self.model_weights.items()}
                 atomic_write(self.folder / WEIGHTS_FILE, json.dumps(data, indent=2))
             return learned
-
-    def rank(self, raw: np.ndarray, logprobs: Sequence[float] | None, weight: float) -> np.ndarray:
-        """The check's rank score (``blend.combine``): the ranker's, plus the model's vote."""
-        return combine(raw, logprobs, weight)
 
     # ----------------------------------------------------------------- persistence
 
