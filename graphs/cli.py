@@ -108,12 +108,7 @@ def _learn_model_weight(args: argparse.Namespace, models: Any) -> str:
         return ""
     if not learned.rows:
         return "model weight in the check: 0 (no held-out rows: the catalog is too small)"
-    return (
-        f"model {drafter.name}: weight {learned.weight:g} in the check, learned on "
-        f"{learned.rows} held-out rows (top candidate's relevance by weight: {learned.table}; "
-        f"the best weight against the ranker alone: {learned.wins} rows better, "
-        f"{learned.losses} worse, sign test p {learned.p_value})"
-    )
+    return f"model {drafter.name}: {learned.describe()}"
 
 
 def _recommend(args: argparse.Namespace) -> int:

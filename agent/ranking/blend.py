@@ -25,10 +25,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
-__all__ = ["ALPHA", "WEIGHTS", "FittedWeight", "ModelWeight", "combine", "fit_weight"]
+__all__ = ["ALPHA", "WEIGHTS", "ModelWeight", "combine", "fit_weight"]
 
 # Candidate weights. The ranker's scores spread over a few units between a shopper's candidates;
 # the model's log-probabilities of tens of candidates spread over about ten.
@@ -66,26 +67,27 @@ class ModelWeight:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, object]) -> ModelWeight:
-        return cls(
-            model=str(data["model"]),
-            weight=float(data["weight"]),  # type: ignore[arg-type]
-            rows=int(data["rows"]),  # type: ignore[call-overload]
-            table={str(k): float(v) for k, v in dict(data.get("table") or {}).items()},  # type: ignore[call-overload]
-            wins=int(data.get("wins") or 0),  # type: ignore[call-overload]
-            losses=int(data.get("losses") or 0),  # type: ignore[call-overload]
-            p_value=None if data.get("p_value") is None else float(data["p_value"]),  # type: ignore[arg-type]
+    def from_json(cls, data: dict[str, Any]) -> ModelWeight:
+        return cls(**data)
+
+    def describe(self) -> str:
+        """One line for people: the weight and the evidence it was chosen on."""
+        return (
+            f"weight {self.weight:g} in the check, learned on {self.rows} held-out rows (top "
+            f"candidate's relevance by weight: {self.table}; the best weight against the ranker "
+            f"alone: {self.wins} rows better, {self.losses} worse, sign test p {self.p_value})"
         )
 
 
 def fit_weight(
+    model: str,
     rows: Sequence[tuple[Sequence[float], Sequence[float], Sequence[int]]],
     weights: Sequence[float] = WEIGHTS,
     alpha: float = ALPHA,
-) -> FittedWeight:
-    """The weight with the best mean relevance of the top candidate over ``rows`` of
-    ``(ranker scores, log-probabilities, relevance labels)`` (the smaller weight on a tie), kept
-    only when it beats the ranker alone on significantly more rows than it loses."""
+) -> ModelWeight:
+    """``model``'s weight: the one with the best mean relevance of the top candidate over
+    ``rows`` of ``(ranker scores, log-probabilities, relevance labels)`` (the smaller weight on a
+    tie), kept only when it beats the ranker alone on significantly more rows than it loses."""
     from scipy.stats import binomtest
 
     rows = [r for r in rows if len(r[2])]
@@ -100,15 +102,4 @@ def fit_weight(
     losses = int((top[best] < top[0.0]).sum())
     p = float(binomtest(wins, wins + losses, 0.5, alternative="greater").pvalue) if wins else 1.0
     weight = best if best > 0 and p <= alpha else 0.0
-    return FittedWeight(weight, table, wins, losses, round(p, 4))
-
-
-@dataclass(frozen=True)
-class FittedWeight:
-    """What ``fit_weight`` found (see ``ModelWeight``)."""
-
-    weight: float
-    table: dict[str, float]
-    wins: int
-    losses: int
-    p_value: float
+    return ModelWeight(model, weight, len(rows), table, wins, losses, round(p, 4))

@@ -213,26 +213,8 @@ class CatalogModels:
                     (r["raw"], scorer(r["messages"], r["queries"]), r["labels"])  # type: ignore[arg-type]
                     for r in rows
                 ]
-                found = fit_weight(scored)  # type: ignore[arg-type]
-                learned = ModelWeight(
-                    model,
-                    found.weight,
-                    len(rows),
-                    found.table,
-                    found.wins,
-                    found.losses,
-                    found.p_value,
-                )
-                logger.warning(
-                    "model weight %g (top-candidate relevance by weight: %s; best against the "
-                    "ranker alone: %d rows better, %d worse, sign test p %.3f; %.0f s)",
-                    found.weight,
-                    found.table,
-                    found.wins,
-                    found.losses,
-                    found.p_value,
-                    time.perf_counter() - t,
-                )
+                learned = fit_weight(model, scored)  # type: ignore[arg-type]
+                logger.warning("model %s; %.0f s", learned.describe(), time.perf_counter() - t)
             self.model_weights[model] = learned
             if self.folder is not None:
                 data = {k: v.to_json() for k, v in self.model_weights.items()}

@@ -33,18 +33,18 @@ def test_combine_adds_the_weighted_log_probability() -> None:
 def test_fit_weight_keeps_the_ranker_unless_the_model_helps() -> None:
     # The ranker puts the right candidate (label 3) second; the model puts it first by far.
     helps = [([1.0, 0.9, 0.0], [-9.0, -1.0, -9.0], [0, 3, 0])] * 10
-    found = fit_weight(helps)
+    found = fit_weight("m", helps)
     assert found.weight > 0 and (found.wins, found.losses) == (10, 0) and found.p_value < 0.01
     assert found.table["0"] == 0.0 and found.table[f"{found.weight:g}"] == 3.0
     # The model points at the wrong candidate: the ranker alone (weight 0) stays best.
     hurts = [([1.0, 0.9, 0.0], [-9.0, -1.0, -9.0], [3, 0, 0])] * 10
-    assert fit_weight(hurts).weight == 0.0
+    assert fit_weight("m", hurts).weight == 0.0
     # No difference at any weight: the smaller (0) wins the tie.
     same = [([1.0, 0.0], [-1.0, -9.0], [3, 0])] * 4
-    assert fit_weight(same).weight == 0.0
+    assert fit_weight("m", same).weight == 0.0
     # A better mean from a handful of rows is not enough: 3 rows better, 1 worse, 20 alike.
     noisy = helps[:3] + hurts[:1] + same * 5
-    found = fit_weight(noisy)
+    found = fit_weight("m", noisy)
     assert max(found.table.values()) > found.table["0"]  # a weight looks better on average...
     assert (found.wins, found.losses) == (3, 1) and found.p_value > 0.05
     assert found.weight == 0.0  # ...but not on clearly more rows: the ranker alone
