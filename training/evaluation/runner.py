@@ -208,6 +208,7 @@ class Evaluator:
         self.catalog = catalog or open_eval_catalog(dataset, config.home)
         self._drafter_factory = drafter_factory
         self._drafters: dict[str | None, Any] = {}
+        self._agent_drafters: dict[str | None, Any] = {}  # _agent_drafter's, per model
         self._baselines: dict[str, Any] = {}
         self._store: Any = None
         self._runners: dict[str | None, Any] = {}  # graphs.runner.OfflineRunner per model
@@ -245,14 +246,22 @@ class Evaluator:
     def _model_weight(self, spec: MethodSpec) -> float | None:
         """The weight the check gives this model's vote on the evaluated catalog (learned on
         the fit's held-out rows when not yet stored); None for a drafter that cannot vote."""
-        from agent.drafting.constrained import GroundedHFDrafter
         from agent.nodes import learned_model_weight
 
-        base = self._drafter(spec.model)
-        if getattr(type(base), "tokenizer", None) is None:
-            return None
-        learned = learned_model_weight(GroundedHFDrafter(base), self.ranking())
+        learned = learned_model_weight(self._agent_drafter(spec.model), self.ranking())
         return None if learned is None else learned.weight
+
+    def _agent_drafter(self, model: str | None) -> Any:
+        """The drafter as the agent methods run it: a Hugging Face drafter (a model and its
+        tokenizer) decodes inside the catalog's query trie; any other (a scripted one in tests)
+        drafts freely. One per model."""
+        from agent.drafting.constrained import GroundedHFDrafter
+
+        if model not in self._agent_drafters:
+            base = self._drafter(model)
+            hf = getattr(type(base), "tokenizer", None) is not None
+            self._agent_drafters[model] = GroundedHFDrafter(base) if hf else base
+        return self._agent_drafters[model]
 
     # -- the catalog's fitted models (agent.ranking), fitted on what precedes the targets --------
     @functools.cached_property
@@ -440,15 +449,9 @@ class Evaluator:
 
         runner = self._runners.get(spec.model)
         if runner is None:
-            from agent.drafting.constrained import GroundedHFDrafter
-
-            base = self._drafter(spec.model)
-            # A Hugging Face drafter (a model and its tokenizer) decodes inside the catalog's
-            # query trie; any other drafter (a scripted one in tests) drafts freely.
-            hf = getattr(type(base), "tokenizer", None) is not None
             common = {
                 "catalog": self.catalog,
-                "drafter": GroundedHFDrafter(base) if hf else base,
+                "drafter": self._agent_drafter(spec.model),
                 "ranking": self.ranking(),
                 "batch_size": self.config.batch_size,
             }
