@@ -75,6 +75,17 @@ def _synthetic(n_users: int = 120, seed: int = 0) -> tuple[dict[str, Product], d
     return products, sequences
 
 
+def _fit(products: dict[str, Product], sequences: dict) -> CatalogModels:
+    """The synthetic catalog's models, 20 ranker rows held out."""
+    catalog = FakeCatalog(products.values())
+    return fit_catalog(
+        products,
+        sequences,
+        catalog.search_many,
+        FitConfig(nextitem=NextItemConfig(epochs=2), holdout_rows=20),
+    )
+
+
 def test_fit_holds_out_rows_the_ranker_never_sees(monkeypatch, tmp_path) -> None:
     products, sequences = _synthetic()
     seen: list[tuple[list[str], str]] = []
@@ -93,13 +104,7 @@ def test_fit_holds_out_rows_the_ranker_never_sees(monkeypatch, tmp_path) -> None
 
     monkeypatch.setattr(fitmod, "ranker_rows", rows_spy)
     monkeypatch.setattr(fitmod.Ranker, "fit", staticmethod(fit_spy))
-    catalog = FakeCatalog(products.values())
-    models = fit_catalog(
-        products,
-        sequences,
-        catalog.search_many,
-        FitConfig(nextitem=NextItemConfig(epochs=2), holdout_rows=20),
-    )
+    models = _fit(products, sequences)
     assert models.ranker is not None
     train_rows, held_rows = seen  # the ranker's rows, then the held-out ones
     assert fitted_on == [len(train_rows)]
@@ -124,14 +129,7 @@ def test_fit_holds_out_rows_the_ranker_never_sees(monkeypatch, tmp_path) -> None
 @pytest.fixture(scope="module")
 def fitted_dir(tmp_path_factory):  # type: ignore[no-untyped-def]
     """The synthetic catalog's models with 20 held-out rows, fitted once, saved."""
-    products, sequences = _synthetic()
-    catalog = FakeCatalog(products.values())
-    models = fit_catalog(
-        products,
-        sequences,
-        catalog.search_many,
-        FitConfig(nextitem=NextItemConfig(epochs=2), holdout_rows=20),
-    )
+    models = _fit(*_synthetic())
     folder = tmp_path_factory.mktemp("blend") / "m"
     models.save(folder)
     return folder
