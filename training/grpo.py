@@ -17,8 +17,9 @@ completions is one full run of the graph (draft -> retrieve -> check -> refine .
 policy as the drafter (``training.rollout.GraphRollout``: ``graphs.runner.OfflineRunner``, records
 built from the graph's outputs) and rendered by ``training.rollout.render_conversation`` as one
 conversation whose environment turns are masked
-out of the loss. Every member of a group sees the same profile and catalog. The four reward terms
-of ``training.rewards`` score the recorded trajectory; GDPO normalizes each term within its group
+out of the loss. Every member of a group sees the same profile and catalog. The paper's four
+reward terms of ``training.rewards`` and a dense rank term (the next item's 1/log2(1 + rank) under
+the final query, ``--rank_depth``; 0 leaves it out) score the recorded trajectory; GDPO normalizes each term within its group
 before summing (``multi_objective_aggregation="normalize_then_sum"``, the default), GRPO sums
 first (``sum_then_normalize``).
 
@@ -104,6 +105,14 @@ class GRPOArguments:
         default=False, metadata={"help": "no refinement: the paper's ablation"}
     )
     max_refinements: int = field(default=2, metadata={"help": "refinement budget of each rollout"})
+    rank_depth: int = field(
+        default=1000,
+        metadata={
+            "help": "the dense rank reward's depth: 1/log2(1+rank) of the next item among the "
+            "final query's first N products (training.rewards.RankReward); 0: the paper's four "
+            "terms only"
+        },
+    )
     limit: int | None = field(default=None, metadata={"help": "keep this many prompt rows"})
     split: str = field(
         default="train",
@@ -136,6 +145,8 @@ class GRPOArguments:
             raise GRPOError(f"--limit must be >= 1, got {self.limit}")
         if self.max_refinements < 0:
             raise GRPOError(f"--max_refinements must be >= 0, got {self.max_refinements}")
+        if self.rank_depth < 0:
+            raise GRPOError(f"--rank_depth must be >= 0 (0: no rank term), got {self.rank_depth}")
 
 
 @dataclass
@@ -425,6 +436,7 @@ def _trainer(
     config: QueryAgentGRPOConfig,
     rows: list[dict[str, Any]],
     rollout: GraphRollout,
+    reward_functions: list[Any],
     metrics_path: Path,
 ) -> tuple[Any, Any, Any, Any]:
     """The GRPO trainer on the policy; returns it, the resolved policy, tokenizer and budget."""
@@ -432,13 +444,12 @@ def _trainer(
     from trl import GRPOTrainer
 
     from training.callbacks import TimeBudget
-    from training.rewards import REWARD_TERMS
 
     resolved, model, tokenizer = load_start_model(args.model, args.home)
     budget = TimeBudget(args.max_minutes) if args.max_minutes else None
     trainer = GRPOTrainer(
         model=model,
-        reward_funcs=[*REWARD_TERMS],
+        reward_funcs=reward_functions,
         args=config,
         train_dataset=HFDataset.from_list(rows),
         processing_class=tokenizer,
@@ -494,7 +505,7 @@ def run_grpo(
 ) -> dict[str, Any]:
     """Train, save the adapter to the output folder; returns the sidecar's content."""
     from graphs.trajectories import code_version
-    from training.rewards import REWARD_TERMS
+    from training.rewards import training_rewards
 
     started = time.perf_counter()
     out, work, checkpoint = prepare_output(config, args.out, args.home, "grpo", args.resume)
@@ -511,7 +522,10 @@ def run_grpo(
     metrics_path = work / METRICS_FILE
     if not args.resume:
         metrics_path.unlink(missing_ok=True)
-    trainer, resolved, tokenizer, budget = _trainer(args, config, rows, rollout, metrics_path)
+    rewards = training_rewards(rollout.catalog, args.rank_depth)
+    trainer, resolved, tokenizer, budget = _trainer(
+        args, config, rows, rollout, rewards, metrics_path
+    )
     trainer.train(resume_from_checkpoint=checkpoint)
 
     meta = {
@@ -519,7 +533,7 @@ def run_grpo(
         "command": command or command_line("queryagent-train grpo", None),
         "settings": settings_dict(args, config),
         "optimiser": OPTIMISERS.get(config.multi_objective_aggregation, "custom"),
-        "rewards": [f.__name__ for f in REWARD_TERMS],
+        "rewards": [f.__name__ for f in rewards],
         "data": {
             "path": str(dataset.root) if dataset is not None else None,
             "name": dataset.name if dataset is not None else "live-logged runs",

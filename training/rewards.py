@@ -25,6 +25,19 @@ item_reward       0.5 * hit (the real next item is in the final query's top K, K
                   + 0.5 * best ROUGE-L F1 between those K titles and the real item's title
 ================  ============================================================================
 
+Beside the paper's four, a dense term for GRPO (``RankReward``, on by default in
+``training.grpo``, ``--rank_depth 0`` turns it off):
+
+================  ============================================================================
+rank_reward       1 / log2(1 + rank) of the real next item among the catalog's products ordered
+                  by the final query (NDCG with one relevant item): 1 at rank 1, 0.5 at rank 3,
+                  0.29 at rank 10, 0.1 at rank 1000; 0 past ``depth`` or for a fallback query
+================  ============================================================================
+
+``item_reward``'s hit is 0 for every query whose top 10 misses the item, which is most of them:
+a group of rollouts then often has no spread in it to learn from. The rank term still tells a
+query that puts the item at rank 40 from one that puts it at rank 900.
+
 A final query that the graph took from its fallback (``final.source == "fallback"``: no turn
 parsed, the strongest interest-graph category was used) earns no query or item reward: the
 policy did not write it, and crediting it would pay a model for never producing a valid query.
@@ -44,6 +57,8 @@ Example::
 from __future__ import annotations
 
 import json
+import math
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, Protocol
 
@@ -58,6 +73,7 @@ __all__ = [
     "FormatReward",
     "ItemReward",
     "QueryReward",
+    "RankReward",
     "RewardFunction",
     "ToolReward",
     "format_reward",
@@ -65,6 +81,7 @@ __all__ = [
     "optimiser_kwargs",
     "query_reward",
     "tool_reward",
+    "training_rewards",
 ]
 
 TRAJECTORY_SCHEMA = "queryagent.trajectory/v3"
@@ -265,6 +282,78 @@ class ItemReward(_TrajectoryReward):
         return [(item_id, titles.get(item_id, "")) for item_id in ids]
 
 
+# --------------------------------------------------------------------------- r_rank (dense)
+
+
+class RankReward(_TrajectoryReward):
+    """r_rank: 1 / log2(1 + rank) of the target item among the catalog's products ordered by
+    the final query (the catalog's own retrieval, ``Catalog.search_many``), 0 when it is not in
+    the first ``depth``. ``None`` when the target item is unknown; 0 for a fallback query.
+
+    Each distinct query is searched once (kept in a cache of ``cache_size`` queries): a grounded
+    policy writes the catalog's category queries, so a run's groups repeat them and a step's
+    cost stays the model's, not the catalog's.
+
+    Args:
+        catalog: the catalog the rollouts retrieve from (``agent.catalog.Catalog``).
+        depth: how far down the ranking the item is looked for; the whole catalog when it has
+            at most ``depth`` products.
+        cache_size: distinct queries whose rankings are kept.
+    """
+
+    __name__ = "rank_reward"
+
+    def __init__(self, catalog: Any, depth: int = 1000, cache_size: int = 4096) -> None:
+        if depth < 1:
+            raise ValueError(f"depth (how far the item is looked for) must be >= 1, got {depth}")
+        self.catalog = catalog
+        self.depth = depth
+        self.cache_size = cache_size
+        self._ranks: OrderedDict[str, dict[str, int]] = OrderedDict()
+
+    def __call__(self, completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
+        # One catalog call for the batch's queries not yet ranked.
+        trajectories = _trajectories(completions, kwargs)
+        queries = {q for t in trajectories if t is not None and (q := _model_final_query(t))}
+        self._rank_queries([q for q in queries if q not in self._ranks])
+        return [
+            None if trajectory is None else self.score(trajectory, i, kwargs)
+            for i, trajectory in enumerate(trajectories)
+        ]
+
+    def _rank_queries(self, queries: list[str]) -> None:
+        if not queries:
+            return
+        k = min(self.depth, max(1, int(self.catalog.count())))
+        for query, products in zip(
+            queries, self.catalog.search_many(queries, k=k), strict=True
+        ):
+            self._ranks[query] = {str(p.item_id): int(p.rank) for p in products}
+        while len(self._ranks) > self.cache_size:
+            self._ranks.popitem(last=False)
+
+    def rank(self, query: str, item_id: str) -> int | None:
+        """The item's rank for ``query`` (1 = first), ``None`` past ``depth``."""
+        if query not in self._ranks:
+            self._rank_queries([query])
+        self._ranks.move_to_end(query)
+        return self._ranks[query].get(item_id)
+
+    def score(self, trajectory: Trajectory, i: int, kwargs: Mapping[str, Any]) -> float | None:
+        item = _target(kwargs, i, trajectory, "item_id")
+        if not item:
+            return None
+        query = _model_final_query(trajectory)
+        if query is None:
+            return 0.0
+        rank = self.rank(query, str(item))
+        return 0.0 if rank is None else 1.0 / math.log2(1 + rank)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The catalog holds a client; a pickled copy (a worker's) re-ranks from an empty cache.
+        return {**self.__dict__, "_ranks": OrderedDict()}
+
+
 format_reward = FormatReward()
 tool_reward = ToolReward()
 query_reward = QueryReward()
@@ -272,6 +361,14 @@ item_reward = ItemReward()
 
 # The reward's four terms, in the paper's order; pass as GRPOTrainer(reward_funcs=...).
 REWARD_TERMS: list[RewardFunction] = [format_reward, tool_reward, query_reward, item_reward]
+
+
+def training_rewards(catalog: Any = None, rank_depth: int = 1000) -> list[RewardFunction]:
+    """GRPO's reward functions: the paper's four terms, then the dense rank term on ``catalog``
+    (left out without a catalog or with ``rank_depth`` 0)."""
+    if catalog is None or rank_depth <= 0:
+        return [*REWARD_TERMS]
+    return [*REWARD_TERMS, RankReward(catalog, depth=rank_depth)]
 
 
 def optimiser_kwargs(name: Literal["gdpo", "grpo"] = "gdpo") -> dict[str, Any]:

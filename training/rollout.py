@@ -165,6 +165,8 @@ class GraphRollout:
             beams=1,
             recall=False,
             grounded=self.grounded,
+            # The policy changes every step: a vote weight learned for it would be stale at once.
+            model_vote=False,
         )
         # One graph.batch over every copy; record i is prompt i's run (input order).
         records = runner.run(

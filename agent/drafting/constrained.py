@@ -214,9 +214,12 @@ class GroundedHFDrafter:
     def identity(self) -> str:
         """The model's content digest (``agent.model_identity``): what its learned weight in a
         catalog's check is kept under. Computed once per drafter: every check asks for it, and
-        the digest stats the model's files."""
+        the digest stats the model's files. Empty for a model wrapped from memory (a policy in
+        training): no stored weights to name, so no weight is learned or looked up for it."""
         from agent.model_identity import model_digest
 
+        if getattr(self.drafter, "from_memory", False):
+            return ""
         resolved = self.drafter.resolved
         return model_digest(resolved.name, resolved.home)
 

@@ -161,6 +161,8 @@ class HFDrafter:
         # One lock for loading and generating: generate() is not re-entrant on a shared model,
         # and torch.manual_seed is process-global.
         self._lock = threading.RLock()
+        # Wrapped from memory (``from_loaded``): its weights are not those of any stored folder.
+        self.from_memory = False
 
     @classmethod
     def from_loaded(cls, model: Any, tokenizer: Any, *, name: str = "loaded") -> HFDrafter:
@@ -179,6 +181,7 @@ class HFDrafter:
             tokenizer.pad_token = tokenizer.eos_token
         tokenizer.padding_side = "left"
         drafter._model, drafter._tokenizer = model, tokenizer
+        drafter.from_memory = True
         return drafter
 
     def __repr__(self) -> str:

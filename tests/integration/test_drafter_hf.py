@@ -116,6 +116,12 @@ def test_prefix_cache_reuses_shared_starts_without_changing_results(tiny_model: 
     assert cached.prefixes.hits >= 6 and cached.prefixes.reused_tokens > 0
     # A trainer's model changes between calls: a wrapped loaded model keeps no cache.
     assert HFDrafter.from_loaded(plain.model, plain.tokenizer).prefixes is None
+    # ... and names no stored model: no vote weight is learned or looked up for it.
+    from agent.drafting.constrained import GroundedHFDrafter
+
+    loaded = HFDrafter.from_loaded(plain.model, plain.tokenizer, name="policy")
+    assert GroundedHFDrafter(loaded).identity == ""
+    assert len(GroundedHFDrafter(plain).identity) == 16
 
 
 def test_chunking_does_not_change_results(drafter: HFDrafter, tiny_model: Path) -> None:

@@ -108,14 +108,13 @@ def test_grpo_smoke_trains_the_adapter(setting, tiny_model_dir, tiny_recbole_dir
     )
     meta = run_grpo(args, config, setting.dataset)
     assert meta["steps"] == 2 and meta["optimiser"] == "gdpo"
+    names = ("format_reward", "tool_reward", "query_reward", "item_reward", "rank_reward")
+    assert meta["rewards"] == list(names)  # the paper's four and the dense rank term
     weights = load_file(out / "adapter_model.safetensors")
     lora_b = [v for k, v in weights.items() if "lora_B" in k]
     assert lora_b and any(float(v.abs().sum()) > 0 for v in lora_b)  # LoRA B starts at zero
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert rows and all(
-        f"rewards/{name}/mean" in rows[-1]
-        for name in ("format_reward", "tool_reward", "query_reward", "item_reward")
-    )
+    assert rows and all(f"rewards/{name}/mean" in rows[-1] for name in names)
     assert "rollout/mean_refinements" in rows[-1]
     assert (out / "metrics.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((out / "queryagent.meta.json").read_text())["made_by"] == "training.grpo"

@@ -1,4 +1,5 @@
-"""The training reward's four terms on hand-built v1 trajectories, and the GDPO switch.
+"""The training reward's four terms and the dense rank term on hand-built v1 trajectories, and
+the GDPO switch.
 
 Hand-computed ROUGE-L F1 values used below (rouge-score tokenizes on non-alphanumerics):
 "glass beakers" vs "glassware labware beakers": LCS 1, P 1/2, R 1/3, F1 = 0.4.
@@ -16,11 +17,13 @@ from training.rewards import (
     REWARD_TERMS,
     ItemReward,
     QueryReward,
+    RankReward,
     format_reward,
     item_reward,
     optimiser_kwargs,
     query_reward,
     tool_reward,
+    training_rewards,
 )
 
 TRUTH = "glassware labware beakers"
@@ -329,3 +332,64 @@ def test_format_reward_counts_the_policys_turns_only() -> None:
     assert call(format_reward, [trajectory([drafted, recalled])]) == [1.0]
     assert call(format_reward, [trajectory([both, recalled])]) == [1.0]
     assert call(format_reward, [trajectory([recalled])]) == [0.0]  # the policy wrote nothing
+
+
+# --------------------------------------------------------------------------- r_rank (dense)
+
+
+def _rank_catalog():
+    from memory_store.products import Product
+    from tests.helpers.fakes import FakeCatalog
+
+    # Word-overlap ranking, ties by id: "glass beaker" puts A1 (2 words) first, then A2 and the
+    # target (1 word each), then the rest.
+    titles = {
+        "A1": "glass beaker",
+        "A2": "beaker rack",
+        TARGET_ID: "glass pipette",
+        "C4": "duct tape",
+        "C5": "tape measure",
+    }
+    return FakeCatalog(Product(item_id=i, title=t, category="Lab") for i, t in titles.items())
+
+
+def test_rank_reward_is_the_ndcg_of_the_next_item_under_the_final_query() -> None:
+    catalog = _rank_catalog()
+    reward = RankReward(catalog)
+    columns = {"target_item": [TARGET_ID] * 3}
+    at_3 = trajectory([step("Query: glass beaker", "glass beaker")], final_query="glass beaker")
+    at_1 = trajectory([step("Query: pipette", "pipette")], final_query="pipette")
+    fallback = trajectory([step("", None)], final_query="duct tape", source="fallback")
+    out = call(reward, [at_3, at_1, fallback], **columns)
+    assert reward.rank("glass beaker", TARGET_ID) == 3
+    assert out == pytest.approx([0.5, 1.0, 0.0])  # 1/log2(1+3), 1/log2(2), fallback
+    assert call(reward, [at_3]) == [None]  # no target item anywhere
+    # past the depth it scores 0; within it, the farther the item the smaller the reward
+    assert call(RankReward(catalog, depth=2), [at_3], target_item=[TARGET_ID]) == [0.0]
+    tape = trajectory([step("Query: tape", "tape")], final_query="tape")
+    assert 0.0 < call(reward, [tape], target_item=[TARGET_ID])[0] < 0.5
+    with pytest.raises(ValueError, match="depth"):
+        RankReward(catalog, depth=0)
+
+
+def test_rank_reward_searches_each_distinct_query_once() -> None:
+    catalog = _rank_catalog()
+    reward = RankReward(catalog, cache_size=1)
+    same = trajectory([step("Query: glass beaker", "glass beaker")], final_query="glass beaker")
+    call(reward, [same, same, same], target_item=[TARGET_ID] * 3)
+    assert catalog.queries == ["glass beaker"]
+    call(reward, [same], target_item=[TARGET_ID])
+    assert catalog.queries == ["glass beaker"]  # cached
+    other = trajectory([step("Query: tape", "tape")], final_query="tape")
+    call(reward, [other, same], target_item=[TARGET_ID] * 2)  # a cache of one: re-searched
+    assert catalog.queries == ["glass beaker", "tape", "glass beaker"]
+    clone = pickle.loads(pickle.dumps(reward))
+    assert clone.__name__ == "rank_reward" and clone.depth == reward.depth
+
+
+def test_training_rewards_add_the_rank_term_on_a_catalog() -> None:
+    catalog = _rank_catalog()
+    names = [f.__name__ for f in training_rewards(catalog)]
+    assert names == [*(f.__name__ for f in REWARD_TERMS), "rank_reward"]
+    assert training_rewards(catalog, rank_depth=0) == REWARD_TERMS
+    assert training_rewards(None) == REWARD_TERMS
