@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 DEMO_USERS ?= A1SWWHE1L3XR3V A30Y2UTHJDGD62 ABW8NXS7SV55K
 PORT ?= 8123
 
-.PHONY: install demo test test-fast lint bench dev clean train train-sft train-sft-cpu train-grpo eval eval-sample
+.PHONY: install demo test test-fast lint bench dev clean train train-sft train-sft-cpu train-grpo train-grpo-cpu eval eval-sample
 
 install: $(STAMP)
 
@@ -59,6 +59,11 @@ train-sft-cpu: $(STAMP)
 # (20 steps of 8 shoppers x 8 graph runs: about 4 minutes on one H200).
 train-grpo: $(STAMP)
 	$(BIN)/queryagent-train grpo --config recipes/grpo.yaml
+
+# GRPO from the grounded SFT adapter on a 2-core CPU, in 90-minute sittings (the dense rank
+# reward on) -> models/smollm2-grpo-grounded; `make train-grpo-cpu RESUME=1` continues it.
+train-grpo-cpu: $(STAMP)
+	$(BIN)/queryagent-train grpo --config recipes/grpo-cpu.yaml $(if $(RESUME),--resume)
 
 # The README's table: baselines, the untrained base model, the SFT and the GRPO adapters.
 BASE_MODEL := HuggingFaceTB/SmolLM2-135M-Instruct

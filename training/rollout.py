@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -49,20 +49,26 @@ def _render(tokenizer: Any, messages: Sequence[dict[str, str]]) -> str:
     )
 
 
-def render_conversation(steps: Sequence[dict[str, Any]], tokenizer: Any) -> RenderedRollout:
+def render_conversation(
+    steps: Sequence[dict[str, Any]],
+    tokenizer: Any,
+    decided: Callable[[Sequence[int]], list[int]] | None = None,
+) -> RenderedRollout:
     """Join a trajectory's steps (draft, then refinements) into one token sequence with its mask.
 
     Args:
         steps: attempts or trajectory steps in turn order, each with ``messages``, ``completion``,
             ``prompt_token_ids`` and ``completion_token_ids``.
         tokenizer: the policy's tokenizer (its chat template renders the environment turns).
+        decided: the mask of a turn's own tokens (1: trained on); ``None``: all of them. With a
+            query trie, ``QueryTrie.choices``: tokens the trie forced stay out of the loss.
     """
     if not steps:
         raise RolloutError("a trajectory needs at least one step")
     first = steps[0]
     prompt_ids = list(first["prompt_token_ids"])
     completion_ids = list(first["completion_token_ids"])
-    env_mask = [1] * len(completion_ids)
+    env_mask = decided(completion_ids) if decided else [1] * len(completion_ids)
     eos = tokenizer.eos_token or ""
     for prev, cur in zip(steps, steps[1:], strict=False):
         before = _render(tokenizer, prev["messages"])
@@ -86,7 +92,7 @@ def render_conversation(steps: Sequence[dict[str, Any]], tokenizer: Any) -> Rend
         env_ids = list(tokenizer(env_text, add_special_tokens=False)["input_ids"])
         model_ids = list(cur["completion_token_ids"])
         completion_ids += env_ids + model_ids
-        env_mask += [0] * len(env_ids) + [1] * len(model_ids)
+        env_mask += [0] * len(env_ids) + (decided(model_ids) if decided else [1] * len(model_ids))
     return RenderedRollout(prompt_ids, completion_ids, env_mask)
 
 
@@ -175,7 +181,15 @@ class GraphRollout:
             records=True,
             chunk_size=len(rows),
         ).records
-        rendered = [render_conversation(model_turns(rec.steps), tokenizer) for rec in records]
+        # Inside the trie, a token it forces is no decision of the policy: trained on, its
+        # probability would drift freely (nothing samples it against the others), and the KL
+        # estimate on it exploded (k3 in the thousands) in a CPU run before these were masked.
+        decided = None
+        if self.grounded and self.ranking is not None and self.ranking.vocab.queries:
+            decided = drafter.trie(self.ranking.vocab.queries).choices
+        rendered = [
+            render_conversation(model_turns(rec.steps), tokenizer, decided) for rec in records
+        ]
         queries = [rec.final.query for rec in records]
         with self._lock:
             self.history.append(

@@ -74,6 +74,14 @@ class QueryTrie:
         written) or off the trie, only eos (so a finished beam stays finished)."""
         return self._sorted.get(tuple(prefix), [self.eos_id])
 
+    def choices(self, ids: Sequence[int]) -> list[int]:
+        """For each token of a completion written inside this trie: 1 where the trie left a
+        choice (two or more tokens allowed), 0 where it forced the token (the answer prefix, the
+        rest of a word only one query continues). A forced token carries no decision of the
+        model, whatever probability it gives it."""
+        ids = list(ids)
+        return [int(len(self.allowed(ids[:n])) > 1) for n in range(len(ids))]
+
     def without(self, queries: Iterable[str]) -> QueryTrie:
         """A view of this trie in which ``queries`` cannot be written (a refinement's beams then
         spend no width on candidates already tried). Edges whose every query is excluded go;

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from agent.context import Context
+from agent.drafting.trie import QueryTrie
 from graphs.trajectories import TrajectoryRecord
 from memory_store import UserMemory, load_dataset
 from training.grpo import (
@@ -69,6 +70,7 @@ def test_rollout_renders_each_graph_run(
     )
     prompts = [rows[0]["prompt"]] * 2 + [rows[1]["prompt"]] * 2  # two groups of two
     out = rollout(prompts, trainer)
+    trie = QueryTrie.build(trainer.processing_class, tiny_models.vocab.queries)
     assert len(out["prompt_ids"]) == len(out["completion_ids"]) == len(out["env_mask"]) == 4
     records = [TrajectoryRecord.model_validate(t) for t in out["trajectory"]]
     assert [r.user_id for r in records] == [rows[0]["user_id"]] * 2 + [rows[1]["user_id"]] * 2
@@ -78,9 +80,16 @@ def test_rollout_renders_each_graph_run(
         turns = model_turns(rec.steps)  # what the policy wrote (recalled candidates are not)
         assert prompt_ids == turns[0]["prompt_token_ids"]
         assert len(ids) == len(mask)
+        # trained on: the policy's tokens where the catalog's query trie left it a choice
         model_tokens = [t for t, m in zip(ids, mask, strict=True) if m == 1]
-        assert model_tokens == [t for s in turns for t in s["completion_token_ids"]]
-        assert (0 in mask) == (len(turns) > 1)  # feedback turns, and only they, are masked
+        choices = [
+            t
+            for s in turns
+            for t, c in zip(s["completion_token_ids"], trie.choices(s["completion_token_ids"]))
+            if c
+        ]
+        assert model_tokens == choices and choices
+        assert mask[0] == 0  # the answer prefix "Query:" is forced
     assert rollout.history and "rollout/mean_refinements" in rollout.history[-1]
 
 

@@ -273,6 +273,14 @@ def test_shipped_recipes_parse_with_trl_parser() -> None:
     )
     assert args.model == "models/smollm2-sft" and args.max_minutes == 40
     assert config.per_device_train_batch_size * config.gradient_accumulation_steps == 16
+    args, config = parse_command_line(
+        (GRPOArguments, QueryAgentGRPOConfig),
+        ["--config", str(repo / "recipes" / "grpo-cpu.yaml"), "--resume"],
+        "grpo",
+    )
+    assert args.model == "models/smollm2-sft-grounded" and args.resume and args.single_turn
+    assert args.rank_depth == 1000 and args.max_minutes == 90
+    assert config.per_device_train_batch_size == 2 * config.num_generations
 
 
 def test_help_shows_every_config_field_with_its_default(capsys) -> None:

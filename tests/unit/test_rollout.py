@@ -79,6 +79,31 @@ def test_single_turn_has_no_masked_tokens(tok) -> None:
     assert out.completion_ids == draft["completion_token_ids"] and set(out.env_mask) == {1}
 
 
+def test_decided_masks_each_turns_own_tokens_only(tok) -> None:
+    """With a trie's ``choices``, tokens it forced leave the loss; the environment stays 0."""
+    draft = step(tok, [SYSTEM, USER], "yoga mat", 0)
+    refine_msgs = [
+        SYSTEM,
+        USER,
+        {"role": "assistant", "content": "yoga mat"},
+        {"role": "user", "content": FEEDBACK},
+    ]
+    refine = step(tok, refine_msgs, "running shoes women", 1)
+
+    def first_only(model_ids):  # as if only each turn's first token were a choice
+        return [1] + [0] * (len(model_ids) - 1)
+
+    out = render_conversation([draft, refine], tok, first_only)
+    plain = render_conversation([draft, refine], tok)
+    assert out.completion_ids == plain.completion_ids
+    n0, n1 = len(draft["completion_token_ids"]), len(refine["completion_token_ids"])
+    assert out.env_mask[:n0] == first_only(draft["completion_token_ids"])
+    assert out.env_mask[-n1:] == first_only(refine["completion_token_ids"])
+    middle = slice(n0, len(out.env_mask) - n1)
+    assert set(out.env_mask[middle]) == {0} == set(plain.env_mask[middle])
+    assert sum(out.env_mask) == 2
+
+
 def test_inconsistent_turns_are_refused(tok) -> None:
     draft = step(tok, [SYSTEM, USER], "yoga mat", 0)
     other = step(tok, [SYSTEM, {"role": "user", "content": "gift ideas"}], "x", 1)

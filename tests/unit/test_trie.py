@@ -27,6 +27,18 @@ def test_every_path_is_a_query_and_its_end_allows_only_eos() -> None:
     assert trie.query([999]) is None
 
 
+def test_choices_mark_the_tokens_the_trie_left_open() -> None:
+    trie = QueryTrie.build(WordTokenizer(), QUERIES)
+    longer = trie.completion_ids("duct tape silver")
+    assert longer is not None and len(longer) == 5  # "Query:" duct tape silver <eos>
+    # forced: the answer prefix (every query has it), "tape" after "duct", eos after "silver";
+    # choices: the first word, and ending after "tape" or going on to "silver"
+    assert trie.choices(longer) == [0, 1, 0, 1, 0]
+    assert trie.choices(trie.completion_ids("duct tape") or []) == [0, 1, 0, 1]
+    assert trie.choices(trie.completion_ids("pla filament") or []) == [0, 1, 0, 0]
+    assert trie.choices([]) == []
+
+
 def test_a_catalog_change_changes_the_key() -> None:
     a = QueryTrie.build(WordTokenizer(), QUERIES)
     b = QueryTrie.build(WordTokenizer(), QUERIES[:-1])
