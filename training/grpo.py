@@ -18,10 +18,11 @@ policy as the drafter (``training.rollout.GraphRollout``: ``graphs.runner.Offlin
 built from the graph's outputs) and rendered by ``training.rollout.render_conversation`` as one
 conversation whose environment turns are masked
 out of the loss. Every member of a group sees the same profile and catalog. The paper's four
-reward terms of ``training.rewards`` and a dense rank term (the next item's 1/log2(1 + rank) under
-the final query, ``--rank_depth``; 0 leaves it out) score the recorded trajectory; GDPO normalizes each term within its group
-before summing (``multi_objective_aggregation="normalize_then_sum"``, the default), GRPO sums
-first (``sum_then_normalize``).
+reward terms of ``training.rewards`` and a dense rank term (the next item's 1/log2(1 + rank)
+under the final query, ``--rank_depth``; 0 leaves it out) score the recorded trajectory; GDPO
+normalizes each term within its group before summing
+(``multi_objective_aggregation="normalize_then_sum"``, the default), GRPO sums first
+(``sum_then_normalize``).
 
 Writes the adapter to ``--out`` with a ``queryagent.meta.json`` sidecar and a model card, and
 per-step metrics (each reward term's mean and std, the fraction of groups with zero reward

@@ -325,9 +325,7 @@ class RankReward(_TrajectoryReward):
         if not queries:
             return
         k = min(self.depth, max(1, int(self.catalog.count())))
-        for query, products in zip(
-            queries, self.catalog.search_many(queries, k=k), strict=True
-        ):
+        for query, products in zip(queries, self.catalog.search_many(queries, k=k), strict=True):
             self._ranks[query] = {str(p.item_id): int(p.rank) for p in products}
         while len(self._ranks) > self.cache_size:
             self._ranks.popitem(last=False)

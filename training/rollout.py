@@ -9,6 +9,9 @@ Model tokens are the ids recorded at generation time (never re-tokenized); the e
 between them (end of the assistant turn, the user's observation, the next assistant header) are
 the chat template's rendering of the refine prompt minus what came before, tokenized, and masked
 out of the loss (``env_mask`` 0), which TRL's ``GRPOTrainer`` reads from a ``rollout_func``.
+When the policy writes inside the catalog's query trie, the tokens the trie forced (the answer
+prefix, a word only one query continues) are masked too (``QueryTrie.choices``): the loss and the
+KL see only the tokens where the policy chose.
 
 ``GraphRollout`` is that ``rollout_func``: the prompt copies of one step run through
 ``graphs.runner.OfflineRunner`` (one ``graph.batch``, outputs in input order), and each output's
@@ -185,7 +188,7 @@ class GraphRollout:
         # probability would drift freely (nothing samples it against the others), and the KL
         # estimate on it exploded (k3 in the thousands) in a CPU run before these were masked.
         decided = None
-        if self.grounded and self.ranking is not None and self.ranking.vocab.queries:
+        if isinstance(drafter, GroundedHFDrafter) and self.ranking and self.ranking.vocab.queries:
             decided = drafter.trie(self.ranking.vocab.queries).choices
         rendered = [
             render_conversation(model_turns(rec.steps), tokenizer, decided) for rec in records

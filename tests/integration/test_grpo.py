@@ -82,12 +82,10 @@ def test_rollout_renders_each_graph_run(
         assert len(ids) == len(mask)
         # trained on: the policy's tokens where the catalog's query trie left it a choice
         model_tokens = [t for t, m in zip(ids, mask, strict=True) if m == 1]
-        choices = [
-            t
-            for s in turns
-            for t, c in zip(s["completion_token_ids"], trie.choices(s["completion_token_ids"]))
-            if c
-        ]
+        choices = []
+        for turn in turns:
+            own = turn["completion_token_ids"]
+            choices += [t for t, c in zip(own, trie.choices(own), strict=True) if c]
         assert model_tokens == choices and choices
         assert mask[0] == 0  # the answer prefix "Query:" is forced
     assert rollout.history and "rollout/mean_refinements" in rollout.history[-1]
