@@ -312,14 +312,11 @@ class RankReward(_TrajectoryReward):
         self._ranks: OrderedDict[str, dict[str, int]] = OrderedDict()
 
     def __call__(self, completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
-        # One catalog call for the batch's queries not yet ranked.
+        # One catalog call for the batch's queries not yet ranked, then scored one by one.
         trajectories = _trajectories(completions, kwargs)
         queries = {q for t in trajectories if t is not None and (q := _model_final_query(t))}
         self._rank_queries([q for q in queries if q not in self._ranks])
-        return [
-            None if trajectory is None else self.score(trajectory, i, kwargs)
-            for i, trajectory in enumerate(trajectories)
-        ]
+        return super().__call__(completions, **kwargs)
 
     def _rank_queries(self, queries: list[str]) -> None:
         if not queries:

@@ -52,6 +52,10 @@ def _render(tokenizer: Any, messages: Sequence[dict[str, str]]) -> str:
     )
 
 
+def _every_token(ids: Sequence[int]) -> list[int]:
+    return [1] * len(ids)
+
+
 def render_conversation(
     steps: Sequence[dict[str, Any]],
     tokenizer: Any,
@@ -71,7 +75,8 @@ def render_conversation(
     first = steps[0]
     prompt_ids = list(first["prompt_token_ids"])
     completion_ids = list(first["completion_token_ids"])
-    env_mask = decided(completion_ids) if decided else [1] * len(completion_ids)
+    own = decided or _every_token
+    env_mask = own(completion_ids)
     eos = tokenizer.eos_token or ""
     for prev, cur in zip(steps, steps[1:], strict=False):
         before = _render(tokenizer, prev["messages"])
@@ -95,7 +100,7 @@ def render_conversation(
         env_ids = list(tokenizer(env_text, add_special_tokens=False)["input_ids"])
         model_ids = list(cur["completion_token_ids"])
         completion_ids += env_ids + model_ids
-        env_mask += [0] * len(env_ids) + (decided(model_ids) if decided else [1] * len(model_ids))
+        env_mask += [0] * len(env_ids) + own(model_ids)
     return RenderedRollout(prompt_ids, completion_ids, env_mask)
 
 

@@ -33,21 +33,30 @@ def step(tok, messages, reply: str, turn: int) -> dict:
     }
 
 
+REFINE_MESSAGES = [
+    SYSTEM,
+    USER,
+    {"role": "assistant", "content": "yoga mat"},
+    {"role": "user", "content": FEEDBACK},
+]
+
+
+def two_turns(tok) -> tuple[dict, dict]:
+    """A draft ("yoga mat") and, after the feedback, its refinement ("running shoes women")."""
+    return step(tok, [SYSTEM, USER], "yoga mat", 0), step(
+        tok, REFINE_MESSAGES, "running shoes women", 1
+    )
+
+
 def test_two_turns_render_as_the_full_conversation(tok) -> None:
-    draft = step(tok, [SYSTEM, USER], "yoga mat", 0)
-    refine_msgs = [
-        SYSTEM,
-        USER,
-        {"role": "assistant", "content": "yoga mat"},
-        {"role": "user", "content": FEEDBACK},
-    ]
-    refine = step(tok, refine_msgs, "running shoes women", 1)
+    draft, refine = two_turns(tok)
     out = render_conversation([draft, refine], tok)
 
     assert out.prompt_ids == draft["prompt_token_ids"]
     # prompt + completion is exactly the template's rendering of the whole conversation
     full = tok.apply_chat_template(
-        refine_msgs + [{"role": "assistant", "content": "running shoes women"}], tokenize=False
+        REFINE_MESSAGES + [{"role": "assistant", "content": "running shoes women"}],
+        tokenize=False,
     )
     assert out.prompt_ids + out.completion_ids == ids(tok, full)
     # the model's tokens are the generated ones, unmasked; the feedback turn is masked
@@ -81,14 +90,7 @@ def test_single_turn_has_no_masked_tokens(tok) -> None:
 
 def test_decided_masks_each_turns_own_tokens_only(tok) -> None:
     """With a trie's ``choices``, tokens it forced leave the loss; the environment stays 0."""
-    draft = step(tok, [SYSTEM, USER], "yoga mat", 0)
-    refine_msgs = [
-        SYSTEM,
-        USER,
-        {"role": "assistant", "content": "yoga mat"},
-        {"role": "user", "content": FEEDBACK},
-    ]
-    refine = step(tok, refine_msgs, "running shoes women", 1)
+    draft, refine = two_turns(tok)
 
     def first_only(model_ids):  # as if only each turn's first token were a choice
         return [1] + [0] * (len(model_ids) - 1)
