@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from agent.drafting.hf import cache_argument
 from agent.drafting.trie import QueryTrie, tries_per_prompt
 
 __all__ = [
@@ -124,9 +125,24 @@ def constrained_beams(
             "top_k": None,
         }
     with torch.inference_mode():
+        # The prompts run once, not once per beam: their keys and values are computed here and
+        # repeated over the ``n`` rows of each prompt (``generate`` expands the input ids and the
+        # mask itself but hands a cache over as it is), so ``generate`` only runs the last
+        # prompt token and the decoding steps. The positions are the ones ``generate`` gives a
+        # left-padded batch.
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        prefill = model(
+            input_ids=input_ids[:, :-1],
+            attention_mask=mask[:, :-1],
+            position_ids=positions[:, :-1],
+            use_cache=True,
+        )
+        cache = getattr(prefill, cache_argument())
+        cache.batch_repeat_interleave(n)
         out = model.generate(
             input_ids=input_ids,
             attention_mask=mask,
+            **{cache_argument(): cache},
             num_return_sequences=n,
             max_new_tokens=longest,
             prefix_allowed_tokens_fn=allowed,
@@ -187,10 +203,10 @@ def score_completions(
             [[1] * len(prompt) + [1] * len(i) + [0] * (width - len(i)) for i in inputs],
             device=model.device,
         )
-        cache = out.past_key_values
+        cache = getattr(out, cache_argument())
         cache.batch_repeat_interleave(len(completions))
         logits = model(
-            input_ids=batch, attention_mask=attn, past_key_values=cache, use_cache=True
+            input_ids=batch, attention_mask=attn, use_cache=True, **{cache_argument(): cache}
         ).logits
         logp = torch.log_softmax(logits.float(), dim=-1)
         for k, r in enumerate(rest):

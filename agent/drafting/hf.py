@@ -303,7 +303,7 @@ class HFDrafter:
             )
         if self.prefixes is not None and len(prompts) == 1:
             ids = batch["input_ids"][0].tolist()
-            name = _cache_argument()
+            name = cache_argument()
             kwargs[name] = self.prefixes.lookup(ids)
             kwargs["return_dict_in_generate"] = True
             result = model.generate(**batch, **kwargs)  # type: ignore[operator]
@@ -330,7 +330,7 @@ class HFDrafter:
 
 
 @functools.cache
-def _cache_argument() -> str:
+def cache_argument() -> str:
     """``generate``'s name for a cache: ``cache`` in recent transformers (where the old name
     still works but warns), ``past_key_values`` before (e.g. a GPU image's older release)."""
     import dataclasses

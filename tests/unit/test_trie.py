@@ -94,12 +94,15 @@ def test_constrained_beams_never_leave_the_trie(tiny_model_dir) -> None:
     ]
     beams = drafter.beams(prompts, trie, 3)
     assert len(beams) == 2
-    for row in beams:
+    for prompt, row in zip(prompts, beams, strict=True):
         assert row and len({b.query for b in row}) == len(row)
         assert all(b.query in queries for b in row)
         assert [b.logprob for b in row] == sorted((b.logprob for b in row), reverse=True)
-        scored = drafter.score([prompts[0]], [[list(b.completion_token_ids) for b in row]])[0]
-        if row is beams[0]:
-            assert scored == pytest.approx([b.logprob for b in row], abs=1e-3)
+        # The prompts run once before the beams (their cache repeated per beam); the shorter
+        # prompt is left-padded, so this also checks its positions.
+        scored = drafter.score([prompt], [[list(b.completion_token_ids) for b in row]])[0]
+        assert scored == pytest.approx([b.logprob for b in row], abs=1e-3)
+        alone = drafter.beams([prompt], trie, 3)[0]
+        assert [b.query for b in alone] == [b.query for b in row]
     best = beams[0][0]
     assert best.query in drafter.drafter.tokenizer.decode(list(best.completion_token_ids))
