@@ -32,13 +32,14 @@ spread, mean refinements, distinct queries) to ``metrics.jsonl`` and ``metrics.p
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
 import shutil
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,8 @@ from training.common import (
 from training.queries import QueryOracle, common_root
 from training.rewards import optimiser_kwargs
 from training.rollout import GraphRollout
+
+logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
 # The optimiser's name (the paper's GDPO, or plain GRPO) for each of TRL's aggregations.
@@ -114,6 +117,23 @@ class GRPOArguments:
             "terms only"
         },
     )
+    heldout: int = field(
+        default=0,
+        metadata={
+            "help": "the curve to watch: every --heldout_every steps, the policy's greedy pick "
+            "for this many fixed valid-split shoppers (never trained on) is scored with the "
+            "rewards and logged as heldout/* (0: off; rows from a data set's train split only)"
+        },
+    )
+    heldout_every: int = field(default=25, metadata={"help": "steps between held-out scorings"})
+    trie_logps: bool = field(
+        default=True,
+        metadata={
+            "help": "score trie-sampled completions under the trie-restricted softmax, the "
+            "distribution they were sampled from (training.constrained_grpo); off: TRL's "
+            "unconstrained log-probabilities"
+        },
+    )
     limit: int | None = field(default=None, metadata={"help": "keep this many prompt rows"})
     split: str = field(
         default="train",
@@ -146,6 +166,8 @@ class GRPOArguments:
             raise GRPOError(f"--limit must be >= 1, got {self.limit}")
         if self.max_refinements < 0:
             raise GRPOError(f"--max_refinements must be >= 0, got {self.max_refinements}")
+        if self.heldout < 0 or self.heldout_every < 1:
+            raise GRPOError("--heldout must be >= 0 and --heldout_every >= 1")
         if self.rank_depth < 0:
             raise GRPOError(f"--rank_depth must be >= 0 (0: no rank term), got {self.rank_depth}")
 
@@ -335,6 +357,92 @@ def _metrics_callback(path: Path, rollout: GraphRollout) -> Any:
     return MetricsFile()
 
 
+def heldout_rows(
+    dataset: Dataset | None, settings: GRPOArguments, seed: int = 0
+) -> list[dict[str, Any]]:
+    """``settings.heldout`` fixed rows of the valid split (the items before each shopper's
+    second-to-last purchase, that purchase the target), for a run on the train split of a data
+    set; none otherwise (live runs and valid-split training have no split held out of them)."""
+    if not settings.heldout or dataset is None or settings.from_trajectories:
+        return []
+    if settings.split != "train":
+        return []
+    valid = replace(settings, split="valid", limit=settings.heldout)
+    return prompt_rows(dataset, valid, seed)[0]
+
+
+def heldout_scores(
+    rollout: GraphRollout,
+    rows: list[dict[str, Any]],
+    rewards: list[Any],
+    model: Any,
+    tokenizer: Any,
+) -> dict[str, float]:
+    """Mean of each reward term over the policy's greedy runs on ``rows``, and the share of
+    distinct final queries: one point of the held-out curve."""
+    import torch
+
+    with torch.no_grad():
+        records, _ = rollout.run(rows, model, tokenizer, temperature=0.0)
+    trajectories = [rec.model_dump(mode="json") for rec in records]
+    columns = {
+        key: [row[key] for row in rows] for key in ("target_item", "target_query", "target_title")
+    }
+    scores: dict[str, float] = {}
+    for reward in rewards:
+        values = [
+            v for v in reward([""] * len(rows), trajectory=trajectories, **columns) if v is not None
+        ]
+        scores[f"heldout/{reward.__name__}"] = sum(values) / len(values) if values else 0.0
+    queries = [rec.final.query for rec in records]
+    scores["heldout/distinct_queries"] = len(set(queries)) / len(queries)
+    return scores
+
+
+def _heldout_callback(
+    path: Path,
+    rollout: GraphRollout,
+    rows: list[dict[str, Any]],
+    rewards: list[Any],
+    every: int,
+) -> Any:
+    from transformers import TrainerCallback
+
+    class HeldOutCurve(TrainerCallback):
+        """Scores the policy's greedy pick on fixed held-out shoppers before the first step and
+        every ``every`` steps (the per-step rewards mix the policy with which shoppers the
+        step drew; this curve holds the shoppers fixed), appending a row to the metrics file."""
+
+        def _score(self, state: Any, model: Any, tokenizer: Any) -> None:
+            was_training = model.training
+            model.eval()
+            try:
+                row = {"step": state.global_step}
+                row.update(heldout_scores(rollout, rows, rewards, model, tokenizer))
+            finally:
+                model.train(was_training)
+            with path.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            logger.info("held-out at step %d: %s", state.global_step, row)
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if not _scored_at(path, state.global_step):  # a resumed run scored it already
+                self._score(state, kw["model"], kw["processing_class"])
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if state.global_step % every == 0:
+                self._score(state, kw["model"], kw["processing_class"])
+
+    return HeldOutCurve()
+
+
+def _scored_at(path: Path, step: int) -> bool:
+    if not path.exists():
+        return False
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return any(r.get("step") == step and "heldout/query_reward" in r for r in rows)
+
+
 def plot_metrics(path: Path, out: Path) -> None:
     """One panel per figure over steps: reward terms, zero-spread groups, refinements."""
     import matplotlib
@@ -346,8 +454,10 @@ def plot_metrics(path: Path, out: Path) -> None:
     if not rows:
         return
     keys = [k for k in rows[-1] if k.endswith("/mean") and k.startswith("rewards/")]
+    heldout = sorted({k for r in rows for k in r if k.startswith("heldout/")})
     panels = [
         ("reward terms (mean)", keys),
+        *([("held-out shoppers, greedy pick", heldout)] if heldout else []),
         ("groups with zero reward spread", ["frac_reward_zero_std"]),
         (
             "rollouts",
@@ -439,16 +549,18 @@ def _trainer(
     rollout: GraphRollout,
     reward_functions: list[Any],
     metrics_path: Path,
+    heldout: list[dict[str, Any]] | None = None,
 ) -> tuple[Any, Any, Any, Any]:
     """The GRPO trainer on the policy; returns it, the resolved policy, tokenizer and budget."""
     from datasets import Dataset as HFDataset
-    from trl import GRPOTrainer
 
     from training.callbacks import TimeBudget
+    from training.constrained_grpo import ConstrainedGRPOTrainer
 
     resolved, model, tokenizer = load_start_model(args.model, args.home)
     budget = TimeBudget(args.max_minutes) if args.max_minutes else None
-    trainer = GRPOTrainer(
+    trainer = ConstrainedGRPOTrainer(
+        allowed_tokens=rollout.allowed_tokens if args.trie_logps and rollout.grounded else None,
         model=model,
         reward_funcs=reward_functions,
         args=config,
@@ -456,7 +568,19 @@ def _trainer(
         processing_class=tokenizer,
         peft_config=_lora_config(continuing=resolved.adapter),
         rollout_func=rollout,
-        callbacks=[_metrics_callback(metrics_path, rollout), *([budget] if budget else [])],
+        callbacks=[
+            _metrics_callback(metrics_path, rollout),
+            *([budget] if budget else []),
+            *(
+                [
+                    _heldout_callback(
+                        metrics_path, rollout, heldout, reward_functions, args.heldout_every
+                    )
+                ]
+                if heldout
+                else []
+            ),
+        ],
     )
     return trainer, resolved, tokenizer, budget
 
@@ -524,8 +648,9 @@ def run_grpo(
     if not args.resume:
         metrics_path.unlink(missing_ok=True)
     rewards = training_rewards(rollout.catalog, args.rank_depth)
+    heldout = heldout_rows(dataset, args, seed=config.seed)
     trainer, resolved, tokenizer, budget = _trainer(
-        args, config, rows, rollout, rewards, metrics_path
+        args, config, rows, rollout, rewards, metrics_path, heldout
     )
     trainer.train(resume_from_checkpoint=checkpoint)
 

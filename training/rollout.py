@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from agent.context import Context
@@ -38,6 +38,7 @@ class RenderedRollout:
     prompt_ids: list[int]
     completion_ids: list[int]
     env_mask: list[int]  # 1: a model token (trained on), 0: an environment token (masked)
+    spans: list[tuple[int, int]] = field(default_factory=list)  # each model turn: [start, end)
 
     @property
     def turns(self) -> int:
@@ -56,10 +57,13 @@ def _every_token(ids: Sequence[int]) -> list[int]:
     return [1] * len(ids)
 
 
+Mask = Callable[[Sequence[int]], list[int]]
+
+
 def render_conversation(
     steps: Sequence[dict[str, Any]],
     tokenizer: Any,
-    decided: Callable[[Sequence[int]], list[int]] | None = None,
+    decided: Mask | Sequence[Mask] | None = None,
 ) -> RenderedRollout:
     """Join a trajectory's steps (draft, then refinements) into one token sequence with its mask.
 
@@ -67,18 +71,25 @@ def render_conversation(
         steps: attempts or trajectory steps in turn order, each with ``messages``, ``completion``,
             ``prompt_token_ids`` and ``completion_token_ids``.
         tokenizer: the policy's tokenizer (its chat template renders the environment turns).
-        decided: the mask of a turn's own tokens (1: trained on); ``None``: all of them. With a
-            query trie, ``QueryTrie.choices``: tokens the trie forced stay out of the loss.
+        decided: the mask of a turn's own tokens (1: trained on), one for every turn or one per
+            turn; ``None``: all of them. With a query trie, ``QueryTrie.choices`` (of the trie
+            each turn was written in): tokens the trie forced stay out of the loss.
     """
     if not steps:
         raise RolloutError("a trajectory needs at least one step")
+    if decided is None or callable(decided):
+        masks: list[Mask] = [decided or _every_token] * len(steps)
+    elif len(decided) == len(steps):
+        masks = list(decided)
+    else:
+        raise RolloutError(f"{len(decided)} turn masks for {len(steps)} turns")
     first = steps[0]
     prompt_ids = list(first["prompt_token_ids"])
     completion_ids = list(first["completion_token_ids"])
-    own = decided or _every_token
-    env_mask = own(completion_ids)
+    env_mask = masks[0](completion_ids)
+    spans = [(0, len(completion_ids))]
     eos = tokenizer.eos_token or ""
-    for prev, cur in zip(steps, steps[1:], strict=False):
+    for own, prev, cur in zip(masks[1:], steps, steps[1:], strict=False):
         before = _render(tokenizer, prev["messages"])
         after = _render(tokenizer, cur["messages"])
         if not after.startswith(before):
@@ -99,9 +110,11 @@ def render_conversation(
             env_text = env_text[len(eos) :]
         env_ids = list(tokenizer(env_text, add_special_tokens=False)["input_ids"])
         model_ids = list(cur["completion_token_ids"])
-        completion_ids += env_ids + model_ids
+        completion_ids += env_ids
+        spans.append((len(completion_ids), len(completion_ids) + len(model_ids)))
+        completion_ids += model_ids
         env_mask += [0] * len(env_ids) + own(model_ids)
-    return RenderedRollout(prompt_ids, completion_ids, env_mask)
+    return RenderedRollout(prompt_ids, completion_ids, env_mask, spans)
 
 
 def model_turns(steps: Sequence[Any]) -> list[dict[str, Any]]:
@@ -113,6 +126,16 @@ def model_turns(steps: Sequence[Any]) -> list[dict[str, Any]]:
         if dumped.get("messages") and dumped["turn"] not in turns:
             turns[dumped["turn"]] = dumped
     return [turns[t] for t in sorted(turns)]
+
+
+def turn_tries(trie: Any, steps: Sequence[Any], turns: Sequence[dict[str, Any]]) -> list[Any]:
+    """The trie each model turn was written in: the catalog's, less the queries tried in earlier
+    turns (a refinement's candidates are new ones, ``agent.nodes.refine_query``)."""
+    dumped = [s.model_dump() if hasattr(s, "model_dump") else dict(s) for s in steps]
+    return [
+        trie.without(d["query"] for d in dumped if d.get("query") and d["turn"] < turn["turn"])
+        for turn in turns
+    ]
 
 
 def prompt_key(prompt: Any) -> str:
@@ -151,15 +174,33 @@ class GraphRollout:
         self.grounded = grounded
         self.history: list[dict[str, float]] = []  # per call: mean refinements, distinct queries
         self._lock = threading.Lock()
+        self._written: dict[tuple[int, ...], tuple[list[tuple[int, int]], list[Any]]] = {}
 
-    def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, Any]:
+    def allowed_tokens(self, completion_ids: Sequence[int]) -> list[list[int] | None] | None:
+        """For each token of a completion the last call rendered: the tokens its query trie
+        allowed at that point (the support of the distribution it was sampled from), ``None``
+        outside the model's turns; ``None`` for a completion written without a trie."""
+        with self._lock:
+            entry = self._written.get(tuple(completion_ids))
+        if entry is None:
+            return None
+        spans, tries = entry
+        allowed: list[list[int] | None] = [None] * len(completion_ids)
+        for (start, end), trie in zip(spans, tries, strict=True):
+            own = list(completion_ids[start:end])
+            for n in range(len(own)):
+                allowed[start + n] = trie.allowed(own[:n])
+        return allowed
+
+    def run(
+        self, rows: Sequence[dict[str, Any]], model: Any, tokenizer: Any, temperature: float
+    ) -> tuple[list[Any], Any]:
+        """One graph run per row with ``model`` as the drafter (sampling at ``temperature``;
+        0: its greedy pick), in row order; returns the trajectory records and the drafter."""
         from agent.drafting import HFDrafter
         from agent.drafting.constrained import GroundedHFDrafter
         from graphs.runner import OfflineRunner
 
-        model = trainer.accelerator.unwrap_model(trainer.model)
-        tokenizer = trainer.processing_class
-        rows = [self.rows[prompt_key(p)] for p in prompts]
         # GRPO over the constrained space: each generation of a group samples one query inside
         # the catalog's query trie, and only the policy's own candidates are checked (no
         # recall from other sources), so the group's rewards differ by what the policy wrote.
@@ -174,7 +215,9 @@ class GraphRollout:
         )
         ctx = replace(
             self.context,
-            temperature=trainer.args.temperature,
+            # Every turn samples at the trainer's temperature, the one the loss divides by.
+            temperature=temperature,
+            refine_temperature=None,
             seed=None,
             beams=1,
             recall=False,
@@ -189,15 +232,36 @@ class GraphRollout:
             records=True,
             chunk_size=len(rows),
         ).records
+        return records, drafter
+
+    def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, Any]:
+        from agent.drafting.constrained import GroundedHFDrafter
+
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        tokenizer = trainer.processing_class
+        rows = [self.rows[prompt_key(p)] for p in prompts]
+        records, drafter = self.run(rows, model, tokenizer, trainer.args.temperature)
         # Inside the trie, a token it forces is no decision of the policy: trained on, its
         # probability would drift freely (nothing samples it against the others), and the KL
         # estimate on it exploded (k3 in the thousands) in a CPU run before these were masked.
-        decided = None
+        trie = None
         if isinstance(drafter, GroundedHFDrafter) and self.ranking and self.ranking.vocab.queries:
-            decided = drafter.trie(self.ranking.vocab.queries).choices
-        rendered = [
-            render_conversation(model_turns(rec.steps), tokenizer, decided) for rec in records
-        ]
+            trie = drafter.trie(self.ranking.vocab.queries)
+        rendered = []
+        written: dict[tuple[int, ...], tuple[list[tuple[int, int]], list[Any]]] = {}
+        for rec in records:
+            turns = model_turns(rec.steps)
+            if trie is None:
+                rendered.append(render_conversation(turns, tokenizer))
+                continue
+            tries = turn_tries(trie, rec.steps, turns)
+            out = render_conversation(turns, tokenizer, [t.choices for t in tries])
+            written[tuple(out.completion_ids)] = (out.spans, tries)
+            rendered.append(out)
+        with self._lock:
+            # Kept until the next rollout: TRL scores a generation batch's completions (old
+            # policy, reference, loss) before it asks for the next one.
+            self._written = written
         queries = [rec.final.query for rec in records]
         with self._lock:
             self.history.append(

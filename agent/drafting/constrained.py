@@ -112,17 +112,20 @@ def constrained_beams(
     def allowed(batch_id: int, row: torch.Tensor) -> list[int]:
         return tries[batch_id].allowed(row[width:].tolist())
 
+    # One draft without sampling is greedy search (generate returns no beam scores for it).
+    greedy = temperature <= 0 and n == 1
+    unset = {"temperature": None, "top_p": None, "top_k": None}
     if temperature > 0:
         decoding: dict[str, Any] = {"do_sample": True, "temperature": temperature, "top_k": 0}
+    elif greedy:
+        decoding = {"do_sample": False, **unset}
     else:
         decoding = {
             "num_beams": n,
             "length_penalty": 0.0,  # scores are plain sums of token log-probabilities
             "early_stopping": True,
             "do_sample": False,
-            "temperature": None,
-            "top_p": None,
-            "top_k": None,
+            **unset,
         }
     with torch.inference_mode():
         # The prompts run once, not once per beam: their keys and values are computed here and
@@ -147,14 +150,18 @@ def constrained_beams(
             max_new_tokens=longest,
             prefix_allowed_tokens_fn=allowed,
             output_scores=True,
+            output_logits=greedy,
             return_dict_in_generate=True,
             pad_token_id=pad,
             eos_token_id=eos_id,
             **decoding,
         )
-        if temperature > 0:
+        if temperature > 0 or greedy:
+            # Sampled: the log-probability under the distribution sampled from (the scores the
+            # processors left: temperature, the trie). Greedy: under the model's own softmax
+            # (its raw logits), the scale beam search's scores are on.
             steps = model.compute_transition_scores(
-                out.sequences, out.scores, normalize_logits=True
+                out.sequences, out.logits if greedy else out.scores, normalize_logits=True
             )
             finite = torch.where(torch.isfinite(steps), steps, torch.zeros_like(steps))
             sample_scores = finite.sum(dim=1)
@@ -169,7 +176,9 @@ def constrained_beams(
             if query is None or query in seen:
                 continue  # an unfinished beam (max length) or a duplicate
             score = float(
-                sample_scores[b * n + j] if temperature > 0 else out.sequences_scores[b * n + j]
+                sample_scores[b * n + j]
+                if temperature > 0 or greedy
+                else out.sequences_scores[b * n + j]
             )
             seen[query] = Beam(query, score, tuple(row), tuple(prompt))
         results.append(sorted(seen.values(), key=lambda beam: -beam.logprob))

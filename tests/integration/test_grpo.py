@@ -51,7 +51,10 @@ def test_rows_carry_the_graph_prompt_and_targets(setting, tiny_recbole_dir) -> N
 def test_rollout_renders_each_graph_run(
     setting, tiny_model_dir, tiny_recbole_dir, tiny_models
 ) -> None:
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from training.constrained_grpo import restricted_logps
 
     rows = build_rows(setting.dataset, GRPOArguments(data=str(tiny_recbole_dir), limit=2))
     rollout = GraphRollout(
@@ -88,11 +91,40 @@ def test_rollout_renders_each_graph_run(
             choices += [t for t, c in zip(own, trie.choices(own), strict=True) if c]
         assert model_tokens == choices and choices
         assert mask[0] == 0  # the answer prefix "Query:" is forced
+        # The loss scores each model token under the softmax restricted to the tokens its
+        # turn's trie allowed there: the distribution the rollout sampled it from. The first
+        # turn's sampling log-probability (recorded by the constrained sampler) is that sum.
+        allowed = rollout.allowed_tokens(ids)
+        assert allowed is not None and len(allowed) == len(ids)
+        for k, (token, m) in enumerate(zip(ids, mask, strict=True)):
+            assert m == 0 or (allowed[k] is not None and token in allowed[k])
+        with torch.no_grad():
+            logits = model(torch.tensor([prompt_ids + ids])).logits[:, len(prompt_ids) - 1 : -1]
+        logps, _ = restricted_logps(
+            logits, torch.tensor([ids]), torch.ones(1, len(ids)), rollout.allowed_tokens
+        )
+        first = len(turns[0]["completion_token_ids"])
+        sampled = next(s.logprob for s in rec.steps if s.turn == 0 and s.logprob is not None)
+        assert float(logps[0, :first].sum()) == pytest.approx(sampled, abs=1e-3)
     assert rollout.history and "rollout/mean_refinements" in rollout.history[-1]
+    assert rollout.allowed_tokens([1, 2, 3]) is None  # a completion it did not write
 
 
-def test_grpo_smoke_trains_the_adapter(setting, tiny_model_dir, tiny_recbole_dir, tmp_path) -> None:
+def test_grpo_smoke_trains_the_adapter(
+    setting, tiny_model_dir, tiny_recbole_dir, tmp_path, monkeypatch
+) -> None:
     from safetensors.torch import load_file
+
+    import training.constrained_grpo as constrained
+
+    scored: list[int] = []
+
+    def counting(logits, completion_ids, *args, **kwargs):
+        scored.append(int(completion_ids.size(0)))
+        return restricted(logits, completion_ids, *args, **kwargs)
+
+    restricted = constrained.restricted_logps
+    monkeypatch.setattr(constrained, "restricted_logps", counting)
 
     out = tmp_path / "grpo"
     args = GRPOArguments(
@@ -102,6 +134,8 @@ def test_grpo_smoke_trains_the_adapter(setting, tiny_model_dir, tiny_recbole_dir
         home=str(setting.home),
         max_refinements=1,
         limit=4,
+        heldout=2,
+        heldout_every=1,
     )
     # A random tiny LM puts most of its mass on one of the fixture's four queries; a hot
     # sampling temperature and groups of four make the group's rewards differ (a gradient),
@@ -115,6 +149,8 @@ def test_grpo_smoke_trains_the_adapter(setting, tiny_model_dir, tiny_recbole_dir
     )
     meta = run_grpo(args, config, setting.dataset)
     assert meta["steps"] == 2 and meta["optimiser"] == "gdpo"
+    # the policy (and the old policy) scored the trie-sampled completions under the trie
+    assert sum(scored) >= 2 * 4
     names = ("format_reward", "tool_reward", "query_reward", "item_reward", "rank_reward")
     assert meta["rewards"] == list(names)  # the paper's four and the dense rank term
     weights = load_file(out / "adapter_model.safetensors")
@@ -123,5 +159,9 @@ def test_grpo_smoke_trains_the_adapter(setting, tiny_model_dir, tiny_recbole_dir
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert rows and all(f"rewards/{name}/mean" in rows[-1] for name in names)
     assert "rollout/mean_refinements" in rows[-1]
+    # the held-out curve: fixed valid-split shoppers' greedy picks, before training and each step
+    heldout = [r for r in rows if "heldout/query_reward" in r]
+    assert [r["step"] for r in heldout] == [0, 1, 2]
+    assert all(0.0 <= r[f"heldout/{name}"] <= 1.0 for r in heldout for name in names[2:])
     assert (out / "metrics.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((out / "queryagent.meta.json").read_text())["made_by"] == "training.grpo"

@@ -104,5 +104,11 @@ def test_constrained_beams_never_leave_the_trie(tiny_model_dir) -> None:
         assert scored == pytest.approx([b.logprob for b in row], abs=1e-3)
         alone = drafter.beams([prompt], trie, 3)[0]
         assert [b.query for b in alone] == [b.query for b in row]
+    # One draft without sampling is greedy search, scored on the beams' scale (the model's own
+    # softmax), and a query of the trie too.
+    [[draft]] = drafter.beams(prompts[:1], trie, 1)
+    assert draft.query in queries
+    scored = drafter.score([prompts[0]], [[list(draft.completion_token_ids)]])[0]
+    assert scored == pytest.approx([draft.logprob], abs=1e-3)
     best = beams[0][0]
     assert best.query in drafter.drafter.tokenizer.decode(list(best.completion_token_ids))
