@@ -357,6 +357,9 @@ def _metrics_callback(path: Path, rollout: GraphRollout) -> Any:
     return MetricsFile()
 
 
+HELDOUT_CHUNK = 16  # held-out shoppers per graph.batch: one model call's prompts
+
+
 def heldout_rows(
     dataset: Dataset | None, settings: GRPOArguments, seed: int = 0
 ) -> list[dict[str, Any]]:
@@ -382,8 +385,11 @@ def heldout_scores(
     distinct final queries: one point of the held-out curve."""
     import torch
 
+    records = []
     with torch.no_grad():
-        records, _ = rollout.run(rows, model, tokenizer, temperature=0.0)
+        for start in range(0, len(rows), HELDOUT_CHUNK):
+            chunk = rows[start : start + HELDOUT_CHUNK]
+            records += rollout.run(chunk, model, tokenizer, temperature=0.0)[0]
     trajectories = [rec.model_dump(mode="json") for rec in records]
     columns = {
         key: [row[key] for row in rows] for key in ("target_item", "target_query", "target_title")

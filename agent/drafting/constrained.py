@@ -139,6 +139,7 @@ def constrained_beams(
             attention_mask=mask[:, :-1],
             position_ids=positions[:, :-1],
             use_cache=True,
+            logits_to_keep=1,  # only the cache is needed (all positions' logits: GBs at 100)
         )
         cache = getattr(prefill, cache_argument())
         cache.batch_repeat_interleave(n)
@@ -195,7 +196,9 @@ def score_completions(
         return []
     prompt = _prompt_ids(tokenizer, messages)
     with torch.inference_mode():
-        out = model(input_ids=torch.tensor([prompt], device=model.device), use_cache=True)
+        out = model(
+            input_ids=torch.tensor([prompt], device=model.device), use_cache=True, logits_to_keep=1
+        )
         first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
         scores = [float(first[c[0]]) for c in completions]
         rest = [list(c[1:]) for c in completions]
