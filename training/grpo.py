@@ -442,6 +442,19 @@ def _heldout_callback(
     return HeldOutCurve()
 
 
+def keep_metrics_until(path: Path, step: int) -> None:
+    """Drop the metrics rows logged after ``step`` (a run stopped between checkpoints logged
+    steps its resumed run will log again); written atomically."""
+    from memory_store.files import atomic_write
+
+    if not path.is_file():
+        return
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    kept = [line for line in lines if json.loads(line).get("step", 0) <= step]
+    if len(kept) != len(lines):
+        atomic_write(path, "".join(line + "\n" for line in kept))
+
+
 def _scored_at(path: Path, step: int) -> bool:
     if not path.exists():
         return False
@@ -653,6 +666,8 @@ def run_grpo(
     metrics_path = work / METRICS_FILE
     if not args.resume:
         metrics_path.unlink(missing_ok=True)
+    elif checkpoint is not None:
+        keep_metrics_until(metrics_path, int(Path(checkpoint).name.rsplit("-", 1)[-1]))
     rewards = training_rewards(rollout.catalog, args.rank_depth)
     heldout = heldout_rows(dataset, args, seed=config.seed)
     trainer, resolved, tokenizer, budget = _trainer(
