@@ -44,11 +44,23 @@ class MicroBatchingDrafter:
         max_wait_s: how long the first request of a batch waits for company (seconds).
     """
 
-    def __init__(self, drafter: QueryDrafter, *, max_batch: int = 16, max_wait_s: float = 0.05):
+    def __init__(
+        self,
+        drafter: QueryDrafter,
+        *,
+        max_batch: int = 16,
+        max_wait_s: float = 0.05,
+        idle_s: float = 2.0,
+    ):
         self.drafter = drafter
         self.name = drafter.name
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
+        # The worker thread ends after this long without a request (the next one starts it
+        # again): a worker waiting forever kept its wrapper, the drafter and its trie alive
+        # after the caller was done with them, one thread per runner (a GRPO run makes a runner
+        # a step and grew by about 100 MB a step until it was killed for memory).
+        self.idle_s = idle_s
         self.batch_sizes: list[int] = []  # prompts per underlying call, for benchmarks
         self._queue: queue.Queue[_Request] = queue.Queue()
         self._worker: threading.Thread | None = None
@@ -60,8 +72,10 @@ class MicroBatchingDrafter:
         )
 
     def _submit(self, request: _Request) -> list[Any]:
-        self._ensure_worker()
+        # Queued first, then the worker checked: a worker that is leaving looks at the queue
+        # under the same lock, so the request is either seen by it or by a new worker.
         self._queue.put(request)
+        self._ensure_worker()
         return request.future.result()
 
     def _ensure_worker(self) -> None:
@@ -72,9 +86,22 @@ class MicroBatchingDrafter:
                 )
                 self._worker.start()
 
+    def _next(self) -> _Request | None:
+        """The next request, or ``None`` (the worker leaves) after ``idle_s`` without one."""
+        while True:
+            try:
+                return self._queue.get(timeout=self.idle_s)
+            except queue.Empty:
+                with self._lock:
+                    if self._queue.empty():
+                        self._worker = None
+                        return None
+
     def _run(self) -> None:
         while True:
-            first = self._queue.get()
+            first = self._next()
+            if first is None:
+                return
             batch = [first]
             size = len(first.prompts)
             deadline = time.monotonic() + self.max_wait_s
@@ -118,9 +145,11 @@ class MicroBatchingGroundedDrafter(MicroBatchingDrafter):
     """``MicroBatchingDrafter`` for a ``GroundedDrafter``: ``beams`` calls are merged too;
     ``score`` and ``trie`` go straight to the wrapped drafter."""
 
-    def __init__(self, drafter: Any, *, max_batch: int = 16, max_wait_s: float = 0.05):
+    def __init__(
+        self, drafter: Any, *, max_batch: int = 16, max_wait_s: float = 0.05, idle_s: float = 2.0
+    ):
         # A GroundedDrafter need not be a QueryDrafter (no ``generate``): typed loosely here.
-        super().__init__(drafter, max_batch=max_batch, max_wait_s=max_wait_s)
+        super().__init__(drafter, max_batch=max_batch, max_wait_s=max_wait_s, idle_s=idle_s)
 
     def beams(
         self,

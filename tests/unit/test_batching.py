@@ -74,3 +74,28 @@ def test_errors_reach_every_caller() -> None:
     drafter = MicroBatchingDrafter(Broken(), max_wait_s=0.01)
     with pytest.raises(RuntimeError, match="model crashed"):
         drafter.generate([[{"role": "user", "content": "a"}]])
+
+
+def test_an_idle_worker_leaves_and_lets_the_wrapper_go() -> None:
+    """The worker thread ends once idle, so a wrapper (its drafter, its trie) is freed when its
+    caller drops it, and the next call starts a new worker."""
+    import gc
+    import time
+    import weakref
+
+    inner = ScriptedDrafter(lambda messages: "Query: " + messages[-1]["content"])
+    drafter = MicroBatchingDrafter(inner, max_wait_s=0.01, idle_s=0.05)
+    prompt = [[{"role": "user", "content": "a"}]]
+    assert drafter.generate(prompt)[0].text == "Query: a"
+    deadline = time.monotonic() + 5
+    while drafter._worker is not None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert drafter._worker is None  # left after idle_s
+    assert drafter.generate(prompt)[0].text == "Query: a"  # a new worker serves the next call
+    gone = weakref.ref(drafter)
+    del drafter
+    deadline = time.monotonic() + 5
+    while gone() is not None and time.monotonic() < deadline:
+        gc.collect()
+        time.sleep(0.01)
+    assert gone() is None
