@@ -473,7 +473,13 @@ def plot_metrics(path: Path, out: Path) -> None:
     if not rows:
         return
     keys = [k for k in rows[-1] if k.endswith("/mean") and k.startswith("rewards/")]
-    heldout = sorted({k for r in rows for k in r if k.startswith("heldout/")})
+    # Terms that never move (format and tool are 1 for every run inside the trie) stay out of
+    # the held-out panel, where they would squash the ones that do.
+    heldout = sorted(
+        k
+        for k in {k for r in rows for k in r if k.startswith("heldout/")}
+        if len({r[k] for r in rows if k in r}) > 1
+    )
     panels = [
         ("reward terms (mean)", keys),
         *([("held-out shoppers, greedy pick", heldout)] if heldout else []),
