@@ -5,7 +5,8 @@
 - ``bundled``: the bundled SmolLM2 GGUF, located without importing its package, converted once
 - ``resolve``: the one model resolver (``resolve_model``) and the one loader (``load_model``)
 - ``hf``: ``HFDrafter``, a Hugging Face causal LM
-- ``prefix_cache``: ``PrefixCache``, keys/values of shared prompt prefixes
+- ``prefix_cache``: ``PrefixCache``, keys/values of shared prompt prefixes; ``RowPrefixes``, of
+  single rows of a batch (a refinement prompt extends its draft prompt)
 - ``batching``: ``MicroBatchingDrafter``, concurrent calls merged into batches
 
 Nothing here imports torch or transformers at import time.

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from agent.drafting.hf import cache_argument
+from agent.drafting.prefix_cache import RowPrefixes
 from agent.drafting.trie import QueryTrie, tries_per_prompt
 
 __all__ = [
@@ -87,12 +88,15 @@ def constrained_beams(
     trie: QueryTrie | Sequence[QueryTrie],
     n: int,
     temperature: float = 0.0,
+    prefixes: RowPrefixes | None = None,
 ) -> list[list[Beam]]:
     """Beam search over the trie: ``n`` beams per prompt, returned as distinct queries. With
     ``temperature > 0``, ``n`` samples drawn inside the trie instead (GRPO's group of valid
     queries); their log-probabilities are under the sampling distribution. ``trie`` is one trie
     for every prompt or one per prompt (views of one trie, e.g. ``QueryTrie.without``: they must
-    share the end-of-turn token)."""
+    share the end-of-turn token). With ``prefixes``, a prompt that extends one run before
+    (a refinement extends its draft) runs only its new tokens, and every prompt is kept there
+    for the prompts that will extend it."""
     import torch
 
     if not prompts:
@@ -103,10 +107,22 @@ def constrained_beams(
     n = max(1, min(n, max(len(t) for t in tries)))
     eos_id = tries[0].eos_id
     ids = [_prompt_ids(tokenizer, m) for m in prompts]
-    width = max(len(i) for i in ids)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
-    input_ids = torch.tensor([[pad] * (width - len(i)) + i for i in ids], device=model.device)
-    mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in ids], device=model.device)
+    # Each row: [padding][the kept prefix][padding][the rest of the prompt]. Without kept
+    # prefixes that is the usual left-padded batch; with them, rows pad in the middle too (the
+    # mask hides it and the positions skip it, as they skip left padding).
+    hits = [prefixes.take(i) if prefixes is not None else None for i in ids]
+    kept = [h[0] if h else 0 for h in hits]
+    head = max(kept)
+    tail = max(len(i) - k for i, k in zip(ids, kept, strict=True))
+    width = head + tail
+    rows, masks = [], []
+    for i, k in zip(ids, kept, strict=True):
+        rest = len(i) - k
+        rows.append([pad] * (head - k) + i[:k] + [pad] * (tail - rest) + i[k:])
+        masks.append([0] * (head - k) + [1] * k + [0] * (tail - rest) + [1] * rest)
+    input_ids = torch.tensor(rows, device=model.device)
+    mask = torch.tensor(masks, device=model.device)
     longest = max((len(s) for t in tries for s in t.sequences.values()), default=1)
 
     def allowed(batch_id: int, row: torch.Tensor) -> list[int]:
@@ -134,14 +150,21 @@ def constrained_beams(
         # prompt token and the decoding steps. The positions are the ones ``generate`` gives a
         # left-padded batch.
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        prefill = model(
-            input_ids=input_ids[:, :-1],
-            attention_mask=mask[:, :-1],
-            position_ids=positions[:, :-1],
-            use_cache=True,
-            logits_to_keep=1,  # only the cache is needed (all positions' logits: GBs at 100)
-        )
-        cache = getattr(prefill, cache_argument())
+        past = _kept_cache(model, hits, head) if head else None
+        if width - 1 > head:
+            prefill = model(
+                input_ids=input_ids[:, head:-1],
+                attention_mask=mask[:, :-1],
+                position_ids=positions[:, head:-1],
+                use_cache=True,
+                logits_to_keep=1,  # only the cache is needed (all positions' logits: GBs at 100)
+                **({cache_argument(): past} if past is not None else {}),
+            )
+            cache = getattr(prefill, cache_argument())
+        else:  # every prompt is a kept prefix plus its last token
+            cache = past
+        if prefixes is not None:
+            _keep_rows(prefixes, cache, ids, mask[:, :-1])
         cache.batch_repeat_interleave(n)
         out = model.generate(
             input_ids=input_ids,
@@ -184,6 +207,43 @@ def constrained_beams(
             seen[query] = Beam(query, score, tuple(row), tuple(prompt))
         results.append(sorted(seen.values(), key=lambda beam: -beam.logprob))
     return results
+
+
+def _kept_cache(model: Any, hits: Sequence[Any], head: int) -> Any:
+    """A cache of ``head`` columns holding each row's kept prefix right-aligned (zeros where the
+    row pads; the mask hides them)."""
+    import torch
+    from transformers import DynamicCache
+
+    some = next(h[1] for h in hits if h)
+    layers = []
+    for layer, (k0, v0) in enumerate(some):
+        shape = (len(hits), k0.shape[0], head, k0.shape[2])
+        keys = torch.zeros(shape, dtype=k0.dtype, device=k0.device)
+        values = torch.zeros((*shape[:3], v0.shape[2]), dtype=v0.dtype, device=v0.device)
+        for b, hit in enumerate(hits):
+            if hit:
+                length, kept = hit
+                keys[b, :, head - length :] = kept[layer][0]
+                values[b, :, head - length :] = kept[layer][1]
+        layers.append((keys, values))
+    return DynamicCache(layers, config=model.config)
+
+
+def _keep_rows(prefixes: RowPrefixes, cache: Any, ids: Sequence[list[int]], mask: Any) -> None:
+    """Keep each row's keys/values of its prompt but the last token (its real columns only)."""
+    layers = getattr(cache, "layers", None)
+    if not layers or any(getattr(layer, "is_sliding", False) for layer in layers):
+        return  # a sliding window cannot be cut into rows by column
+    for b, prompt in enumerate(ids):
+        cols = mask[b].nonzero().squeeze(-1)
+        prefixes.keep(
+            prompt[:-1],
+            [
+                (layer.keys[b][:, cols].clone(), layer.values[b][:, cols].clone())
+                for layer in layers
+            ],
+        )
 
 
 def score_completions(
@@ -234,6 +294,9 @@ class GroundedHFDrafter:
     def __init__(self, drafter: Any) -> None:
         self.drafter = drafter
         self.name = getattr(drafter, "name", "hf")
+        # Rows' keys/values kept for the prompts that extend them (refinements), when the
+        # wrapped drafter reuses prefixes at all (not for a model that changes between calls).
+        self.prefixes = RowPrefixes() if getattr(drafter, "prefixes", None) is not None else None
 
     def __repr__(self) -> str:
         return f"GroundedHFDrafter({self.drafter!r})"
@@ -264,7 +327,9 @@ class GroundedHFDrafter:
     ) -> list[list[Beam]]:
         model, tokenizer = self.drafter.model, self.drafter.tokenizer
         with self.drafter._lock:
-            return constrained_beams(model, tokenizer, prompts, trie, n, temperature)
+            return constrained_beams(
+                model, tokenizer, prompts, trie, n, temperature, prefixes=self.prefixes
+            )
 
     def score(
         self, prompts: Sequence[Messages], completions: Sequence[Sequence[Sequence[int]]]

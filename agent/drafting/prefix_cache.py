@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-__all__ = ["PrefixCache"]
+__all__ = ["PrefixCache", "RowPrefixes"]
 
 
 class PrefixCache:
@@ -76,3 +76,64 @@ class PrefixCache:
             self._kept[tuple(ids[:n])] = new[n]
         while len(self._kept) > self.size:
             self._kept.pop(next(iter(self._kept)))
+
+
+class RowPrefixes:
+    """Attention keys/values of single prompts of a batch, for later prompts that extend them.
+
+    A grounded refinement prompt is its draft prompt (or the previous refinement's) followed by
+    the model's reply and the check's feedback; the prefill of the prompt it extends is most of
+    its cost on a CPU (a batch of 16 refinement prompts: 3.7 s of prefill in 6.7 s). After a
+    batch's prefill, each row's keys/values (its real tokens only, no padding) are kept under
+    its token ids; a later prompt that starts with kept ids takes them (taken, not copied: a
+    prefix is extended once) and only its new tokens are run. Kept rows are evicted least
+    recently kept first beyond ``max_bytes``. Unlike ``PrefixCache`` this works across batches
+    with different padding: a row's keys/values are position-correct whatever padding its batch
+    had, because positions come from the attention mask, not from the column.
+    """
+
+    def __init__(self, max_bytes: int = 512 * 2**20) -> None:
+        self.max_bytes = max_bytes
+        self._kept: dict[tuple[int, ...], list[tuple[Any, Any]]] = {}
+        self._bytes: dict[tuple[int, ...], int] = {}
+        self.hits = 0
+        self.reused_tokens = 0
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(self._bytes.values())
+
+    def take(self, ids: list[int]) -> tuple[int, list[tuple[Any, Any]]] | None:
+        """The longest kept prefix of ``ids`` shorter than ``ids`` (removed from the store):
+        its length and per-layer ``(keys, values)`` of shape ``[heads, length, head_dim]``."""
+        best: tuple[int, ...] | None = None
+        for key in self._kept:
+            if len(key) < len(ids) and (best is None or len(key) > len(best)):
+                if tuple(ids[: len(key)]) == key:
+                    best = key
+        if best is None:
+            return None
+        self._bytes.pop(best)
+        layers = self._kept.pop(best)
+        self.hits += 1
+        self.reused_tokens += len(best)
+        return len(best), layers
+
+    def keep(self, ids: list[int], layers: list[tuple[Any, Any]]) -> None:
+        """Keep one prompt's per-layer ``(keys, values)`` (``[heads, len(ids), head_dim]``)."""
+        key = tuple(ids)
+        size = sum(k.nbytes + v.nbytes for k, v in layers)
+        if size > self.max_bytes:
+            return
+        self._kept.pop(key, None)
+        self._bytes.pop(key, None)
+        self._kept[key] = layers
+        self._bytes[key] = size
+        total = self.nbytes
+        while total > self.max_bytes:
+            oldest = next(iter(self._kept))
+            total -= self._bytes.pop(oldest)
+            self._kept.pop(oldest)

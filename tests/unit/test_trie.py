@@ -112,3 +112,54 @@ def test_constrained_beams_never_leave_the_trie(tiny_model_dir) -> None:
     assert scored == pytest.approx([draft.logprob], abs=1e-3)
     best = beams[0][0]
     assert best.query in drafter.drafter.tokenizer.decode(list(best.completion_token_ids))
+
+
+@pytest.mark.integration
+def test_refinement_beams_reuse_their_draft_prompts_rows(tiny_model_dir) -> None:
+    """A refinement prompt extends its draft prompt: with ``RowPrefixes`` it runs only its new
+    tokens on the draft's kept keys/values, and gets the beams and scores it gets from scratch,
+    in a batch where one row reuses a prefix and the other does not (padding in the middle)."""
+    import torch
+
+    from agent.drafting import HFDrafter
+    from agent.drafting.constrained import constrained_beams
+    from agent.drafting.prefix_cache import RowPrefixes
+    from agent.drafting.trie import QueryTrie
+    from agent.prompts import grounded_refine_messages
+
+    drafter = HFDrafter(str(tiny_model_dir), prefix_cache=False)
+    model, tokenizer = drafter.model, drafter.tokenizer
+    queries = ["usb c cable", "usb c charger", "yoga mat", "coffee grinder", "usb c"]
+    trie = QueryTrie.build(tokenizer, queries)
+    drafts = [
+        [{"role": "user", "content": "a shopper who buys tape"}],
+        [{"role": "user", "content": "someone else entirely, with a longer memory text"}],
+    ]
+    store = RowPrefixes()
+    first = constrained_beams(model, tokenizer, drafts, trie, 3, prefixes=store)
+    assert first == constrained_beams(model, tokenizer, drafts, trie, 3)
+    assert len(store) == 2 and store.hits == 0
+    refine = [
+        grounded_refine_messages(d, row[0].query, [("yoga mat", 0.01, ["a"])])
+        for d, row in zip(drafts, first, strict=True)
+    ]
+    # Two rows extend kept prompts of different lengths, one is new.
+    fresh = [refine[0], [{"role": "user", "content": "a third shopper"}], refine[1]]
+    reused = constrained_beams(
+        model, tokenizer, fresh, trie.without({"yoga mat"}), 3, prefixes=store
+    )
+    assert store.hits == 2
+    assert store.reused_tokens == sum(len(row[0].prompt_token_ids) - 1 for row in first)
+    plain = constrained_beams(model, tokenizer, fresh, trie.without({"yoga mat"}), 3)
+    for a, b in zip(reused, plain, strict=True):
+        assert [x.query for x in a] == [x.query for x in b]
+        assert [x.prompt_token_ids for x in a] == [x.prompt_token_ids for x in b]
+        assert [x.logprob for x in a] == pytest.approx([x.logprob for x in b], abs=1e-4)
+    # A prefix is taken once; a store over its byte budget drops the oldest rows.
+    assert store.take(list(first[1][0].prompt_token_ids) + [1]) is None
+    assert len(store) == 3  # the batch's own rows
+    tiny = RowPrefixes(max_bytes=store.nbytes // 2)
+    for ids, layers in list(store._kept.items()):
+        tiny.keep(list(ids), layers)
+    assert len(tiny) < len(store) and tiny.nbytes <= tiny.max_bytes
+    assert all(isinstance(k, torch.Tensor) for k, _ in next(iter(store._kept.values())))
