@@ -166,6 +166,10 @@ def main() -> None:
             if k.startswith("node:")
         },
     }
+    # Refinement prompts reuse their draft prompt's keys/values (agent.drafting.RowPrefixes).
+    kept = getattr(deps.drafter, "prefixes", None)
+    if kept is not None:
+        result["row_prefixes"] = {"hits": kept.hits, "reused_tokens": kept.reused_tokens}
     print(json.dumps({"sequential": result["sequential"], "profile": result["profile"]}))
 
     # The offline path (graphs.runner): graph.batch over the shoppers, micro-batched drafter.

@@ -111,7 +111,7 @@ def constrained_beams(
     # Each row: [padding][the kept prefix][padding][the rest of the prompt]. Without kept
     # prefixes that is the usual left-padded batch; with them, rows pad in the middle too (the
     # mask hides it and the positions skip it, as they skip left padding).
-    hits = [prefixes.take(i) if prefixes is not None else None for i in ids]
+    hits = [prefixes.find(i) if prefixes is not None else None for i in ids]
     kept = [h[0] if h else 0 for h in hits]
     head = max(kept)
     tail = max(len(i) - k for i, k in zip(ids, kept, strict=True))

@@ -85,11 +85,12 @@ class RowPrefixes:
     the model's reply and the check's feedback; the prefill of the prompt it extends is most of
     its cost on a CPU (a batch of 16 refinement prompts: 3.7 s of prefill in 6.7 s). After a
     batch's prefill, each row's keys/values (its real tokens only, no padding) are kept under
-    its token ids; a later prompt that starts with kept ids takes them (taken, not copied: a
-    prefix is extended once) and only its new tokens are run. Kept rows are evicted least
-    recently kept first beyond ``max_bytes``. Unlike ``PrefixCache`` this works across batches
-    with different padding: a row's keys/values are position-correct whatever padding its batch
-    had, because positions come from the attention mask, not from the column.
+    its token ids; a later prompt that starts with kept ids reuses them and only its new tokens
+    are run (every refinement of a shopper extends the same draft prompt, so a row stays kept
+    after use). Rows are evicted least recently used first beyond ``max_bytes``. Unlike
+    ``PrefixCache`` this works across batches with different padding: a row's keys/values are
+    position-correct whatever padding its batch had, because positions come from the attention
+    mask, not from the column.
     """
 
     def __init__(self, max_bytes: int = 512 * 2**20) -> None:
@@ -106,9 +107,9 @@ class RowPrefixes:
     def nbytes(self) -> int:
         return sum(self._bytes.values())
 
-    def take(self, ids: list[int]) -> tuple[int, list[tuple[Any, Any]]] | None:
-        """The longest kept prefix of ``ids`` shorter than ``ids`` (removed from the store):
-        its length and per-layer ``(keys, values)`` of shape ``[heads, length, head_dim]``."""
+    def find(self, ids: list[int]) -> tuple[int, list[tuple[Any, Any]]] | None:
+        """The longest kept prefix of ``ids`` shorter than ``ids``: its length and per-layer
+        ``(keys, values)`` of shape ``[heads, length, head_dim]`` (read, not to be changed)."""
         best: tuple[int, ...] | None = None
         for key in self._kept:
             if len(key) < len(ids) and (best is None or len(key) > len(best)):
@@ -116,8 +117,8 @@ class RowPrefixes:
                     best = key
         if best is None:
             return None
-        self._bytes.pop(best)
-        layers = self._kept.pop(best)
+        self._bytes[best] = self._bytes.pop(best)  # most recently used
+        layers = self._kept[best] = self._kept.pop(best)
         self.hits += 1
         self.reused_tokens += len(best)
         return len(best), layers

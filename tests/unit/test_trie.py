@@ -155,9 +155,15 @@ def test_refinement_beams_reuse_their_draft_prompts_rows(tiny_model_dir) -> None
         assert [x.query for x in a] == [x.query for x in b]
         assert [x.prompt_token_ids for x in a] == [x.prompt_token_ids for x in b]
         assert [x.logprob for x in a] == pytest.approx([x.logprob for x in b], abs=1e-4)
-    # A prefix is taken once; a store over its byte budget drops the oldest rows.
-    assert store.take(list(first[1][0].prompt_token_ids) + [1]) is None
-    assert len(store) == 3  # the batch's own rows
+    # Every refinement of a shopper extends the same draft prompt: a kept row stays kept.
+    assert len(store) == 5  # two drafts, then the three rows of the refinement batch
+    again = grounded_refine_messages(drafts[1], first[1][1].query, [("usb c", 0.02, ["b"])])
+    [second] = constrained_beams(model, tokenizer, [again], trie, 3, prefixes=store)
+    assert store.hits == 3
+    assert [b.query for b in second] == [
+        b.query for b in constrained_beams(model, tokenizer, [again], trie, 3)[0]
+    ]
+    # A store over its byte budget drops the least recently used rows.
     tiny = RowPrefixes(max_bytes=store.nbytes // 2)
     for ids, layers in list(store._kept.items()):
         tiny.keep(list(ids), layers)
