@@ -108,21 +108,9 @@ def constrained_beams(
     eos_id = tries[0].eos_id
     ids = [_prompt_ids(tokenizer, m) for m in prompts]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
-    # Each row: [padding][the kept prefix][padding][the rest of the prompt]. Without kept
-    # prefixes that is the usual left-padded batch; with them, rows pad in the middle too (the
-    # mask hides it and the positions skip it, as they skip left padding).
-    hits = [prefixes.find(i) if prefixes is not None else None for i in ids]
-    kept = [h[0] if h else 0 for h in hits]
-    head = max(kept)
-    tail = max(len(i) - k for i, k in zip(ids, kept, strict=True))
-    width = head + tail
-    rows, masks = [], []
-    for i, k in zip(ids, kept, strict=True):
-        rest = len(i) - k
-        rows.append([pad] * (head - k) + i[:k] + [pad] * (tail - rest) + i[k:])
-        masks.append([0] * (head - k) + [1] * k + [0] * (tail - rest) + [1] * rest)
-    input_ids = torch.tensor(rows, device=model.device)
-    mask = torch.tensor(masks, device=model.device)
+    width = max(len(i) for i in ids)
+    input_ids = torch.tensor([[pad] * (width - len(i)) + i for i in ids], device=model.device)
+    mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in ids], device=model.device)
     longest = max((len(s) for t in tries for s in t.sequences.values()), default=1)
 
     def allowed(batch_id: int, row: torch.Tensor) -> list[int]:
@@ -149,22 +137,37 @@ def constrained_beams(
         # mask itself but hands a cache over as it is), so ``generate`` only runs the last
         # prompt token and the decoding steps. The positions are the ones ``generate`` gives a
         # left-padded batch.
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        past = _kept_cache(model, hits, head) if head else None
-        if width - 1 > head:
+        hits = [prefixes.find(i) if prefixes is not None else None for i in ids]
+        if any(hits):
+            # Rows that extend a kept prompt run only their new tokens; every row's keys and
+            # values are then laid out as one left-padded batch.
+            computed: dict[int, KV] = {}
+            for group in (
+                [b for b, h in enumerate(hits) if h],
+                [b for b, h in enumerate(hits) if not h],
+            ):
+                if group:
+                    done = _row_prefill(
+                        model, [ids[b] for b in group], [hits[b] for b in group], pad
+                    )
+                    computed.update(zip(group, done, strict=True))
+            ordered = [computed[b] for b in range(len(ids))]
+            cache = _left_padded_cache(model, ordered, width - 1)
+            rows: list[KV] | None = ordered
+        else:
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
             prefill = model(
-                input_ids=input_ids[:, head:-1],
+                input_ids=input_ids[:, :-1],
                 attention_mask=mask[:, :-1],
-                position_ids=positions[:, head:-1],
+                position_ids=positions[:, :-1],
                 use_cache=True,
                 logits_to_keep=1,  # only the cache is needed (all positions' logits: GBs at 100)
-                **({cache_argument(): past} if past is not None else {}),
             )
             cache = getattr(prefill, cache_argument())
-        else:  # every prompt is a kept prefix plus its last token
-            cache = past
-        if prefixes is not None:
-            _keep_rows(prefixes, cache, ids, mask[:, :-1])
+            rows = _cache_rows(cache, mask[:, :-1]) if prefixes is not None else None
+        if prefixes is not None and rows is not None:
+            for prompt, kv in zip(ids, rows, strict=True):
+                prefixes.keep(prompt[:-1], kv)
         cache.batch_repeat_interleave(n)
         out = model.generate(
             input_ids=input_ids,
@@ -209,41 +212,87 @@ def constrained_beams(
     return results
 
 
-def _kept_cache(model: Any, hits: Sequence[Any], head: int) -> Any:
-    """A cache of ``head`` columns holding each row's kept prefix right-aligned (zeros where the
-    row pads; the mask hides them)."""
+KV = list[tuple[Any, Any]]  # per layer: keys and values of one row, [heads, tokens, head_dim]
+
+
+def _cache_rows(cache: Any, mask: Any) -> list[KV] | None:
+    """Each row's keys/values at its real columns (no padding); None for a cache that cannot be
+    cut into rows by column (a sliding window)."""
+    layers = getattr(cache, "layers", None)
+    if not layers or any(getattr(layer, "is_sliding", False) for layer in layers):
+        return None
+    rows = []
+    for b in range(mask.shape[0]):
+        cols = mask[b].nonzero().squeeze(-1)
+        # Indexing with a tensor copies: the rows do not hold on to the batch's cache.
+        rows.append([(layer.keys[b][:, cols], layer.values[b][:, cols]) for layer in layers])
+    return rows
+
+
+def _row_prefill(model: Any, ids: Sequence[list[int]], hits: Sequence[Any], pad: int) -> list[KV]:
+    """Keys/values of each prompt but its last token; a row with a kept prefix (``hits[b]``:
+    its length and keys/values) runs only the tokens after it. Rows are laid out as
+    [padding][kept prefix][padding][new tokens]: the mask hides the padding and the positions
+    (counted over the mask, as ``generate`` counts them) skip it."""
     import torch
     from transformers import DynamicCache
 
-    some = next(h[1] for h in hits if h)
+    kept = [h[0] if h else 0 for h in hits]
+    head = max(kept)
+    todo = [len(i) - 1 - k for i, k in zip(ids, kept, strict=True)]
+    tail = max(todo)
+    rows, masks = [], []
+    for i, k, r in zip(ids, kept, todo, strict=True):
+        rows.append([pad] * (head - k) + i[:k] + [pad] * (tail - r) + i[k:-1])
+        masks.append([0] * (head - k) + [1] * k + [0] * (tail - r) + [1] * r)
+    input_ids = torch.tensor(rows, device=model.device)
+    mask = torch.tensor(masks, device=model.device)
+    past = None
+    if head:
+        some = next(h[1] for h in hits if h)
+        layers = []
+        for layer, (k0, v0) in enumerate(some):
+            keys = k0.new_zeros((len(ids), k0.shape[0], head, k0.shape[2]))
+            values = v0.new_zeros((len(ids), v0.shape[0], head, v0.shape[2]))
+            for b, hit in enumerate(hits):
+                if hit:
+                    keys[b, :, head - hit[0] :] = hit[1][layer][0]
+                    values[b, :, head - hit[0] :] = hit[1][layer][1]
+            layers.append((keys, values))
+        past = DynamicCache(layers, config=model.config)
+    if tail == 0:
+        cache = past
+    else:
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = model(
+            input_ids=input_ids[:, head:],
+            attention_mask=mask,
+            position_ids=positions[:, head:],
+            use_cache=True,
+            logits_to_keep=1,
+            **({cache_argument(): past} if past is not None else {}),
+        )
+        cache = getattr(out, cache_argument())
+    found = _cache_rows(cache, mask)
+    assert found is not None  # kept rows came from a cache that could be cut the same way
+    return found
+
+
+def _left_padded_cache(model: Any, rows: Sequence[KV], width: int) -> Any:
+    """One cache of ``width`` columns with each row's keys/values right-aligned (zeros in the
+    padding, which the mask hides): the layout ``generate`` expects of a left-padded batch."""
+    from transformers import DynamicCache
+
     layers = []
-    for layer, (k0, v0) in enumerate(some):
-        shape = (len(hits), k0.shape[0], head, k0.shape[2])
-        keys = torch.zeros(shape, dtype=k0.dtype, device=k0.device)
-        values = torch.zeros((*shape[:3], v0.shape[2]), dtype=v0.dtype, device=v0.device)
-        for b, hit in enumerate(hits):
-            if hit:
-                length, kept = hit
-                keys[b, :, head - length :] = kept[layer][0]
-                values[b, :, head - length :] = kept[layer][1]
+    for layer, (k0, v0) in enumerate(rows[0]):
+        keys = k0.new_zeros((len(rows), k0.shape[0], width, k0.shape[2]))
+        values = v0.new_zeros((len(rows), v0.shape[0], width, v0.shape[2]))
+        for b, kv in enumerate(rows):
+            length = kv[layer][0].shape[1]
+            keys[b, :, width - length :] = kv[layer][0]
+            values[b, :, width - length :] = kv[layer][1]
         layers.append((keys, values))
     return DynamicCache(layers, config=model.config)
-
-
-def _keep_rows(prefixes: RowPrefixes, cache: Any, ids: Sequence[list[int]], mask: Any) -> None:
-    """Keep each row's keys/values of its prompt but the last token (its real columns only)."""
-    layers = getattr(cache, "layers", None)
-    if not layers or any(getattr(layer, "is_sliding", False) for layer in layers):
-        return  # a sliding window cannot be cut into rows by column
-    for b, prompt in enumerate(ids):
-        cols = mask[b].nonzero().squeeze(-1)
-        prefixes.keep(
-            prompt[:-1],
-            [
-                (layer.keys[b][:, cols].clone(), layer.values[b][:, cols].clone())
-                for layer in layers
-            ],
-        )
 
 
 def score_completions(
