@@ -16,7 +16,7 @@ from agent.drafting.batching import MicroBatchingDrafter
 from agent.drafting.bundled import BASE_MODEL_ID, bundled_model_dir, default_gguf_path
 from agent.drafting.fakes import ScriptedDrafter
 from agent.drafting.hf import HFDrafter
-from agent.drafting.prefix_cache import PrefixCache
+from agent.drafting.prefix_cache import PrefixCache, RowPrefixes
 from agent.drafting.protocol import DrafterError, Messages, QueryDrafter
 from agent.drafting.resolve import (
     MODEL_ENV,
@@ -36,6 +36,7 @@ __all__ = [
     "PrefixCache",
     "QueryDrafter",
     "ResolvedModel",
+    "RowPrefixes",
     "ScriptedDrafter",
     "bundled_model_dir",
     "default_gguf_path",
