@@ -238,6 +238,8 @@ class ChromaCatalog:
     embedding model is used under a lock.
     """
 
+    MAX_RESULTS_PER_CALL = 20_000  # results (queries x k) per Chroma query call, see search_many
+
     def __init__(
         self,
         *,
@@ -481,10 +483,22 @@ class ChromaCatalog:
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         collection = self._searchable()
+        # Chroma's local database reads a query's results with one SQL variable per result, and
+        # SQLite refuses more than 32,766 in one statement (34 queries at k=1000 failed with "too
+        # many SQL variables"): queries go in chunks of at most ``MAX_RESULTS_PER_CALL`` results.
+        per_call = max(1, self.MAX_RESULTS_PER_CALL // k)
+        out: list[list[RetrievedProduct]] = []
+        for start in range(0, len(queries), per_call):
+            out += self._search_chunk(collection, list(queries[start : start + per_call]), k)
+        return out
+
+    def _search_chunk(
+        self, collection: Any, queries: list[str], k: int
+    ) -> list[list[RetrievedProduct]]:
         result = self._call(
             "query",
             collection.query,
-            query_texts=list(queries),
+            query_texts=queries,
             n_results=k,
             include=["metadatas", "distances"],  # type: ignore[list-item]
         )

@@ -108,6 +108,27 @@ def test_search_many_is_one_list_per_query(catalog: ChromaCatalog) -> None:
     assert results[1][0].brand == ""  # no brand: empty string, never None
 
 
+def test_many_deep_searches_fit_in_sqlite(tmp_path: Path) -> None:
+    """170 queries x 200 results each is more than SQLite's 32,766 variables in one statement
+    (one Chroma query call failed with "too many SQL variables" on that); they go in chunks and
+    return what one query at a time returns."""
+    cat = ChromaCatalog(home=tmp_path)
+    words = ["cable", "knife", "mat", "shoes", "lamp", "drill", "glove", "tape", "beaker", "filter"]
+    cat.upsert(
+        [
+            Product(item_id=f"p{i}", title=f"{words[i % 10]} model {i}", category=words[i % 10])
+            for i in range(200)
+        ],
+        progress=False,
+    )
+    queries = [f"{words[j % 10]} number {j}" for j in range(170)]
+    results = cat.search_many(queries, k=200)
+    assert len(results) == 170 and all(len(r) == 200 for r in results)
+    for j in (0, 85, 169):
+        alone = cat.search(queries[j], k=200)
+        assert [p.item_id for p in results[j]] == [p.item_id for p in alone]
+
+
 def test_get_embeddings_and_embed(catalog: ChromaCatalog) -> None:
     got = catalog.get(["mat", "nope"])
     assert got == {"mat": PRODUCTS[2]}
