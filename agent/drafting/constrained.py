@@ -230,13 +230,15 @@ def _cache_rows(cache: Any, mask: Any) -> list[KV] | None:
 
 
 def _row_prefill(model: Any, ids: Sequence[list[int]], hits: Sequence[Any], pad: int) -> list[KV]:
-    """Keys/values of each prompt but its last token; a row with a kept prefix (``hits[b]``:
-    its length and keys/values) runs only the tokens after it. Rows are laid out as
+    """Keys/values of each prompt but its last token, for rows that all extend a kept prompt
+    (``hits[b]``: its length and keys/values) or none does. A row with a kept prefix runs only
+    the tokens after it. Rows are laid out as
     [padding][kept prefix][padding][new tokens]: the mask hides the padding and the positions
     (counted over the mask, as ``generate`` counts them) skip it."""
     import torch
-    from transformers import DynamicCache
 
+    if any(hits) and not all(hits):
+        raise ValueError("_row_prefill takes rows that all extend a kept prompt, or none")
     kept = [h[0] if h else 0 for h in hits]
     head = max(kept)
     todo = [len(i) - 1 - k for i, k in zip(ids, kept, strict=True)]
@@ -247,19 +249,7 @@ def _row_prefill(model: Any, ids: Sequence[list[int]], hits: Sequence[Any], pad:
         masks.append([0] * (head - k) + [1] * k + [0] * (tail - r) + [1] * r)
     input_ids = torch.tensor(rows, device=model.device)
     mask = torch.tensor(masks, device=model.device)
-    past = None
-    if head:
-        some = next(h[1] for h in hits if h)
-        layers = []
-        for layer, (k0, v0) in enumerate(some):
-            keys = k0.new_zeros((len(ids), k0.shape[0], head, k0.shape[2]))
-            values = v0.new_zeros((len(ids), v0.shape[0], head, v0.shape[2]))
-            for b, hit in enumerate(hits):
-                if hit:
-                    keys[b, :, head - hit[0] :] = hit[1][layer][0]
-                    values[b, :, head - hit[0] :] = hit[1][layer][1]
-            layers.append((keys, values))
-        past = DynamicCache(layers, config=model.config)
+    past = _left_padded_cache(model, [h[1] for h in hits], head) if head else None
     if tail == 0:
         cache = past
     else:

@@ -3,9 +3,24 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from typing import Any
 
 __all__ = ["PrefixCache", "RowPrefixes"]
+
+
+def _longest_prefix(kept: Iterable[tuple[int, ...]], ids: list[int]) -> tuple[int, ...] | None:
+    """The longest of ``kept`` that ``ids`` starts with and is longer than, or None."""
+    best: tuple[int, ...] | None = None
+    for key in kept:
+        if len(key) < len(ids) and (best is None or len(key) > len(best)):
+            if tuple(ids[: len(key)]) == key:
+                best = key
+    return best
+
+
+def _nbytes(layers: list[tuple[Any, Any]]) -> int:
+    return sum(k.nbytes + v.nbytes for k, v in layers)
 
 
 class PrefixCache:
@@ -32,11 +47,7 @@ class PrefixCache:
     def lookup(self, ids: list[int]) -> Any:
         """A private copy of the longest kept prefix of ``ids`` (shorter than ``ids``), or None."""
 
-        best: tuple[int, ...] | None = None
-        for key in self._kept:
-            if len(key) < len(ids) and (best is None or len(key) > len(best)):
-                if tuple(ids[: len(key)]) == key:
-                    best = key
+        best = _longest_prefix(self._kept, ids)
         if best is None:
             return None
         cache = self._kept.pop(best)
@@ -96,7 +107,6 @@ class RowPrefixes:
     def __init__(self, max_bytes: int = 512 * 2**20) -> None:
         self.max_bytes = max_bytes
         self._kept: dict[tuple[int, ...], list[tuple[Any, Any]]] = {}
-        self._bytes: dict[tuple[int, ...], int] = {}
         self.hits = 0
         self.reused_tokens = 0
 
@@ -105,20 +115,15 @@ class RowPrefixes:
 
     @property
     def nbytes(self) -> int:
-        return sum(self._bytes.values())
+        return sum(_nbytes(layers) for layers in self._kept.values())
 
     def find(self, ids: list[int]) -> tuple[int, list[tuple[Any, Any]]] | None:
         """The longest kept prefix of ``ids`` shorter than ``ids``: its length and per-layer
         ``(keys, values)`` of shape ``[heads, length, head_dim]`` (read, not to be changed)."""
-        best: tuple[int, ...] | None = None
-        for key in self._kept:
-            if len(key) < len(ids) and (best is None or len(key) > len(best)):
-                if tuple(ids[: len(key)]) == key:
-                    best = key
+        best = _longest_prefix(self._kept, ids)
         if best is None:
             return None
-        self._bytes[best] = self._bytes.pop(best)  # most recently used
-        layers = self._kept[best] = self._kept.pop(best)
+        layers = self._kept[best] = self._kept.pop(best)  # most recently used
         self.hits += 1
         self.reused_tokens += len(best)
         return len(best), layers
@@ -126,15 +131,10 @@ class RowPrefixes:
     def keep(self, ids: list[int], layers: list[tuple[Any, Any]]) -> None:
         """Keep one prompt's per-layer ``(keys, values)`` (``[heads, len(ids), head_dim]``)."""
         key = tuple(ids)
-        size = sum(k.nbytes + v.nbytes for k, v in layers)
-        if size > self.max_bytes:
+        if _nbytes(layers) > self.max_bytes:
             return
         self._kept.pop(key, None)
-        self._bytes.pop(key, None)
         self._kept[key] = layers
-        self._bytes[key] = size
         total = self.nbytes
         while total > self.max_bytes:
-            oldest = next(iter(self._kept))
-            total -= self._bytes.pop(oldest)
-            self._kept.pop(oldest)
+            total -= _nbytes(self._kept.pop(next(iter(self._kept))))
