@@ -21,6 +21,7 @@ Fill it with ``queryagent ingest``; by hand::
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
@@ -73,8 +74,14 @@ class Catalog(Protocol):
         """The ``k`` products nearest ``query``, best first (rank 1, highest score)."""
         ...
 
-    def search_many(self, queries: list[str], k: int = 10) -> list[list[RetrievedProduct]]:
-        """``search`` for each query, in one batched call; one list per query, in order."""
+    def search_many(
+        self, queries: list[str], k: int = 10, *, exact: bool = False
+    ) -> list[list[RetrievedProduct]]:
+        """``search`` for each query, in one batched call; one list per query, in order.
+
+        ``exact``: every stored product is scored and ties go to the smaller id, so the result
+        is the same on every run (what a fit needs); otherwise the index's approximate search.
+        """
         ...
 
     def embeddings(self, item_ids: Sequence[str]) -> dict[str, list[float]]:
@@ -477,12 +484,16 @@ class ChromaCatalog:
     def search(self, query: str, k: int = 10) -> list[RetrievedProduct]:
         return self.search_many([query], k=k)[0]
 
-    def search_many(self, queries: list[str], k: int = 10) -> list[list[RetrievedProduct]]:
+    def search_many(
+        self, queries: list[str], k: int = 10, *, exact: bool = False
+    ) -> list[list[RetrievedProduct]]:
         if not queries:
             return []
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         collection = self._searchable()
+        if exact:
+            return self._search_exact(collection, list(queries), k)
         # Chroma's local database reads a query's results with one SQL variable per result, and
         # SQLite refuses more than 32,766 in one statement (34 queries at k=1000 failed with "too
         # many SQL variables"): queries go in chunks of at most ``MAX_RESULTS_PER_CALL`` results.
@@ -518,6 +529,56 @@ class ChromaCatalog:
                     for rank, (item_id, md, dist) in enumerate(
                         zip(row_ids, row_md, row_dist, strict=True), start=1
                     )
+                ]
+            )
+        return out
+
+    # Rows per read of the whole collection (an exact search's scan).
+    SCAN_PAGE = 5_000
+
+    def _search_exact(
+        self, collection: Any, queries: list[str], k: int
+    ) -> list[list[RetrievedProduct]]:
+        """Brute force over every stored vector: Chroma's HNSW index is approximate and is not
+        the same from one process to the next (measured: two reads of one home at k=1000
+        differed for 281 of 756 queries, two fresh homes' top 10 for 2), so a fit on it could
+        not be repeated. Memory: one page of vectors at a time, plus ``len(queries) x k``."""
+        import numpy as np
+
+        q = np.asarray(self.embed(queries), dtype=np.float32)
+        q /= np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+        ids: list[str] = []
+        metas: list[Any] = []
+        scores: list[np.ndarray] = []
+        for offset in itertools.count(0, self.SCAN_PAGE):
+            page = self._call(
+                "get",
+                collection.get,
+                limit=self.SCAN_PAGE,
+                offset=offset,
+                include=["embeddings", "metadatas"],
+            )
+            if not page["ids"]:
+                break
+            vectors = np.asarray(page["embeddings"], dtype=np.float32)
+            vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+            ids += page["ids"]
+            metas += page.get("metadatas") or [None] * len(page["ids"])
+            scores.append(q @ vectors.T)
+        sims = np.concatenate(scores, axis=1) if scores else np.zeros((len(queries), 0))
+        # Rank by score, ties by id: sort ids once, then a stable sort by score keeps that order.
+        by_id = np.argsort(np.asarray(ids, dtype=object), kind="stable")
+        out: list[list[RetrievedProduct]] = []
+        for row in sims[:, by_id]:
+            order = np.argsort(-row, kind="stable")[:k]
+            out.append(
+                [
+                    RetrievedProduct(
+                        **_to_product_fields(ids[by_id[j]], metas[by_id[j]]),
+                        rank=rank,
+                        score=float(row[j]),
+                    )
+                    for rank, j in enumerate(order, start=1)
                 ]
             )
         return out

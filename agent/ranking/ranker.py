@@ -74,6 +74,10 @@ class Ranker:
             n_estimators=cfg.n_estimators,
             min_child_samples=cfg.min_child_samples,
             random_state=cfg.seed,
+            # The same trees on every run: LightGBM otherwise picks row- or column-wise histograms
+            # by timing them, and sums in thread order.
+            deterministic=True,
+            force_row_wise=True,
             n_jobs=2,
             verbose=-1,
         )

@@ -119,7 +119,9 @@ class QueryVocabulary:
         items = self.query_items.get(query, [])
         if not items:
             return 0.0
-        hits = {i for i in self.retrieved.get(query, []) if self.item_query.get(i) == query}
+        # Sorted: a set's order changes with the process's string hashing, and so would the
+        # sum's last bits (two fresh fits' rankers differed by them).
+        hits = sorted({i for i in self.retrieved.get(query, []) if self.item_query.get(i) == query})
         total = sum(self.item_popularity.get(i, 0) + 0.1 for i in items)
         return sum(self.item_popularity.get(i, 0) + 0.1 for i in hits) / total
 

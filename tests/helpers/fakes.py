@@ -48,8 +48,10 @@ class FakeCatalog:
             for i, p in enumerate(scored)
         ]
 
-    def search_many(self, queries: list[str], k: int = 10) -> list[list[RetrievedProduct]]:
-        return [self.search(q, k) for q in queries]
+    def search_many(
+        self, queries: list[str], k: int = 10, *, exact: bool = False
+    ) -> list[list[RetrievedProduct]]:
+        return [self.search(q, k) for q in queries]  # already exact: every product is scored
 
     def embeddings(self, item_ids: Sequence[str]) -> dict[str, list[float]]:
         return {i: hash_vector(self.products[i].document()) for i in item_ids if i in self.products}

@@ -129,6 +129,34 @@ def test_many_deep_searches_fit_in_sqlite(tmp_path: Path) -> None:
         assert [p.item_id for p in results[j]] == [p.item_id for p in alone]
 
 
+def test_exact_search_scores_every_product_and_breaks_ties_by_id(tmp_path: Path) -> None:
+    """``exact=True`` (what a fit uses): every stored vector scored, read in pages, best first,
+    equal scores in id order; the same products and order as a brute force over the stored
+    vectors, and the approximate search's first hit on this small catalog."""
+    import numpy as np
+
+    cat = ChromaCatalog(home=tmp_path)
+    twins = [Product(item_id=i, title="Nitrile gloves 100 pack", category="Gloves") for i in "zab"]
+    cat.upsert([*PRODUCTS, *twins], progress=False)
+    cat.SCAN_PAGE = 3  # three pages for eight products
+    queries = ["gloves for the lab", "japanese kitchen knife", "running"]
+    exact = cat.search_many(queries, k=8, exact=True)
+    assert [p.item_id for p in exact[0][:3]] == ["a", "b", "z"]  # identical vectors: id order
+    ids = [p.item_id for p in [*PRODUCTS, *twins]]
+    stored = cat.embeddings(ids)
+    vectors = np.array([stored[i] for i in ids])
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    for query, got in zip(queries, exact, strict=True):
+        q = np.array(cat.embed([query])[0])
+        sims = vectors @ (q / np.linalg.norm(q))
+        want = sorted(range(len(ids)), key=lambda j: (-round(float(sims[j]), 5), ids[j]))
+        assert [p.item_id for p in got] == [ids[j] for j in want]
+        assert [p.rank for p in got] == list(range(1, 9))
+        assert [p.score for p in got] == pytest.approx([float(sims[j]) for j in want], abs=1e-5)
+        assert got[0].score == pytest.approx(cat.search(query, k=1)[0].score, abs=1e-5)
+    assert exact[1][0].model_dump(exclude={"rank", "score"}) == PRODUCTS[1].model_dump()
+
+
 def test_get_embeddings_and_embed(catalog: ChromaCatalog) -> None:
     got = catalog.get(["mat", "nope"])
     assert got == {"mat": PRODUCTS[2]}

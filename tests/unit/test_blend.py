@@ -50,12 +50,14 @@ def test_fit_weight_keeps_the_ranker_unless_the_model_helps() -> None:
     assert found.weight == 0.0  # ...but not on clearly more rows: the ranker alone
 
 
-def _synthetic(n_users: int = 120, seed: int = 0) -> tuple[dict[str, Product], dict]:
+def _synthetic(
+    n_users: int = 120, seed: int = 0, per_kind: int = 3
+) -> tuple[dict[str, Product], dict]:
     """Shoppers who walk a cycle of categories (enough rows for the ranker to fit)."""
     rng = random.Random(seed)
     products = {}
     for k, kind in enumerate(KINDS):
-        for j in range(3):
+        for j in range(per_kind):
             item = f"P{k}{j}"
             products[item] = Product(
                 item_id=item, title=f"{kind} model {j}", category=f"{ROOT} Lab {kind}"
@@ -67,7 +69,7 @@ def _synthetic(n_users: int = 120, seed: int = 0) -> tuple[dict[str, Product], d
         products[own] = Product(item_id=own, title=f"sample {u}", category=f"{ROOT} Misc")
         kind, seq = rng.randrange(len(KINDS)), [own]
         for _ in range(rng.randint(3, 6)):
-            seq.append(f"P{kind}{rng.randrange(3)}")
+            seq.append(f"P{kind}{rng.randrange(per_kind)}")
             # mostly the next category of the cycle; a third of the time any other
             step = 1 if rng.random() < 0.67 else rng.randrange(2, len(KINDS))
             kind = (kind + step) % len(KINDS)
@@ -84,6 +86,49 @@ def _fit(products: dict[str, Product], sequences: dict) -> CatalogModels:
         catalog.search_many,
         FitConfig(nextitem=NextItemConfig(epochs=2), holdout_rows=20),
     )
+
+
+_FIT_AND_SAVE = """
+import sys
+from tests.unit.test_blend import _fit, _synthetic
+# 12 products a category: sums over sets of them (the vocabulary's hit share) whose order
+# follows the string hashing would differ in their last bits
+_fit(*_synthetic(200, per_kind=12)).save(__import__("pathlib").Path(sys.argv[1]))
+"""
+
+
+def test_the_fit_is_the_same_in_every_process(tmp_path) -> None:
+    """Two processes with different string hashing fit byte-identical models (next-item
+    weights, ranker trees, vocabulary, held-out rows): what lets an evaluation's cached rows,
+    keyed by the fit's inputs, be resumed in another home."""
+    import hashlib
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    digests = []
+    for hash_seed in ("1", "2"):
+        out = tmp_path / f"fit-{hash_seed}"
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        subprocess.run(
+            [sys.executable, "-c", _FIT_AND_SAVE, str(out)],
+            check=True,
+            env=env,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+        files = {}
+        for path in sorted(p for p in out.rglob("*") if p.is_file()):
+            data = path.read_bytes()
+            if path.name == fitmod.META_FILE:  # its timings differ; the rest must not
+                meta = json.loads(data)
+                meta.pop("seconds"), meta.pop("timings")
+                data = json.dumps(meta, sort_keys=True).encode()
+            files[str(path.relative_to(out))] = hashlib.sha256(data).hexdigest()
+        digests.append(files)
+    assert "ranker.txt" in digests[0] and len(digests[0]) >= 5
+    assert digests[0] == digests[1]
 
 
 def test_fit_holds_out_rows_the_ranker_never_sees(monkeypatch, tmp_path) -> None:
