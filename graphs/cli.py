@@ -59,6 +59,7 @@ if TYPE_CHECKING:
 
 BUNDLED_DATA = Path(__file__).resolve().parent.parent / "data" / "amazon-scientific"
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 
 
 class CliError(Exception):
@@ -549,6 +550,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ) as exc:
         print(f"queryagent: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        hint = "; run `queryagent ingest` again to finish it" if args.func is _ingest else ""
+        print(f"queryagent: interrupted{hint}", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from graphs.trajectories import code_version
 from memory_store import DataError, load_dataset
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 # Subcommands whose flags TrlParser reads: the module's main(argv, prog) runs them.
 TRAINERS = {
     "sft": "SFT cold start of the drafter (TRL SFTConfig flags; --config recipes/sft.yaml)",
@@ -269,7 +270,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         import importlib
 
         trainer = importlib.import_module(f"training.{argv[0]}")
-        return int(trainer.main(argv[1:], prog=f"queryagent-train {argv[0]}"))
+        try:
+            return int(trainer.main(argv[1:], prog=f"queryagent-train {argv[0]}"))
+        except KeyboardInterrupt:
+            print(
+                f"queryagent-train {argv[0]}: interrupted; the checkpoints saved so far are kept: "
+                "add --resume to continue from the last one",
+                file=sys.stderr,
+            )
+            return EXIT_INTERRUPTED
     args = build_parser().parse_args(argv)
     try:
         # Every subcommand's --model is checked before its data loads or a model does.
@@ -289,6 +298,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ) as exc:
         print(f"queryagent-train: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        hint = "; the shoppers done so far are cached: the same command resumes"
+        print(f"queryagent-train: interrupted{hint if args.func is _eval else ''}", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Issue 11, probe 4: one line and exit 2, never a traceback, for every bad input a user can give:
 ``--model`` at a missing folder, at ``../../x``, at a folder of garbage; a read-only home; a store
-URL naming no database. Nothing is written."""
+URL naming no database. Nothing is written. And Ctrl-C: one line and exit 130."""
 
 from __future__ import annotations
 
@@ -139,3 +139,40 @@ def test_read_only_home_is_one_line(read_only_home: Path) -> None:
         "--home", str(read_only_home / "sub"),
     )  # fmt: skip
     assert_one_line(ingest, "cannot create the folder")
+
+
+def _interrupt(*args: object, **kwargs: object) -> int:
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize(
+    ("cli", "patched", "argv", "needle"),
+    [
+        ("graphs.cli", "_ingest", ["ingest"], "run `queryagent ingest` again"),
+        ("graphs.cli", "_recommend", ["recommend", "--user", USER], "queryagent: interrupted"),
+        ("training.cli", "_eval", ["eval", "--data", "x"], "the same command resumes"),
+        ("training.grpo", "main", ["grpo"], "add --resume to continue"),
+        ("training.sft", "main", ["sft"], "add --resume to continue"),
+    ],
+)
+def test_ctrl_c_is_one_line_and_exit_130(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    cli: str,
+    patched: str,
+    argv: list[str],
+    needle: str,
+) -> None:
+    """Ctrl-C during a command: one line saying what is kept and how to go on, exit 130 (128 +
+    SIGINT), no traceback. The command's body raises the interrupt as Python does on SIGINT."""
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module(cli), patched, _interrupt)
+    main = importlib.import_module("graphs.cli" if cli == "graphs.cli" else "training.cli").main
+    try:
+        code = main(argv)
+    except KeyboardInterrupt:  # escaping, it would stop the whole pytest run
+        pytest.fail("the interrupt escaped main (a traceback for the user)")
+    assert code == 130
+    err = capsys.readouterr().err.strip()
+    assert needle in err and len(err.splitlines()) == 1
