@@ -579,11 +579,11 @@ def _trainer(
     """The GRPO trainer on the policy; returns it, the resolved policy, tokenizer and budget."""
     from datasets import Dataset as HFDataset
 
-    from training.callbacks import TimeBudget
+    from training.callbacks import GracefulStop
     from training.constrained_grpo import ConstrainedGRPOTrainer
 
     resolved, model, tokenizer = load_start_model(args.model, args.home)
-    budget = TimeBudget(args.max_minutes) if args.max_minutes else None
+    budget = GracefulStop(args.max_minutes)
     trainer = ConstrainedGRPOTrainer(
         allowed_tokens=rollout.allowed_tokens if args.trie_logps and rollout.grounded else None,
         model=model,
@@ -595,7 +595,7 @@ def _trainer(
         rollout_func=rollout,
         callbacks=[
             _metrics_callback(metrics_path, rollout),
-            *([budget] if budget else []),
+            budget,
             *(
                 [
                     _heldout_callback(
@@ -700,7 +700,8 @@ def run_grpo(
         "base_model": resolved.base_name,
         "started_from": resolved.name,
         "steps": trainer.state.global_step,
-        "stopped_by_time_budget": bool(budget and budget.stopped_at_step is not None),
+        "stopped_by_time_budget": budget.reason == "time",
+        "stopped_by_interrupt": budget.reason == "interrupt",
         "resumed_from": checkpoint,
         "wall_s": round(time.perf_counter() - started, 1),
     }
@@ -714,8 +715,8 @@ def run_grpo(
         work=work,
         extra=_save_metrics(metrics_path),
     )
-    if not (budget and budget.keep_checkpoints()):
-        remove_work_dir(work)  # finished; a run stopped on --max_minutes keeps them for --resume
+    if not budget.keep_checkpoints():
+        remove_work_dir(work)  # finished; a run stopped early keeps them for --resume
     return meta
 
 
@@ -749,8 +750,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m training.grpo
         return 2
     out = default_out(args.out, args.home, "grpo")
     print(f"grpo: {meta['steps']} steps in {meta['wall_s']} s -> {out}")
-    if meta.get("stopped_by_time_budget"):
-        print(f"grpo: stopped on --max_minutes at step {meta['steps']}: add --resume to continue")
+    if meta.get("stopped_by_time_budget") or meta.get("stopped_by_interrupt"):
+        why = "--max_minutes" if meta.get("stopped_by_time_budget") else "Ctrl-C"
+        print(f"grpo: stopped on {why} at step {meta['steps']}: add --resume to continue")
     curve = reward_curve(out / METRICS_FILE)
     if curve:
         print(f"grpo: reward per step (sum of the terms' means; {out / 'metrics.png'}): {curve}")

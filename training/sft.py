@@ -326,7 +326,7 @@ def _train(
     from datasets import Dataset as HFDataset
     from trl import SFTTrainer
 
-    from training.callbacks import TimeBudget
+    from training.callbacks import GracefulStop
 
     if args.from_trajectories:
         pairs, skipped = trajectory_pairs(
@@ -344,14 +344,14 @@ def _train(
     resolved, model, tokenizer = load_start_model(args.model, args.home)
     longest = _check_lengths(pairs, tokenizer, config.max_length)
     train = HFDataset.from_list([{"prompt": p.prompt, "completion": p.completion} for p in pairs])
-    budget = TimeBudget(args.max_minutes) if args.max_minutes else None
+    budget = GracefulStop(args.max_minutes)
     trainer = SFTTrainer(
         model=model,
         args=config,
         train_dataset=train,
         processing_class=tokenizer,
         peft_config=_lora_config(args, continuing=resolved.adapter),
-        callbacks=[budget] if budget else None,
+        callbacks=[budget],
     )
     assert trainer.model is not None
     trainable = sum(int(p.numel()) for p in trainer.model.parameters() if p.requires_grad)
@@ -401,7 +401,8 @@ def _meta(
         "base_model_loaded_from": resolved.base_source,
         "steps": state.global_step,
         "epochs": round(float(state.epoch or 0.0), 4),
-        "stopped_by_time_budget": bool(run.budget and run.budget.stopped_at_step is not None),
+        "stopped_by_time_budget": run.budget.reason == "time",
+        "stopped_by_interrupt": run.budget.reason == "interrupt",
         "resumed_from": run.checkpoint,
         "train_s": round(float(run.result.metrics.get("train_runtime", 0.0)), 1),
         "train_loss": round(float(run.result.training_loss), 4),  # mean over the run's steps
@@ -458,8 +459,8 @@ def run_sft(
         card=_card(run, args, dataset, meta, out.name),
         work=work,
     )
-    if not (run.budget and run.budget.keep_checkpoints()):
-        remove_work_dir(work)  # finished; a run stopped on --max_minutes keeps them for --resume
+    if not run.budget.keep_checkpoints():
+        remove_work_dir(work)  # finished; a run stopped early keeps them for --resume
     return meta
 
 
@@ -487,8 +488,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m training.sft"
         f"{meta['steps']} steps, train loss {meta['train_loss']}, last loss "
         f"{meta['final_loss']}, {meta['wall_s']} s"
     )
-    if meta.get("stopped_by_time_budget"):
-        print(f"stopped on --max_minutes at step {meta['steps']}: add --resume to continue")
+    if meta.get("stopped_by_time_budget") or meta.get("stopped_by_interrupt"):
+        why = "--max_minutes" if meta.get("stopped_by_time_budget") else "Ctrl-C"
+        print(f"stopped on {why} at step {meta['steps']}: add --resume to continue")
     return 0
 
 

@@ -240,6 +240,47 @@ def test_sft_stopped_on_its_time_budget_keeps_a_checkpoint_and_resumes(
     assert not (tmp_path / "lora.work").exists()
 
 
+def test_sft_ctrl_c_saves_the_step_and_resume_finishes(
+    tiny_recbole_dir: Path,
+    tiny_model_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ctrl-C during training (a real SIGINT, sent at the end of the first step): the step is
+    saved as the adapter and a kept checkpoint, the command exits 0 saying so, and --resume
+    finishes the run."""
+    import os
+    import signal
+
+    from training.callbacks import GracefulStop
+
+    real_step_end = GracefulStop.on_step_end
+
+    def press_ctrl_c_once(self, args, state, control, **kw):  # type: ignore[no-untyped-def]
+        if state.global_step == 1 and not self.interrupted:
+            # unhandled, the SIGINT would stop the whole pytest run: fail the test instead
+            assert signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_step_end(self, args, state, control, **kw)
+
+    monkeypatch.setattr(GracefulStop, "on_step_end", press_ctrl_c_once)
+    out = tmp_path / "lora"
+    argv = ["sft", "--data", str(tiny_recbole_dir), "--model", str(tiny_model_dir)]
+    argv += ["--out", str(out), "--per_device_train_batch_size", "4", "--max_steps", "3"]
+    assert main(argv) == 0
+    assert "stopped on Ctrl-C at step 1: add --resume to continue" in capsys.readouterr().out
+    meta = json.loads((out / META_FILE).read_text())
+    assert meta["steps"] == 1 and meta["stopped_by_interrupt"]
+    assert not meta["stopped_by_time_budget"]
+    assert (tmp_path / "lora.work" / "checkpoint-1").is_dir()
+    monkeypatch.setattr(GracefulStop, "on_step_end", real_step_end)
+    assert main([*argv, "--resume"]) == 0
+    meta = json.loads((out / META_FILE).read_text())
+    assert meta["steps"] == 3 and not meta["stopped_by_interrupt"]
+    assert not (tmp_path / "lora.work").exists()
+
+
 # --------------------------------------------------------------------------- command line
 
 
