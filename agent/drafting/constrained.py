@@ -89,6 +89,7 @@ def constrained_beams(
     n: int,
     temperature: float = 0.0,
     prefixes: RowPrefixes | None = None,
+    share_prompt: bool = True,
 ) -> list[list[Beam]]:
     """Beam search over the trie: ``n`` beams per prompt, returned as distinct queries. With
     ``temperature > 0``, ``n`` samples drawn inside the trie instead (GRPO's group of valid
@@ -96,8 +97,11 @@ def constrained_beams(
     for every prompt or one per prompt (views of one trie, e.g. ``QueryTrie.without``: they must
     share the end-of-turn token). With ``prefixes``, a prompt that extends one run before
     (a refinement extends its draft) runs only its new tokens, and every prompt is kept there
-    for the prompts that will extend it."""
+    for the prompts that will extend it. ``share_prompt``: decode the ``n`` rows of a prompt over
+    one copy of its keys and values (``agent.drafting.shared_prefix``)."""
     import torch
+
+    from agent.drafting.shared_prefix import share_prompt_rows
 
     if not prompts:
         return []
@@ -168,7 +172,10 @@ def constrained_beams(
         if prefixes is not None and rows is not None:
             for prompt, kv in zip(ids, rows, strict=True):
                 prefixes.keep(prompt[:-1], kv)
-        cache.batch_repeat_interleave(n)
+        # Beams (or samples) of one prompt attend to one copy of its keys and values
+        # (``shared_prefix``); where that does not apply, the rows are repeated per beam.
+        if not (share_prompt and not greedy and share_prompt_rows(model, cache, n) is not None):
+            cache.batch_repeat_interleave(n)
         out = model.generate(
             input_ids=input_ids,
             attention_mask=mask,

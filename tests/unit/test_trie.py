@@ -169,3 +169,50 @@ def test_refinement_beams_reuse_their_draft_prompts_rows(tiny_model_dir) -> None
         tiny.keep(list(ids), layers)
     assert len(tiny) < len(store) and tiny.nbytes <= tiny.max_bytes
     assert all(isinstance(k, torch.Tensor) for k, _ in next(iter(store._kept.values())))
+
+
+@pytest.mark.integration
+def test_beams_over_one_copy_of_the_prompt_equal_the_repeated_rows(tiny_model_dir) -> None:
+    """Beams (and samples) decoded over one copy of each prompt's keys/values (the shared-prefix
+    attention) are the beams, scores and samples of the rows repeated per beam (float32), for
+    left-padded prompts of different lengths, refinement prompts extending kept rows included."""
+    import torch
+
+    from agent.drafting import HFDrafter
+    from agent.drafting.constrained import constrained_beams
+    from agent.drafting.prefix_cache import RowPrefixes
+    from agent.drafting.shared_prefix import ATTENTION
+    from agent.drafting.trie import QueryTrie
+
+    drafter = HFDrafter(str(tiny_model_dir), prefix_cache=False, dtype="float32")
+    model, tokenizer = drafter.model, drafter.tokenizer
+    queries = ["usb c cable", "usb c charger", "yoga mat", "coffee grinder", "usb c", "mat"]
+    trie = QueryTrie.build(tokenizer, queries)
+    prompts = [
+        [{"role": "user", "content": "a shopper who buys tape"}],
+        [{"role": "user", "content": "someone else entirely, with a much longer memory text"}],
+        [{"role": "user", "content": "a third"}],
+    ]
+    plain = constrained_beams(model, tokenizer, prompts, trie, 4, share_prompt=False)
+    shared = constrained_beams(model, tokenizer, prompts, trie, 4)
+    assert model.config._attn_implementation == ATTENTION  # the shared path ran
+    for a, b in zip(plain, shared, strict=True):
+        assert [x.query for x in a] == [x.query for x in b]
+        assert [x.logprob for x in a] == pytest.approx([x.logprob for x in b], abs=1e-5)
+    assert all(len(row) >= 2 for row in shared)
+    # Samples (GRPO's group): the same draws from the same seed.
+    torch.manual_seed(7)
+    drawn = constrained_beams(model, tokenizer, prompts, trie, 4, 1.0, share_prompt=False)
+    torch.manual_seed(7)
+    again = constrained_beams(model, tokenizer, prompts, trie, 4, 1.0)
+    assert [[x.query for x in r] for r in drawn] == [[x.query for x in r] for r in again]
+    # Kept rows (a refinement's prompt extends its draft's) feed the shared cache too.
+    store = RowPrefixes()
+    constrained_beams(model, tokenizer, prompts, trie, 4, prefixes=store)
+    longer = [[*p, {"role": "assistant", "content": "usb c"}] for p in prompts]
+    reused = constrained_beams(model, tokenizer, longer, trie, 4, prefixes=store)
+    assert store.hits == 3
+    fresh = constrained_beams(model, tokenizer, longer, trie, 4, share_prompt=False)
+    for a, b in zip(reused, fresh, strict=True):
+        assert [x.query for x in a] == [x.query for x in b]
+        assert [x.logprob for x in a] == pytest.approx([x.logprob for x in b], abs=1e-4)
