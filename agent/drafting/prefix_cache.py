@@ -117,6 +117,10 @@ class RowPrefixes:
     def nbytes(self) -> int:
         return sum(_nbytes(layers) for layers in self._kept.values())
 
+    def __contains__(self, ids: object) -> bool:
+        """Whether exactly these ids are kept (a lookup that is not a reuse)."""
+        return isinstance(ids, list | tuple) and tuple(ids) in self._kept
+
     def find(self, ids: list[int]) -> tuple[int, list[tuple[Any, Any]]] | None:
         """The longest kept prefix of ``ids`` shorter than ``ids``: its length and per-layer
         ``(keys, values)`` of shape ``[heads, length, head_dim]`` (read, not to be changed)."""

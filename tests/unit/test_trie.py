@@ -216,3 +216,42 @@ def test_beams_over_one_copy_of_the_prompt_equal_the_repeated_rows(tiny_model_di
     for a, b in zip(reused, fresh, strict=True):
         assert [x.query for x in a] == [x.query for x in b]
         assert [x.logprob for x in a] == pytest.approx([x.logprob for x in b], abs=1e-4)
+
+
+@pytest.mark.integration
+def test_the_start_every_prompt_shares_runs_once(tiny_model_dir) -> None:
+    """Prompts that start alike (the draft prompt's system message): the shared start's keys and
+    values are computed once and kept, each row runs only what follows it, and the beams and
+    scores are those of the whole prompts run from scratch (float32), this batch and the next."""
+    import os
+
+    from agent.drafting import HFDrafter
+    from agent.drafting.constrained import MIN_COMMON_PREFIX, _prompt_ids, constrained_beams
+    from agent.drafting.prefix_cache import RowPrefixes
+    from agent.drafting.trie import QueryTrie
+
+    drafter = HFDrafter(str(tiny_model_dir), prefix_cache=False, dtype="float32")
+    model, tokenizer = drafter.model, drafter.tokenizer
+    trie = QueryTrie.build(tokenizer, ["usb c cable", "usb c charger", "yoga mat", "mat"])
+    system = {"role": "system", "content": "You recommend the next search of one shopper. " * 3}
+    shoppers = ["buys tape", "a much longer memory of cables and chargers", "yoga"]
+    prompts = [[system, {"role": "user", "content": s}] for s in shoppers]
+    ids = [_prompt_ids(tokenizer, p) for p in prompts]
+    common = os.path.commonprefix([i[:-1] for i in ids])
+    assert len(common) >= MIN_COMMON_PREFIX
+    store = RowPrefixes()
+    kept = constrained_beams(model, tokenizer, prompts, trie, 3, prefixes=store)
+    assert common in store and store.hits == len(prompts)
+    assert store.reused_tokens == len(common) * len(prompts)
+    plain = constrained_beams(model, tokenizer, prompts, trie, 3, share_prompt=False)
+    for a, b in zip(kept, plain, strict=True):
+        assert [x.query for x in a] == [x.query for x in b]
+        assert [x.logprob for x in a] == pytest.approx([x.logprob for x in b], abs=1e-4)
+    # The next batch (other shoppers) starts from the kept shared start.
+    others = [[system, {"role": "user", "content": s}] for s in ["gloves", "lab beakers"]]
+    before = store.reused_tokens
+    again = constrained_beams(model, tokenizer, others, trie, 3, prefixes=store)
+    assert store.reused_tokens - before >= len(common) * len(others)
+    assert [[x.query for x in r] for r in again] == [
+        [x.query for x in r] for r in constrained_beams(model, tokenizer, others, trie, 3)
+    ]
