@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import statistics
 import tempfile
@@ -33,6 +32,7 @@ from typing import Any
 import torch
 
 from agent.context import Context
+from bench import machine
 from graphs.cli import BUNDLED_DATA
 from graphs.cli import main as cli_main
 from graphs.query_agent import build_graph, default_deps
@@ -102,7 +102,7 @@ def main() -> None:
 
     home = args.home or Path(tempfile.mkdtemp(prefix="qa-bench-"))
     result: dict = {
-        "machine": f"{platform.node()} {platform.machine()} {platform.processor()}".strip(),
+        "machine": machine(),
         "cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "home": str(home),

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +33,7 @@ from typing import Any
 
 from agent.catalog import ChromaCatalog
 from agent.context import Context
+from bench import machine
 from graphs.cli import BUNDLED_DATA
 from graphs.cli import main as cli_main
 from graphs.query_agent import Deps, build_graph
@@ -129,7 +129,7 @@ def main() -> None:
             raise SystemExit(f"bench.servers: {reason}")
 
     result: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {}
-    result["machine"] = f"{platform.node()} {platform.machine()} {os.cpu_count()} CPUs"
+    result["machine"] = machine()
     with tempfile.TemporaryDirectory(prefix="qa-bench-servers-") as tmp:
         embedded_home = Path(tmp) / "embedded"
         with PostgresCluster() as pg, ChromaServer() as chroma:
