@@ -67,7 +67,7 @@ train-grpo-cpu: $(STAMP)
 
 # The README's table: baselines, the untrained base model, the SFT and the GRPO adapters.
 BASE_MODEL := HuggingFaceTB/SmolLM2-135M-Instruct
-EVAL_MODELS := models/smollm2-sft-grounded
+EVAL_MODELS := models/smollm2-sft-grounded models/smollm2-grpo-grounded
 comma := ,
 empty :=
 space := $(empty) $(empty)
