@@ -52,8 +52,12 @@ def _eval(args: argparse.Namespace) -> int:
     dataset = load_dataset(args.data)
     config = EvalConfig.from_args(args)
     out = Path(args.out)
+    if args.cached_only and args.cards:
+        raise EvalUsageError("--cards writes complete tables only; drop it with --cached-only")
     t0 = time.perf_counter()
-    evaluator = Evaluator(dataset, config, cache_dir=out.with_suffix(".cache"))
+    cache_dir = args.cache or out.with_suffix(".cache")
+    evaluator = Evaluator(dataset, config, cache_dir=cache_dir)
+    in_split = evaluator.restrict_to_cached(specs) if args.cached_only else None
     results = [evaluator.run(spec) for spec in specs]
     header = {
         "command": " ".join(sys.argv),
@@ -65,6 +69,9 @@ def _eval(args: argparse.Namespace) -> int:
         "skipped_no_category": evaluator.skipped,
         "wall_s": round(time.perf_counter() - t0, 1),
     }
+    if in_split is not None:
+        # A partial look: the rows cover the users every method has cached so far.
+        header["cached_only"] = {"users_in_split": in_split, "cache": str(cache_dir)}
     paths = write_report(out, header, results)
     print(paths["md"].read_text())
     print(f"wrote {paths['json']}, {paths['md']}, {paths['png']}")
@@ -241,6 +248,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument(
         "--home", type=Path, default=None, help="QueryAgent home (catalog, converted models)"
+    )
+    ev.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="per-user results cache, which an interrupted run resumes from (default: the "
+        "report path with .cache)",
+    )
+    ev.add_argument(
+        "--cached-only",
+        action="store_true",
+        help="run nothing: report the users every method already has in the cache (a partial "
+        "look at a run that goes on in sittings; the report says how many of the split's users)",
     )
     ev.add_argument(
         "--cards",

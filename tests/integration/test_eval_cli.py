@@ -12,6 +12,7 @@ import pytest
 import agent.drafting
 from agent.drafting import ScriptedDrafter, default_model
 from training.cli import main
+from training.evaluation.metrics import UserOutcome, score_outcomes
 from training.evaluation.runner import METHODS, MODEL_METHODS
 
 pytestmark = pytest.mark.integration
@@ -113,6 +114,47 @@ def test_interrupted_run_resumes_from_cache(
     again = json.loads(out.read_text())["methods"][f"llm-direct@{SHIPPED}"]["metrics"]
     again.pop("latency_s")
     assert again == first
+
+
+def test_cached_only_reports_the_users_every_method_has_and_runs_nothing(
+    tmp_path: Path, tiny_recbole_dir: Path, scripted, capsys
+) -> None:
+    out = tmp_path / "r.json"
+    common = ["eval", "--data", str(tiny_recbole_dir), "--home", str(tmp_path / "home")]
+    common += ["--batch-size", "2", "--methods", "popular,llm-direct"]
+    assert main([*common, "--out", str(out)]) == 0
+    full = json.loads(out.read_text())
+    cache = out.with_suffix(".cache") / f"llm-direct@{SHIPPED}.jsonl"
+    lines = cache.read_text().splitlines()
+    cache.write_text("\n".join(lines[:4]) + "\n")  # a run stopped after three users
+    kept = {json.loads(line)["user_id"] for line in lines[1:4]}
+    prompts = sum(len(d.calls) for d in scripted)
+
+    look = tmp_path / "partial.json"
+    args = [*common, "--out", str(look), "--cache", str(out.with_suffix(".cache")), "--cached-only"]
+    assert main(args) == 0
+    assert sum(len(d.calls) for d in scripted) == prompts  # nothing ran
+    report = json.loads(look.read_text())
+    assert report["users"] == 3 and report["cached_only"]["users_in_split"] == 6
+    assert cache.read_text().splitlines()[1:] == lines[1:4]  # the cache is untouched
+    assert "3 users of 6 (cached so far" in look.with_suffix(".md").read_text()
+    # popular's row covers the same three users, not its six
+    rows = (out.with_suffix(".cache") / "popular.jsonl").read_text().splitlines()[1:]
+    outcomes = [UserOutcome(**json.loads(line)) for line in rows]
+    on_kept = score_outcomes([o for o in outcomes if o.user_id in kept])
+    on_all = score_outcomes(outcomes)
+    rouge = report["methods"]["popular"]["metrics"]["rouge_l"]["mean"]
+    assert rouge == pytest.approx(sum(r["rouge_l"] for r in on_kept) / 3)
+    assert rouge != pytest.approx(sum(r["rouge_l"] for r in on_all) / 6)
+    assert full["users"] == 6 and "cached_only" not in full
+
+    # a cache made under another configuration is reported, not deleted
+    capsys.readouterr()
+    assert main([*args, "--seed", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no cached users under this configuration" in err[0]
+    assert cache.read_text().splitlines()[1:] == lines[1:4]
+    assert (out.with_suffix(".cache") / "popular.jsonl").read_text().splitlines()[1:] == rows
 
 
 def test_jsonl_folder_loads_unchanged(tmp_path: Path, scripted) -> None:

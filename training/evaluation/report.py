@@ -112,6 +112,8 @@ def write_report(out: Path, header: dict[str, Any], results: Sequence[Any]) -> d
     title = (
         f"{header.get('data_name', '')} {header.get('split', '')}: {header.get('users', 0)} users"
     )
+    if partial := header.get("cached_only"):
+        title += f" of {partial['users_in_split']} (cached so far; a partial look)"
     atomic_write(paths["md"], f"{title}\n\n" + markdown_table(methods))
     bar_chart(methods, paths["png"], title)
     return paths

@@ -299,7 +299,7 @@ class Evaluator:
     def _cache_path(self, spec: MethodSpec) -> Path:
         return self.cache_dir / f"{spec.label.replace('/', '_')}.jsonl"
 
-    def _load_cache(self, spec: MethodSpec) -> dict[str, UserOutcome]:
+    def _load_cache(self, spec: MethodSpec, *, drop_stale: bool = True) -> dict[str, UserOutcome]:
         path = self._cache_path(spec)
         if not path.exists():
             return {}
@@ -309,7 +309,8 @@ class Evaluator:
         except json.JSONDecodeError:
             header = None
         if header != self._cache_key(spec):
-            path.unlink()  # made by another configuration: start over
+            if drop_stale:
+                path.unlink()  # made by another configuration: start over
             return {}
         done: dict[str, UserOutcome] = {}
         for line in lines[1:]:
@@ -319,6 +320,25 @@ class Evaluator:
                 continue  # a line cut short by an interruption; that user runs again
             done[outcome.user_id] = outcome
         return done
+
+    def restrict_to_cached(self, specs: Sequence[MethodSpec]) -> int:
+        """Keep only the users every method has cached under this configuration (so ``run``
+        reports them and runs nothing): a look at a run that goes on in sittings. Returns how
+        many of the split's users that leaves; raises EvalError when it leaves none. Caches
+        made by another configuration are left as they are."""
+        total = len(self.pairs)
+        common: set[str] | None = None
+        for spec in specs:
+            users = set(self._load_cache(spec, drop_stale=False))
+            if not users:
+                raise EvalError(
+                    f"{spec.label}: no cached users under this configuration in {self.cache_dir}"
+                )
+            common = users if common is None else common & users
+        self.pairs = [(ex, truth) for ex, truth in self.pairs if ex.user_id in (common or set())]
+        if not self.pairs:
+            raise EvalError(f"the methods' caches in {self.cache_dir} share no user")
+        return total
 
     # -- methods ----------------------------------------------------------------------------
     def run(self, spec: MethodSpec, progress: bool = True) -> MethodResult:
