@@ -116,6 +116,36 @@ def test_interrupted_run_resumes_from_cache(
     assert again == first
 
 
+def test_the_cache_resumes_when_the_model_folder_has_another_path(
+    tmp_path: Path, tiny_recbole_dir: Path, scripted
+) -> None:
+    # The whole-split cache is tracked in git: a clone elsewhere (or `make eval` naming the
+    # folder relatively) must resume it, not start over. Same folder content, another path.
+    elsewhere = tmp_path / "clone" / "models" / SHIPPED
+    elsewhere.parent.mkdir(parents=True)
+    elsewhere.symlink_to(Path(default_model()).resolve(), target_is_directory=True)
+    out = tmp_path / "r.json"
+    common = ["eval", "--data", str(tiny_recbole_dir), "--home", str(tmp_path / "home")]
+    common += ["--batch-size", "2", "--out", str(out)]
+    assert main([*common, "--methods", "llm-direct"]) == 0
+    prompts = sum(len(d.calls) for d in scripted)
+    assert prompts == 6
+    cache = out.with_suffix(".cache") / f"llm-direct@{SHIPPED}.jsonl"
+    rows = cache.read_text().splitlines()[1:]
+    assert main([*common, "--methods", f"llm-direct@{elsewhere}"]) == 0
+    assert sum(len(d.calls) for d in scripted) == prompts  # resumed: nothing ran again
+    assert cache.read_text().splitlines()[1:] == rows
+    # another model's content is another configuration: the cache starts over
+    (other := tmp_path / "other" / SHIPPED).mkdir(parents=True)
+    for f in Path(default_model()).iterdir():
+        if f.is_file():
+            (other / f.name).write_bytes(f.read_bytes())
+    with (other / "adapter_config.json").open("a") as f:
+        f.write("\n")  # another file's bytes: another digest
+    assert main([*common, "--methods", f"llm-direct@{other}"]) == 0
+    assert sum(len(d.calls) for d in scripted) == prompts + 6
+
+
 def test_cached_only_reports_the_users_every_method_has_and_runs_nothing(
     tmp_path: Path, tiny_recbole_dir: Path, scripted, capsys
 ) -> None:

@@ -184,6 +184,18 @@ class MethodResult:
     distinct_ratio: float = 0.0
 
 
+def _same_key(header: Any, key: dict[str, Any]) -> bool:
+    """Whether a cache's header was written under ``key``. The model's path is kept in the
+    header for the reader but not compared: its digest names what it loads, and the same folder
+    has another path in another clone (the whole-split cache is tracked in git and resumed on
+    other machines) or when named relatively (``make eval``) rather than by the default."""
+
+    def without_path(d: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in d.items() if k != "model"}
+
+    return isinstance(header, dict) and without_path(header) == without_path(key)
+
+
 class Evaluator:
     """Runs methods on one data set split, caching each method's per-user outcomes."""
 
@@ -308,7 +320,7 @@ class Evaluator:
             header = json.loads(lines[0]) if lines else None
         except json.JSONDecodeError:
             header = None
-        if header != self._cache_key(spec):
+        if not _same_key(header, self._cache_key(spec)):
             if drop_stale:
                 path.unlink()  # made by another configuration: start over
             return {}
