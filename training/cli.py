@@ -49,11 +49,11 @@ def _eval(args: argparse.Namespace) -> int:
         check_model(model)
     if args.limit is not None and args.limit < 1:
         raise EvalUsageError(f"--limit must be >= 1, got {args.limit}")
+    if args.cached_only and args.cards:
+        raise EvalUsageError("--cards writes complete tables only; drop it with --cached-only")
     dataset = load_dataset(args.data)
     config = EvalConfig.from_args(args)
     out = Path(args.out)
-    if args.cached_only and args.cards:
-        raise EvalUsageError("--cards writes complete tables only; drop it with --cached-only")
     t0 = time.perf_counter()
     cache_dir = args.cache or out.with_suffix(".cache")
     evaluator = Evaluator(dataset, config, cache_dir=cache_dir)

@@ -335,9 +335,9 @@ class Evaluator:
 
     def restrict_to_cached(self, specs: Sequence[MethodSpec]) -> int:
         """Keep only the users every method has cached under this configuration (so ``run``
-        reports them and runs nothing): a look at a run that goes on in sittings. Returns how
-        many of the split's users that leaves; raises EvalError when it leaves none. Caches
-        made by another configuration are left as they are."""
+        reports them and runs nothing): a look at a run that goes on in sittings. Returns the
+        split's user count before the cut (``self.pairs`` holds the kept ones); raises EvalError
+        when no user is left. Caches made by another configuration are left as they are."""
         total = len(self.pairs)
         common: set[str] | None = None
         for spec in specs:
