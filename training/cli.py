@@ -2,7 +2,7 @@
 
     queryagent-train eval --data data/amazon-scientific --split test --limit 1000 \
         --methods popular,last-category,swing,dense-query,llm-direct,agent-single-turn,agent \
-        --out reports/test.json [--model ID_OR_PATH] [--seed 0]
+        --out reports/test.json [--model ID_OR_PATH] [--seed 0] [--shard-id K --shard-num N]
     queryagent-train sft --config recipes/sft.yaml [--any SFTConfig field ...]
     queryagent-train grpo --config recipes/grpo.yaml [--any GRPOConfig field ...]
     queryagent-train outcomes --from-trajectories runs.jsonl [--home DIR] --out joined.jsonl \
@@ -51,6 +51,15 @@ def _eval(args: argparse.Namespace) -> int:
         raise EvalUsageError(f"--limit must be >= 1, got {args.limit}")
     if args.cached_only and args.cards:
         raise EvalUsageError("--cards writes complete tables only; drop it with --cached-only")
+    sharded = args.shard_num != 1 or args.shard_id != 0
+    if args.shard_num < 1 or not 0 <= args.shard_id < args.shard_num:
+        raise EvalUsageError(
+            f"--shard-id {args.shard_id} --shard-num {args.shard_num}: "
+            "expected --shard-num >= 1 and 0 <= --shard-id < --shard-num"
+        )
+    if sharded and (args.cached_only or args.cards):
+        flag = "--cached-only" if args.cached_only else "--cards"
+        raise EvalUsageError(f"a shard runs its users and reports nothing; drop {flag}")
     dataset = load_dataset(args.data)
     config = EvalConfig.from_args(args)
     out = Path(args.out)
@@ -58,6 +67,18 @@ def _eval(args: argparse.Namespace) -> int:
     cache_dir = args.cache or out.with_suffix(".cache")
     evaluator = Evaluator(dataset, config, cache_dir=cache_dir)
     in_split = evaluator.restrict_to_cached(specs) if args.cached_only else None
+    if sharded:
+        # A shard's rows are a slice of the split: it writes no report (one would look like the
+        # whole table); the run without shard flags, or --cached-only, reports all the shards.
+        in_split = evaluator.restrict_to_shard(args.shard_id, args.shard_num)
+        for spec in specs:
+            evaluator.run(spec)
+        print(
+            f"shard {args.shard_id} of {args.shard_num}: {len(evaluator.pairs)} of {in_split} "
+            f"users cached in {cache_dir}; when every shard is done, the same command without "
+            "--shard-id/--shard-num reports them (--cached-only looks before)"
+        )
+        return 0
     results = [evaluator.run(spec) for spec in specs]
     header = {
         "command": " ".join(sys.argv),
@@ -261,6 +282,16 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run nothing: report the users every method already has in the cache (a partial "
         "look at a run that goes on in sittings; the report says how many of the split's users)",
+    )
+    ev.add_argument(
+        "--shard-id",
+        type=int,
+        default=0,
+        help="run only this shard's users (every --shard-num-th from this one), appending to the "
+        "shared cache; several processes or machines split a long run this way",
+    )
+    ev.add_argument(
+        "--shard-num", type=int, default=1, help="how many shards the users are split into"
     )
     ev.add_argument(
         "--cards",

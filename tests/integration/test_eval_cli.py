@@ -187,6 +187,55 @@ def test_cached_only_reports_the_users_every_method_has_and_runs_nothing(
     assert (out.with_suffix(".cache") / "popular.jsonl").read_text().splitlines()[1:] == rows
 
 
+def test_shards_split_the_users_and_the_unsharded_run_reports_them_together(
+    tmp_path: Path, tiny_recbole_dir: Path, scripted, capsys
+) -> None:
+    common = ["eval", "--data", str(tiny_recbole_dir), "--home", str(tmp_path / "home")]
+    common += ["--batch-size", "2", "--methods", "popular,llm-direct"]
+    whole = tmp_path / "whole.json"
+    assert main([*common, "--out", str(whole)]) == 0
+    prompts = sum(len(d.calls) for d in scripted)
+    assert prompts == 6
+
+    out = tmp_path / "sharded.json"
+    cache = out.with_suffix(".cache") / f"llm-direct@{SHIPPED}.jsonl"
+    seen: list[set[str]] = []
+    for shard in ("0", "1", "2"):
+        before = set(cache.read_text().splitlines()[1:]) if cache.exists() else set()
+        args = [*common, "--out", str(out), "--shard-id", shard, "--shard-num", "3"]
+        assert main(args) == 0
+        assert not out.exists()  # a shard reports nothing
+        rows = cache.read_text().splitlines()
+        assert set(rows[1:]) >= before  # the earlier shards' rows are kept
+        seen.append({json.loads(line)["user_id"] for line in rows[1:] if line not in before})
+    assert [len(users) for users in seen] == [2, 2, 2]
+    assert set.union(*seen) == {
+        json.loads(r)["user_id"]
+        for r in whole.with_suffix(".cache").joinpath(cache.name).read_text().splitlines()[1:]
+    }
+    assert sum(len(d.calls) for d in scripted) == prompts + 6  # each user ran once
+    assert "shard 2 of 3: 2 of 6 users cached" in capsys.readouterr().out
+
+    assert main([*common, "--out", str(out)]) == 0  # reports the shards together
+    assert sum(len(d.calls) for d in scripted) == prompts + 6  # nothing ran again
+    merged, alone = json.loads(out.read_text()), json.loads(whole.read_text())
+    assert merged["users"] == 6 and "cached_only" not in merged
+    for label in alone["methods"]:
+        a, b = alone["methods"][label]["metrics"], merged["methods"][label]["metrics"]
+        a.pop("latency_s"), b.pop("latency_s")
+        assert a == b, label
+
+    capsys.readouterr()
+    for bad in (
+        ["--shard-id", "3", "--shard-num", "3"],
+        ["--shard-num", "0"],
+        ["--shard-id", "0", "--shard-num", "2", "--cached-only"],
+    ):
+        assert main([*common, "--out", str(tmp_path / "bad.json"), *bad]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "shard" in err[0], bad
+
+
 def test_jsonl_folder_loads_unchanged(tmp_path: Path, scripted) -> None:
     data = Path(__file__).parents[1] / "fixtures" / "tiny-jsonl"
     out = tmp_path / "j.json"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -352,15 +353,41 @@ class Evaluator:
             raise EvalError(f"the methods' caches in {self.cache_dir} share no user")
         return total
 
+    def restrict_to_shard(self, shard_id: int, shard_num: int) -> int:
+        """Keep every ``shard_num``-th user of the split from ``shard_id`` on, so that processes
+        (or machines) given ``0 .. shard_num - 1`` split the users between them, as pyserini's
+        ``--shard-id``/``--shard-num`` split a corpus. The shards share the cache: each appends
+        whole lines, and a run without shards (or ``--cached-only``) reports them together.
+        Returns the split's user count before the cut."""
+        if not 0 <= shard_id < shard_num:
+            raise EvalError(f"shard {shard_id} of {shard_num}: expected 0 <= id < num")
+        total = len(self.pairs)
+        self.pairs = self.pairs[shard_id::shard_num]
+        return total
+
+    def _start_cache(self, spec: MethodSpec, path: Path) -> None:
+        """Create the cache with its header in one step: shards started together must neither
+        truncate each other's rows nor read a file whose header is not written yet (which would
+        look like another configuration's cache and be deleted)."""
+        private_dir(path.parent)
+        if path.exists():
+            return
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        private_file(tmp)  # per-user outcomes: 0600 like everything in the home
+        tmp.write_text(json.dumps(self._cache_key(spec)) + "\n")
+        try:
+            os.link(tmp, path)  # fails if another shard made it first; theirs has the same key
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+
     # -- methods ----------------------------------------------------------------------------
     def run(self, spec: MethodSpec, progress: bool = True) -> MethodResult:
         done = self._load_cache(spec)
         todo = [(ex, truth) for ex, truth in self.pairs if ex.user_id not in done]
         path = self._cache_path(spec)
-        private_dir(path.parent)
-        if not path.exists():
-            private_file(path)  # per-user outcomes: 0600 like everything in the home
-            path.write_text(json.dumps(self._cache_key(spec)) + "\n")
+        self._start_cache(spec, path)
         bar = tqdm(
             total=len(self.pairs),
             initial=len(self.pairs) - len(todo),
@@ -368,14 +395,22 @@ class Evaluator:
             disable=not progress,
         )
         step = self.config.batch_size if spec.method in MODEL_METHODS else 256
-        with path.open("a") as cache:
+        # One unbuffered O_APPEND write per batch: whole lines land at the end of the file
+        # even when shards of the same run append to it at once (a buffered file object
+        # flushes at arbitrary byte boundaries, which could interleave two shards' lines).
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        try:
             for start in range(0, len(todo), step):
                 chunk = todo[start : start + step]
-                for outcome in self._outcomes(spec, chunk):
+                outcomes = self._outcomes(spec, chunk)
+                data = "".join(json.dumps(asdict(o)) + "\n" for o in outcomes).encode()
+                while data:  # a short write only happens when the disk is full
+                    data = data[os.write(fd, data) :]
+                for outcome in outcomes:
                     done[outcome.user_id] = outcome
-                    cache.write(json.dumps(asdict(outcome)) + "\n")
-                cache.flush()
                 bar.update(len(chunk))
+        finally:
+            os.close(fd)
         bar.close()
         outcomes = [done[ex.user_id] for ex, _ in self.pairs]
         # The time spent writing the queries, summed over users: it survives interruptions and
