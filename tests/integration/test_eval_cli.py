@@ -135,7 +135,7 @@ def test_the_cache_resumes_when_the_model_folder_has_another_path(
     assert main([*common, "--methods", f"llm-direct@{elsewhere}"]) == 0
     assert sum(len(d.calls) for d in scripted) == prompts  # resumed: nothing ran again
     assert cache.read_text().splitlines()[1:] == rows
-    # another model's content is another configuration: the cache starts over
+    # another model's content is another configuration: its cache starts over
     (other := tmp_path / "other" / SHIPPED).mkdir(parents=True)
     for f in Path(default_model()).iterdir():
         if f.is_file():
@@ -144,6 +144,16 @@ def test_the_cache_resumes_when_the_model_folder_has_another_path(
         f.write("\n")  # another file's bytes: another digest
     assert main([*common, "--methods", f"llm-direct@{other}"]) == 0
     assert sum(len(d.calls) for d in scripted) == prompts + 6
+    # ... and the first configuration's rows were parked, not deleted: going back resumes them
+    parked = list((cache.parent / "other-configurations").glob(f"{cache.stem}.*.jsonl"))
+    assert len(parked) == 1 and parked[0].read_text().splitlines()[1:] == rows
+    other_rows = cache.read_text().splitlines()[1:]
+    assert main([*common, "--methods", f"llm-direct@{elsewhere}"]) == 0
+    assert sum(len(d.calls) for d in scripted) == prompts + 6  # nothing ran again
+    assert cache.read_text().splitlines()[1:] == rows
+    assert main([*common, "--methods", f"llm-direct@{other}"]) == 0  # and forth again
+    assert sum(len(d.calls) for d in scripted) == prompts + 6
+    assert cache.read_text().splitlines()[1:] == other_rows
 
 
 def test_cached_only_reports_the_users_every_method_has_and_runs_nothing(

@@ -185,16 +185,56 @@ class MethodResult:
     distinct_ratio: float = 0.0
 
 
+def _without_path(key: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in key.items() if k != "model"}
+
+
 def _same_key(header: Any, key: dict[str, Any]) -> bool:
     """Whether a cache's header was written under ``key``. The model's path is kept in the
     header for the reader but not compared: its digest names what it loads, and the same folder
     has another path in another clone (the whole-split cache is tracked in git and resumed on
     other machines) or when named relatively (``make eval``) rather than by the default."""
+    return isinstance(header, dict) and _without_path(header) == _without_path(key)
 
-    def without_path(d: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in d.items() if k != "model"}
 
-    return isinstance(header, dict) and without_path(header) == without_path(key)
+def _key_digest(key: dict[str, Any]) -> str:
+    """A short name for a configuration (path left out, as ``_same_key`` compares)."""
+    text = json.dumps(_without_path(key), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+_GONE = object()  # _read_header's answer for a file another shard moved away meanwhile
+
+
+def _read_header(path: Path) -> Any:
+    try:
+        with path.open() as f:
+            first = f.readline()
+    except FileNotFoundError:
+        return _GONE
+    try:
+        return json.loads(first)
+    except json.JSONDecodeError:
+        return None
+
+
+PARKED_DIR = "other-configurations"  # caches of configurations other than the running one
+
+
+def _replace_if_longer(src: Path, dst: Path) -> None:
+    """Move ``src`` to ``dst`` unless ``dst`` already holds more rows (then drop ``src``)."""
+    try:
+        if dst.exists() and _line_count(dst) >= _line_count(src):
+            src.unlink()
+        else:
+            os.replace(src, dst)
+    except FileNotFoundError:
+        pass  # another shard moved it first
+
+
+def _line_count(path: Path) -> int:
+    with path.open("rb") as f:
+        return sum(1 for _ in f)
 
 
 class Evaluator:
@@ -312,18 +352,37 @@ class Evaluator:
     def _cache_path(self, spec: MethodSpec) -> Path:
         return self.cache_dir / f"{spec.label.replace('/', '_')}.jsonl"
 
+    def _parked_path(self, spec: MethodSpec, key: dict[str, Any]) -> Path:
+        stem = self._cache_path(spec).stem
+        return self.cache_dir / PARKED_DIR / f"{stem}.{_key_digest(key)}.jsonl"
+
     def _load_cache(self, spec: MethodSpec, *, drop_stale: bool = True) -> dict[str, UserOutcome]:
-        path = self._cache_path(spec)
+        """The users cached under this configuration. A cache written under another one (another
+        model, dtype, fit, seed...) is parked in ``other-configurations/`` under its key's
+        digest rather than deleted, and a parked cache of this configuration comes back: going
+        back and forth between configurations loses no rows. ``drop_stale=False`` moves
+        nothing and reads this configuration's rows wherever they are."""
+        path, key = self._cache_path(spec), self._cache_key(spec)
+        parked = self._parked_path(spec, key)
+        header = _read_header(path)
+        if header is not _GONE and not _same_key(header, key):
+            if not drop_stale:
+                path = parked  # look, move nothing
+            else:
+                if isinstance(header, dict):  # a file without a header holds nothing to keep
+                    aside = self._parked_path(spec, header)
+                    private_dir(aside.parent)
+                    _replace_if_longer(path, aside)
+                path.unlink(missing_ok=True)
+        if drop_stale and not path.exists() and parked.exists():
+            try:
+                os.replace(parked, path)  # this configuration's rows, back from the side
+            except FileNotFoundError:
+                pass  # another shard brought them back first
         if not path.exists():
             return {}
         lines = path.read_text().splitlines()
-        try:
-            header = json.loads(lines[0]) if lines else None
-        except json.JSONDecodeError:
-            header = None
-        if not _same_key(header, self._cache_key(spec)):
-            if drop_stale:
-                path.unlink()  # made by another configuration: start over
+        if not lines or not _same_key(_read_header(path), key):
             return {}
         done: dict[str, UserOutcome] = {}
         for line in lines[1:]:
