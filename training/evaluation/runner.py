@@ -206,16 +206,19 @@ def _key_digest(key: dict[str, Any]) -> str:
 _GONE = object()  # _read_header's answer for a file another shard moved away meanwhile
 
 
+def _parse_header(line: str) -> Any:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError:
+        return None
+
+
 def _read_header(path: Path) -> Any:
     try:
         with path.open() as f:
-            first = f.readline()
+            return _parse_header(f.readline())
     except FileNotFoundError:
         return _GONE
-    try:
-        return json.loads(first)
-    except json.JSONDecodeError:
-        return None
 
 
 PARKED_DIR = "other-configurations"  # caches of configurations other than the running one
@@ -382,7 +385,7 @@ class Evaluator:
         if not path.exists():
             return {}
         lines = path.read_text().splitlines()
-        if not lines or not _same_key(_read_header(path), key):
+        if not lines or not _same_key(_parse_header(lines[0]), key):
             return {}
         done: dict[str, UserOutcome] = {}
         for line in lines[1:]:
