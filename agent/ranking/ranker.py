@@ -3,15 +3,14 @@ probability and a learned refinement threshold.
 
 Relevance of a candidate query for a training row: 0, 1 when it is the shopper's real next query
 (Q_EM), 3 when, in addition, the query retrieves the real next item (the paper's Cons@K event).
-LambdaMART (LightGBM ``objective="lambdarank"``) orders a shopper's candidates. A shopper has
-one relevant candidate at most, and lambdarank divides each shopper's gradients by its ideal
-DCG, so the 3 weighs no more than the 1 in the ordering (raising its gain leaves the trees as
-they are): the order learns the right query, and the Cons@K event enters through the features
-(``mass_hit``) and the calibration below. A logistic
-calibration (scikit-learn) maps its score to the chance of the Cons@K event, which is the check's
-``fit`` in [0, 1]. The refinement threshold is the mean of that chance over the rows' best
-candidates: a shopper whose best candidate falls below it is worse off than the average shopper,
-and the agent asks the model for new candidates.
+LambdaMART (LightGBM ``objective="lambdarank"``) orders a shopper's candidates. A shopper has one
+relevant candidate at most, and lambdarank divides each shopper's gradients by its ideal DCG, so
+the 3 weighs no more than the 1 in the ordering (raising its gain leaves the trees as they are):
+the order learns the right query, and the Cons@K event enters through the features (``mass_hit``)
+and the calibration below. A logistic calibration (scikit-learn) maps its score to the chance of
+the Cons@K event, which is the check's ``fit`` in [0, 1]. The refinement threshold is the mean of
+that chance over the rows' best candidates: a shopper whose best candidate falls below it is worse
+off than the average shopper, and the agent asks the model for new candidates.
 """
 
 from __future__ import annotations
