@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from agent.context import Context
     from graphs.cli import BUNDLED_DATA
     from graphs.query_agent import default_deps
-    from graphs.runner import OfflineRunner
+    from graphs.offline.runner import OfflineRunner
     from memory_store import load_dataset, open_store, target_position
     from memory_store.files import atomic_write
 

@@ -8,7 +8,7 @@ Measures: the ingest time of the bundled catalog and memory (into a fresh home u
 is given); ``recommend`` latency p50/p95 over N shoppers run one by one (model already loaded),
 with the profile split of those runs (seconds per run inside the language model, the catalog,
 the learned check and the store, per node, and the graph's own overhead); and the throughput
-of the same N shoppers run together through ``graphs.runner.OfflineRunner`` (``graph.batch``
+of the same N shoppers run together through ``graphs.offline.runner.OfflineRunner`` (``graph.batch``
 and the micro-batching drafter) at each batch size. Writes JSON and a plot (latency
 distribution, throughput vs batch size) beside it. Timings are wall clock on whatever machine
 runs it; name the machine next to the figures (see README "Performance").
@@ -36,7 +36,7 @@ from bench import machine
 from graphs.cli import BUNDLED_DATA
 from graphs.cli import main as cli_main
 from graphs.query_agent import build_graph, default_deps
-from graphs.runner import OfflineRunner
+from graphs.offline.runner import OfflineRunner
 from memory_store import load_dataset, open_store
 from memory_store.files import atomic_path, atomic_write
 
@@ -172,7 +172,7 @@ def main() -> None:
         result["row_prefixes"] = {"hits": kept.hits, "reused_tokens": kept.reused_tokens}
     print(json.dumps({"sequential": result["sequential"], "profile": result["profile"]}))
 
-    # The offline path (graphs.runner): graph.batch over the shoppers, micro-batched drafter.
+    # The offline path (graphs.offline.runner): graph.batch over the shoppers, micro-batched drafter.
     result["batched"] = []
     for size in batch_sizes:
         runner = OfflineRunner(

@@ -16,9 +16,9 @@ not hold for ``events add``) print one line and exit 2. ``recommend``
 checks the store, the shopper, the catalog and the model folder in that order, before any model is
 loaded. ``--log FILE`` appends the run's trajectory (``graphs.trajectories``, schema v3, built from
 the graph's output) to FILE and updates ``FILE.meta.json``. ``precompute`` and ``--cached``: see
-``graphs.precompute``; ``precompute --log FILE`` logs each computed run the same way, and
+``graphs.serving.precompute``; ``precompute --log FILE`` logs each computed run the same way, and
 ``--no-model`` runs recall and the learned check without a language model. ``events add``
-appends purchases after each shopper's stored events (``graphs.events``).
+appends purchases after each shopper's stored events (``graphs.serving.events``).
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class CliError(Exception):
 def _ingest(args: argparse.Namespace) -> int:
     from agent.catalog import ChromaCatalog
     from agent.model_identity import check_model
-    from graphs.ingest import ingest, served_fit
+    from graphs.offline.ingest import ingest, served_fit
 
     if not args.no_model:
         check_model(args.model)  # a --model that cannot load: one line before anything is written
@@ -165,7 +165,7 @@ def _recommend(args: argparse.Namespace) -> int:
         )
         _log(args, record, deps.catalog, deps.drafter.name)
     if args.cached:  # none was stored: this one is, for the next call
-        from graphs.precompute import Versions, store_results
+        from graphs.serving.precompute import Versions, store_results
 
         entry = {args.user: _registry(store, args)}  # the memory this result was computed from
         store_results(store, [result], entry, Versions.current(store, deps.drafter.name))
@@ -191,7 +191,7 @@ def _registry(store: Any, args: argparse.Namespace) -> dict[str, Any]:
 
 def _serve_cached(args: argparse.Namespace, store: Any, memory: UserMemory) -> bool:
     """Print the stored recommendation; False when there is none (the caller computes it)."""
-    from graphs.precompute import age_text, get_recommendation
+    from graphs.serving.precompute import age_text, get_recommendation
 
     t0 = time.perf_counter()
     stored = get_recommendation(store, args.user)
@@ -263,7 +263,7 @@ def _log(args: argparse.Namespace, record: TrajectoryRecord, catalog: Any, model
 def _precompute(args: argparse.Namespace) -> int:
     from functools import partial
 
-    from graphs.precompute import parse_since, precompute, read_users_file
+    from graphs.serving.precompute import parse_since, precompute, read_users_file
     from graphs.query_agent import default_deps
 
     users = read_users_file(args.users) if args.users is not None else None
@@ -338,7 +338,7 @@ def _precompute_log(args: argparse.Namespace, home: str | None) -> Any:
 
 def _events_add(args: argparse.Namespace) -> int:
     from agent.catalog import ChromaCatalog
-    from graphs.events import EventLine, add_purchases, read_events
+    from graphs.serving.events import EventLine, add_purchases, read_events
 
     if args.file is not None:
         if args.user is not None or args.item is not None or args.time is not None:
@@ -528,8 +528,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from agent.drafting import DrafterError
     from agent.model_identity import ModelSourceError
     from agent.ranking import RankingMissingError
-    from graphs.events import EventsError
-    from graphs.precompute import PrecomputeError
+    from graphs.serving.events import EventsError
+    from graphs.serving.precompute import PrecomputeError
 
     args = build_parser().parse_args(argv)
     try:

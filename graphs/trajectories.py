@@ -11,7 +11,7 @@ the run's metadata; nothing listens to callbacks::
     record = record_from_output(out, {"user_id": "A1SWWHE1L3XR3V"}, model="smollm2-sft")
     write_trajectories("runs/demo.jsonl", [record], {"command": "...", "config": {...}})
 
-Many runs at once go through ``graphs.runner.OfflineRunner`` (``graph.batch``: outputs in input
+Many runs at once go through ``graphs.offline.runner.OfflineRunner`` (``graph.batch``: outputs in input
 order, so output ``i`` is input ``i``'s record, no matching by key).
 
 Training (SFT, GRPO) and analysis read these files, so the schema is versioned (``SCHEMA``).
@@ -393,12 +393,12 @@ def run_stamp(store: Any, user_id: str, before: int | None = None) -> dict[str, 
     "catalog": {"version", "generation"}}``: the number of events the run's memory held (cut at
     ``before``), the registry's revision and ingest generation, a digest of those events
     (``memory_store.events_digest``) and the time of the last one where events carry times; the
-    catalog version (``graphs.ingest.catalog_version``) and the store's ingest generation.
+    catalog version (``graphs.offline.ingest.catalog_version``) and the store's ingest generation.
     ``training.outcomes`` joins the run with the shopper's first purchase recorded after the
     held events, and refuses a run whose catalog version is not the store's. Read it before the
     run starts (the memory the run will see). An unknown shopper gets ``n_events`` 0.
     """
-    from graphs.ingest import catalog_stats
+    from graphs.offline.ingest import catalog_stats
     from memory_store import USERS_NAMESPACE, UserMemory, events_digest
 
     memory = UserMemory(store)

@@ -5,7 +5,7 @@
         [--max-refinements 2] [--home DIR]
 
 Runs the full agent (the graph, micro-batched drafter, the evaluation's catalog collection) on
-every selected example through ``graphs.runner.OfflineRunner`` with the memory cut just before its
+every selected example through ``graphs.offline.runner.OfflineRunner`` with the memory cut just before its
 target (no leakage: the profile only sees the items the shopper had before), builds each run's
 record from the graph's output (``graphs.trajectories.record_from_output``), fills ``target``
 (held-out item and its HEM ground-truth query) and writes the JSONL file plus its ``.meta.json``
@@ -89,7 +89,7 @@ def export_trajectories(
         out: the ``.jsonl`` file (its folder must exist); ``<out>.meta.json`` is written beside.
         catalog: the catalog to search (default: the evaluation's collection for this data set).
         drafter: the drafter (default: ``HFDrafter(config.model)``).
-        ranking: the catalog's fitted models (default: ``graphs.runner.offline_ranking``).
+        ranking: the catalog's fitted models (default: ``graphs.offline.runner.offline_ranking``).
         command: recorded in the sidecar (default: this process's argv).
         progress: show a tqdm bar.
 
@@ -97,7 +97,7 @@ def export_trajectories(
         EvalError: a bad split or an example that does not line up with its sequence.
         TrajectoryError: the output folder does not exist.
     """
-    from graphs.runner import OfflineRunner, offline_ranking
+    from graphs.offline.runner import OfflineRunner, offline_ranking
 
     t0 = time.perf_counter()
     out = Path(out)
@@ -121,7 +121,7 @@ def export_trajectories(
         dataset,
         catalog=catalog,
         drafter=drafter,
-        # fitted on the sequences cut before what this split holds out (graphs.runner)
+        # fitted on the sequences cut before what this split holds out (graphs.offline.runner)
         ranking=ranking
         if ranking is not None
         else offline_ranking(dataset, catalog, config.split, config.home),

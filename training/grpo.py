@@ -14,7 +14,7 @@ with this project's defaults), parsed by ``trl.TrlParser`` (see ``training.commo
 
 Each prompt row is one shopper at one point of their history; each of its ``num_generations``
 completions is one full run of the graph (draft -> retrieve -> check -> refine ...) with the
-policy as the drafter (``training.rollout.GraphRollout``: ``graphs.runner.OfflineRunner``, records
+policy as the drafter (``training.rollout.GraphRollout``: ``graphs.offline.runner.OfflineRunner``, records
 built from the graph's outputs) and rendered by ``training.rollout.render_conversation`` as one
 conversation whose environment turns are masked
 out of the loss. Every member of a group sees the same profile and catalog. The paper's four
@@ -48,7 +48,7 @@ from trl import GRPOConfig
 from agent.context import Context
 from agent.drafting import BASE_MODEL_ID
 from agent.prompts import grounded_messages
-from graphs.runner import profile_at
+from graphs.offline.runner import profile_at
 from memory_store import Dataset, UserProfile, target_position
 from training.common import (
     TrainingError,
@@ -535,8 +535,8 @@ def _environment(
         )
     from langgraph.store.memory import InMemoryStore
 
-    from graphs.ingest import ingest
-    from graphs.runner import offline_ranking
+    from graphs.offline.ingest import ingest
+    from graphs.offline.runner import offline_ranking
     from training.evaluation.runner import open_eval_catalog
 
     assert dataset is not None

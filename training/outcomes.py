@@ -114,7 +114,7 @@ def query_root(store: Any) -> str:
         OutcomeError: the store was never ingested, or by a version that did not record it and
             whose data folder is gone.
     """
-    from graphs.ingest import catalog_stats
+    from graphs.offline.ingest import catalog_stats
     from memory_store import DataError, load_dataset
     from memory_store.queries import common_root
 
@@ -138,7 +138,7 @@ def _stamp(record: TrajectoryRecord) -> Mapping[str, Any] | None:
 
 
 def _check_catalog(records: Sequence[TrajectoryRecord], store: Any) -> None:
-    from graphs.ingest import catalog_stats
+    from graphs.offline.ingest import catalog_stats
 
     current = catalog_stats(store).get("catalog_version")
     versions = [
@@ -335,7 +335,7 @@ def replay(
     from agent.drafting import HFDrafter
     from agent.drafting.constrained import GroundedHFDrafter
     from agent.ranking import load_served
-    from graphs.runner import OfflineRunner
+    from graphs.offline.runner import OfflineRunner
     from memory_store import open_store
 
     home_text = str(home) if home is not None else None

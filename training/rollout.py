@@ -14,7 +14,7 @@ prefix, a word only one query continues) are masked too (``QueryTrie.choices``):
 KL see only the tokens where the policy chose.
 
 ``GraphRollout`` is that ``rollout_func``: the prompt copies of one step run through
-``graphs.runner.OfflineRunner`` (one ``graph.batch``, outputs in input order), and each output's
+``graphs.offline.runner.OfflineRunner`` (one ``graph.batch``, outputs in input order), and each output's
 trajectory record (``graphs.trajectories.record_from_output``) is rendered here.
 """
 
@@ -149,7 +149,7 @@ class GraphRollout:
     Args:
         rows: the prompt rows (``prompt``, ``user_id``, ``before``), found again by their prompt.
         catalog: the environment's catalog.
-        store: the environment's memory store (ingested with ``graphs.ingest.ingest``).
+        store: the environment's memory store (ingested with ``graphs.offline.ingest.ingest``).
         ranking: the catalog's fitted models (``agent.ranking``) the nodes use.
         context: the run context; the trainer's sampling temperature replaces its own.
         grounded: sample inside the catalog's query trie (the served agent's drafting); off,
@@ -199,7 +199,7 @@ class GraphRollout:
         0: its greedy pick), in row order; returns the trajectory records and the drafter."""
         from agent.drafting import HFDrafter
         from agent.drafting.constrained import GroundedHFDrafter
-        from graphs.runner import OfflineRunner
+        from graphs.offline.runner import OfflineRunner
 
         # GRPO over the constrained space: each generation of a group samples one query inside
         # the catalog's query trie, and only the policy's own candidates are checked (no

@@ -51,7 +51,7 @@ from trl import SFTConfig
 
 from agent.drafting import BASE_MODEL_ID, ResolvedModel
 from agent.prompts import grounded_messages
-from graphs.runner import profile_at
+from graphs.offline.runner import profile_at
 from memory_store import Dataset, Example, UserProfile, target_position
 from training.common import (
     META_FILE,

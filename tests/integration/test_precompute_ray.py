@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from agent.context import Context
-from graphs.ingest import ingest
-from graphs.precompute import RECOMMENDATIONS_NAMESPACE, precompute
+from graphs.offline.ingest import ingest
+from graphs.serving.precompute import RECOMMENDATIONS_NAMESPACE, precompute
 from memory_store import open_store
 from tests.helpers.precompute import scripted_deps as scripted_deps_of
 

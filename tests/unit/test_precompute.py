@@ -11,8 +11,8 @@ from langgraph.store.memory import InMemoryStore
 
 from agent.context import Context
 from agent.drafting import ScriptedDrafter
-from graphs.ingest import ingest
-from graphs.precompute import (
+from graphs.offline.ingest import ingest
+from graphs.serving.precompute import (
     RECOMMENDATIONS_NAMESPACE,
     PrecomputeError,
     age_text,
@@ -201,7 +201,7 @@ def test_results_stored_before_the_fit_rename_read_with_it() -> None:
 
 
 def test_stale_and_age() -> None:
-    from graphs.precompute import Versions
+    from graphs.serving.precompute import Versions
 
     v = Versions(model="m", model_digest="d", catalog_version="c", code_version="x")
     entry = {"n_events": 3, "revision": 0}

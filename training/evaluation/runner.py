@@ -267,7 +267,7 @@ class Evaluator:
         self._agent_drafters: dict[str | None, Any] = {}  # _agent_drafter's, per model
         self._baselines: dict[str, Any] = {}
         self._store: Any = None
-        self._runners: dict[str | None, Any] = {}  # graphs.runner.OfflineRunner per model
+        self._runners: dict[str | None, Any] = {}  # graphs.offline.runner.OfflineRunner per model
         self._models: Any = None
 
     # -- caching ----------------------------------------------------------------------------
@@ -322,10 +322,10 @@ class Evaluator:
     # -- the catalog's fitted models (agent.ranking), fitted on what precedes the targets --------
     @functools.cached_property
     def _fit_data(self) -> tuple[dict[str, list[str]], str]:
-        """Every sequence cut before its target in the evaluated split (``graphs.runner``), so
+        """Every sequence cut before its target in the evaluated split (``graphs.offline.runner``), so
         nothing fitted has seen a target, and the key of a fit on them (computed once)."""
         from agent.ranking.fit import fit_key
-        from graphs.runner import fit_sequences
+        from graphs.offline.runner import fit_sequences
 
         sequences = fit_sequences(self.dataset, self.config.split)
         return sequences, fit_key(self.dataset.products, sequences)
@@ -554,7 +554,7 @@ class Evaluator:
     def _llm_direct(
         self, model: str | None, examples: Sequence[Example]
     ) -> tuple[list[str | None], list[bool]]:
-        from graphs.runner import draft_prompt_at
+        from graphs.offline.runner import draft_prompt_at
 
         prompts = [
             draft_prompt_at(self.dataset, ex.user_id, self._position(ex))[1] for ex in examples
@@ -574,7 +574,7 @@ class Evaluator:
     def _agent(
         self, spec: MethodSpec, examples: Sequence[Example]
     ) -> tuple[list[str | None], list[bool], list[int]]:
-        from graphs.runner import OfflineRunner
+        from graphs.offline.runner import OfflineRunner
 
         runner = self._runners.get(spec.model)
         if runner is None:

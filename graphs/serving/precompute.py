@@ -6,7 +6,7 @@
 
 The paper deploys the agent as a nearline batch job; this is that job. Shoppers come from the
 memory's registry (all of them, the ``--users`` file's ids, or those whose memory changed since a
-time), run through ``graphs.runner.OfflineRunner`` (``graph.batch`` with the micro-batching
+time), run through ``graphs.offline.runner.OfflineRunner`` (``graph.batch`` with the micro-batching
 drafter), and each result is written to the store under ``("queryagent", "recommendations")``,
 key = the shopper id, beside the memory (same SQLite file or Postgres database)::
 
@@ -47,9 +47,9 @@ from langgraph.store.base import BaseStore, GetOp, Item, PutOp
 
 from agent.context import Context
 from agent.model_identity import model_digest
-from graphs.ingest import catalog_stats
+from graphs.offline.ingest import catalog_stats
 from graphs.query_agent import Deps
-from graphs.runner import OfflineRunner
+from graphs.offline.runner import OfflineRunner
 from graphs.trajectories import TrajectoryRecord, code_version, run_stamp
 from memory_store import USERS_NAMESPACE
 
@@ -307,7 +307,7 @@ def precompute(
         context: the run context (default ``Context()``, what ``recommend`` uses).
         batch_size: shoppers per model call (micro-batching; a Ray batch on ``ray``).
         chunk_size: shoppers per ``graph.batch`` call, stored before the next one starts
-            (default ``graphs.runner.CHUNK_BATCHES`` drafter batches).
+            (default ``graphs.offline.runner.CHUNK_BATCHES`` drafter batches).
         force: recompute up-to-date shoppers too.
         engine: ``"local"`` (this process) or ``"ray"`` (Ray Data actor pool).
         progress: a tqdm bar over shoppers.
@@ -378,7 +378,7 @@ def precompute(
         else:
             if deps_factory is None or store_opener is None:
                 raise ValueError("the ray engine needs a picklable deps_factory and store_opener")
-            from graphs.ray_engine import run_on_ray
+            from graphs.serving.ray_engine import run_on_ray
 
             for done in run_on_ray(
                 todo,

@@ -8,7 +8,7 @@ the nearline precompute all run the agent through ``OfflineRunner``::
     result = runner.run([{"user_id": u, "before": n} for u, n in cuts], records=True)
     result.outputs[i], result.records[i]      # input i's OutputState and trajectory record
 
-``from_dataset`` ingests with ``graphs.ingest.ingest``, the function ``queryagent ingest`` calls
+``from_dataset`` ingests with ``graphs.offline.ingest.ingest``, the function ``queryagent ingest`` calls
 (memory, catalog statistics, the catalog when it is writable), into a fresh ``InMemoryStore``
 unless a store is given; ``OfflineRunner(store=...)`` runs on a store ingested before (the CLI's
 home, a Postgres store). The drafter is wrapped in a ``MicroBatchingDrafter``, so the concurrent
@@ -37,7 +37,7 @@ from agent.context import Context
 from agent.drafting.batching import micro_batched
 from agent.prompts import draft_messages
 from agent.state import output_json
-from graphs.ingest import ingest
+from graphs.offline.ingest import ingest
 from graphs.query_agent import Deps, build_graph
 from graphs.trajectories import Target, TrajectoryRecord, record_from_output
 from memory_store import Dataset, UserProfile, build_profile, events_from_sequence
@@ -178,7 +178,7 @@ class OfflineRunner:
         progress: bool = False,
         **kwargs: Any,
     ) -> OfflineRunner:
-        """Ingest ``dataset`` (``graphs.ingest.ingest``) into ``store`` (default: a new
+        """Ingest ``dataset`` (``graphs.offline.ingest.ingest``) into ``store`` (default: a new
         ``InMemoryStore``) and build a runner on it; ``kwargs`` go to ``OfflineRunner``."""
         if store is None:
             from langgraph.store.memory import InMemoryStore

@@ -4,8 +4,8 @@ Ray is an optional extra (``pip install -e '.[ray]'``); this module is imported 
 engine is chosen. The shoppers to compute become a Ray dataset; ``map_batches`` hands batches of
 them to a pool of actors, each holding what is expensive to build once: the drafter (the model),
 the catalog client and a store connection. An actor reads its shoppers' memory from the store,
-runs them through ``graphs.runner.OfflineRunner`` and writes the results back with
-``graphs.precompute.store_results``, so the driver only sees the ids that are done (its progress).
+runs them through ``graphs.offline.runner.OfflineRunner`` and writes the results back with
+``graphs.serving.precompute.store_results``, so the driver only sees the ids that are done (its progress).
 
 On one machine ``ray.init()`` starts a local Ray; with ``RAY_ADDRESS`` set it joins that cluster
 (then the store and the catalog must be servers every node reaches: ``$QUERYAGENT_STORE_URL`` =
@@ -26,7 +26,7 @@ from memory_store import USERS_NAMESPACE
 if TYPE_CHECKING:
     from langgraph.store.base import BaseStore, Item
 
-    from graphs.precompute import Versions
+    from graphs.serving.precompute import Versions
 
 # The folder holding agent/, graphs/, memory_store/: local Ray workers import the same code as
 # the driver (an editable install elsewhere, or none, would otherwise win).
@@ -45,7 +45,7 @@ class PrecomputeActor:
         versions: Versions,
         batch_size: int,
     ) -> None:
-        from graphs.runner import OfflineRunner
+        from graphs.offline.runner import OfflineRunner
 
         self.store = store_opener()
         deps = deps_factory()
@@ -64,7 +64,7 @@ class PrecomputeActor:
         import numpy as np
         from langgraph.store.base import GetOp
 
-        from graphs.precompute import store_results
+        from graphs.serving.precompute import store_results
 
         users = [str(u) for u in batch["user_id"]]
         items = cast(
@@ -80,7 +80,7 @@ def _init_ray() -> Any:
     try:
         import ray
     except ImportError:
-        from graphs.precompute import PrecomputeError
+        from graphs.serving.precompute import PrecomputeError
 
         raise PrecomputeError(
             "--engine ray needs Ray: pip install -e '.[ray]' (or use --engine local)"
