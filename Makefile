@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 DEMO_USERS ?= A1SWWHE1L3XR3V A30Y2UTHJDGD62 ABW8NXS7SV55K
 PORT ?= 8123
 
-.PHONY: install demo test test-fast lint bench dev clean train train-sft train-sft-cpu train-grpo train-grpo-cpu eval eval-sample
+.PHONY: install demo test test-fast lint bench docs dev clean train train-sft train-sft-cpu train-grpo train-grpo-cpu eval eval-sample
 
 install: $(STAMP)
 
@@ -41,6 +41,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.recommend
+
+# The tables in README.md and docs/*.md, rewritten from the reports/ and bench/results/ files their
+# markers name (standard library only: no install needed). `--check` only compares.
+docs:
+	$(PYTHON) -m training.evaluation.tables
 
 # The shipped drafter's whole recipe: SFT cold start, GRPO from it, then the 1,000-user table
 # (models/*/README.md give the figures). Minutes on one GPU; days on a 2-core CPU.

@@ -1,0 +1,292 @@
+"""The tables of README.md and docs/*.md, written from the reports they name.
+
+Launch: ``python -m training.evaluation.tables`` (or ``make docs``) rewrites every table between
+marker comments; ``--check`` writes nothing and exits 1 with one line naming the first table
+that differs from its report. A marker names its source and options::
+
+    <!-- table: reports/scientific-test.json columns=q_em,cons@10 rows=ranker -->
+    | method | q_em | cons@10 |
+    ...
+    <!-- /table -->
+
+Sources, by shape: an evaluation report (``reports/*.json``, written by
+``training.evaluation.report``: one row per method, cells as the report's own markdown table
+formats them), a training run's ``metrics.jsonl`` (its held-out rows, ``steps=0,10,...``), and
+the bench's ``recommend.json`` and ``servers.json``. Paths are relative to the repository root.
+
+Standard library only, so the docs can be regenerated and checked without the project's
+dependencies (importing ``training.evaluation.report`` would pull in scipy and ir-measures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+# A marker, the generated table, the closing marker. The table is everything in between.
+MARKER = re.compile(
+    r"^<!-- table: (?P<source>\S+)(?P<options>(?: \S+=\S+)*) -->\n(?P<body>.*?)^<!-- /table -->$",
+    re.MULTILINE | re.DOTALL,
+)
+# The columns of the report's own markdown table (training.evaluation.report.TABLE_METRICS).
+REPORT_COLUMNS = (
+    "q_em",
+    "rouge_l",
+    "i_hit@1",
+    "i_hit@10",
+    "ndcg@10",
+    "cons@1",
+    "cons@10",
+    "format_valid",
+    "refinements",
+    "latency_s",
+    "distinct",
+)
+HELDOUT_COLUMNS = ("query_reward", "item_reward", "rank_reward", "distinct_queries")
+HEADERS = {
+    "distinct": "distinct queries / users",
+    "latency_s": "s / shopper",
+    "query_reward": "query reward",
+    "item_reward": "item reward",
+    "rank_reward": "rank reward",
+    "distinct_queries": "distinct picks / shoppers",
+}
+
+
+class TableError(Exception):
+    """A marker that names a missing source, an unknown column or an unknown option."""
+
+
+def _row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = [_row(head), "|" + "---|" * len(head)] + [_row(r) for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _split(value: str | None) -> list[str] | None:
+    return value.split(",") if value else None
+
+
+def report_table(report: dict[str, Any], options: dict[str, str]) -> str:
+    """One row per method of an evaluation report; cells as ``report.markdown_table`` writes."""
+    columns = _split(options.get("columns")) or list(REPORT_COLUMNS)
+    methods: dict[str, Any] = report["methods"]
+    labels = _split(options.get("rows")) or list(methods)
+    rows = []
+    for label in labels:
+        if label not in methods:
+            raise TableError(f"no method {label!r} in the report (it has {', '.join(methods)})")
+        result = methods[label]
+        cells = [label]
+        for name in columns:
+            if name == "distinct":
+                cells.append(f"{result['distinct_ratio']:.3f}")
+                continue
+            if name not in result["metrics"]:
+                raise TableError(f"no metric {name!r} in the report")
+            m = result["metrics"][name]
+            if name == "latency_s":
+                cells.append(f"{m['mean']:.3f}")
+            elif name == "refinements":
+                cells.append(f"{m['mean']:.2f}")
+            else:
+                cells.append(f"{m['mean']:.3f} [{m['low']:.3f}, {m['high']:.3f}]")
+        rows.append(cells)
+    return _table(["method"] + [HEADERS.get(c, c) for c in columns], rows)
+
+
+def heldout_table(lines: list[dict[str, Any]], options: dict[str, str]) -> str:
+    """The held-out curve of a training run's ``metrics.jsonl``, one row per scored step."""
+    columns = _split(options.get("columns")) or list(HELDOUT_COLUMNS)
+    by_step: dict[int, dict[str, Any]] = {}
+    for line in lines:
+        if any(k.startswith("heldout/") for k in line):
+            by_step[line["step"]] = line  # a resumed run's later row for a step wins
+    steps = [int(s) for s in _split(options.get("steps")) or []] or sorted(by_step)
+    rows = []
+    for step in steps:
+        if step not in by_step:
+            raise TableError(f"no held-out row at step {step}")
+        cells = [str(step)]
+        for name in columns:
+            value = by_step[step].get(f"heldout/{name}")
+            if value is None:
+                raise TableError(f"no held-out value {name!r} at step {step}")
+            cells.append(f"{value:.2f}" if name == "distinct_queries" else f"{value:.3f}")
+        rows.append(cells)
+    return _table(["step"] + [HEADERS.get(c, c) for c in columns], rows)
+
+
+def recommend_table(bench: dict[str, Any], options: dict[str, str]) -> str:
+    """``bench.recommend``'s figures: latency, where the time goes, throughput."""
+    seq, prof = bench["sequential"], bench["profile"]
+    nodes = prof["nodes_per_run_s"]
+    rows = [
+        [
+            "`recommend` latency, one shopper at a time (model loaded)",
+            f"p50 {seq['p50_s']:.2f} s, p95 {seq['p95_s']:.2f} s, mean {seq['mean_s']:.2f} s, "
+            f"{seq['mean_refinements']:.2f} refinements on average",
+        ],
+        [
+            "where a run's time goes (per run)",
+            f"inside the language model {prof['per_run_s']['model_s']:.2f} s "
+            f"({100 * prof['share']['model']:.1f}%): `draft_query` {nodes['draft_query']:.2f} s, "
+            f"`refine_query` {nodes['refine_query']:.2f} s; the check "
+            f"{prof['per_run_s']['check_s']:.3f} s, other node work "
+            f"{prof['per_run_s']['other_node_work_s']:.3f} s, graph overhead "
+            f"{prof['per_run_s']['graph_overhead_s']:.3f} s",
+        ],
+        ["throughput, one at a time", f"{seq['users_per_min']:.1f} shoppers per minute"],
+    ]
+    for b in bench["batched"]:
+        rows.append(
+            [
+                f"throughput through `OfflineRunner` (`graph.batch`), batch {b['batch_size']}",
+                f"{b['users_per_min']:.1f} shoppers per minute, "
+                f"{b['mean_prompts_per_model_call']} prompts per model call",
+            ]
+        )
+    return _table(["what", "figure"], rows)
+
+
+def servers_table(bench: dict[str, Any], options: dict[str, str]) -> str:
+    """``bench.servers``'s figures: the embedded stores against a Chroma server and PostgreSQL."""
+
+    def concurrent(c: dict[str, Any]) -> str:
+        return f"{c['wall_s']:.2f} s for {c['runs']} runs, {c['writes_checked']} writes checked"
+
+    rows = [
+        [
+            "`queryagent ingest` of the bundled set, catalog + memory",
+            f"{bench['ingest_embedded_s']:.1f} s",
+            f"{bench['ingest_servers_s']:.1f} s",
+        ],
+        [
+            "the memory alone (`UserMemory.ingest_dataset`)",
+            f"{bench['memory_ingest_sqlite_s']:.1f} s",
+            f"{bench['memory_ingest_postgres_s']:.1f} s",
+        ],
+        [
+            "concurrent graph runs on one store (recall and the check, no drafter)",
+            concurrent(bench["concurrent_sqlite"]),
+            concurrent(bench["concurrent_postgres"]),
+        ],
+    ]
+    head = ["what", "embedded (`PersistentClient` + SQLite)", "servers (`chroma run` + PostgreSQL)"]
+    return _table(head, rows)
+
+
+BENCH_RENDERERS: dict[str, Callable[[dict[str, Any], dict[str, str]], str]] = {
+    "recommend.json": recommend_table,
+    "servers.json": servers_table,
+}
+
+
+def render(source: str, options: dict[str, str], root: Path = ROOT) -> str:
+    """The table a marker names, written from its source file."""
+    path = root / source
+    if not path.is_file():
+        raise TableError(f"{source} does not exist")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".jsonl":
+        return heldout_table([json.loads(line) for line in text.splitlines() if line], options)
+    data = json.loads(text)
+    if "methods" in data:
+        return report_table(data, options)
+    if path.name in BENCH_RENDERERS:
+        return BENCH_RENDERERS[path.name](data, options)
+    raise TableError(f"{source}: not an evaluation report, a metrics.jsonl or a bench result")
+
+
+def _options(text: str) -> dict[str, str]:
+    return dict(part.split("=", 1) for part in text.split())
+
+
+def regenerate(text: str, root: Path = ROOT) -> tuple[str, list[tuple[str, int]]]:
+    """``text`` with every marked table rewritten; and (source, line) of each table that changed."""
+    changed: list[tuple[str, int]] = []
+
+    def one(m: re.Match[str]) -> str:
+        try:
+            table = render(m["source"], _options(m["options"]), root)
+        except (TableError, KeyError, ValueError) as exc:
+            line = text.count("\n", 0, m.start()) + 1
+            raise TableError(f"line {line}: {exc}") from exc
+        if table != m["body"]:
+            changed.append((m["source"], text.count("\n", 0, m.start()) + 1))
+        head = m.group(0).split("\n", 1)[0]
+        return f"{head}\n{table}<!-- /table -->"
+
+    return MARKER.sub(one, text), changed
+
+
+def markers(text: str) -> list[re.Match[str]]:
+    """Every marked table of a page."""
+    return list(MARKER.finditer(text))
+
+
+def default_pages(root: Path = ROOT) -> list[Path]:
+    """README.md and every page under docs/."""
+    return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+
+
+def _write(path: Path, text: str) -> None:
+    # Temp file and rename, so a page is never half-written (memory_store.files.atomic_write
+    # would import the memory_store package, and this module stays standard-library only).
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, path.stat().st_mode & 0o777)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.evaluation.tables",
+        description="Rewrite the tables of README.md and docs/*.md from the reports they name.",
+    )
+    parser.add_argument("pages", nargs="*", type=Path, help="pages (default: README.md, docs/)")
+    parser.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 if a table differs"
+    )
+    args = parser.parse_args(argv)
+    pages = args.pages or default_pages()
+    for page in pages:
+        name = page.relative_to(ROOT) if page.is_absolute() and page.is_relative_to(ROOT) else page
+        try:
+            text = page.read_text(encoding="utf-8")
+            new, changed = regenerate(text)
+        except (OSError, TableError) as exc:
+            print(f"{name}: {exc}", file=sys.stderr)
+            return 2
+        if args.check and changed:
+            source, line = changed[0]
+            print(
+                f"{name}:{line}: the table from {source} differs from its report; run `make docs`",
+                file=sys.stderr,
+            )
+            return 1
+        if changed and not args.check:
+            _write(page, new)
+            for source, line in changed:
+                print(f"{name}:{line}: rewrote the table from {source}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
