@@ -153,8 +153,8 @@ def recommend_table(bench: dict[str, Any], options: dict[str, str]) -> str:
         rows.append(
             [
                 f"throughput through `OfflineRunner` (`graph.batch`), batch {b['batch_size']}",
-                f"{b['users_per_min']:.1f} shoppers per minute, "
-                f"{b['mean_prompts_per_model_call']} prompts per model call",
+                f"{b['users_per_min']:.1f} shoppers per minute; prompts per model call: "
+                f"{b['mean_prompts_per_model_call']}",
             ]
         )
     return _table(["what", "figure"], rows)
