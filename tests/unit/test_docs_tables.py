@@ -17,7 +17,9 @@ import pytest
 from training.evaluation import tables
 
 ROOT = tables.ROOT
-PAGES = [p for p in [ROOT / "README.md", ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").glob("*.md"))]]
+PAGES = [
+    p for p in [ROOT / "README.md", ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").glob("*.md"))]
+]
 TABLE_PAGES = tables.default_pages()
 
 

@@ -11,7 +11,8 @@ that differs from its report. A marker names its source and options::
 
 Sources, by shape: an evaluation report (``reports/*.json``, written by
 ``training.evaluation.report``: one row per method, cells as the report's own markdown table
-formats them), a training run's ``metrics.jsonl`` (its held-out rows, ``steps=0,10,...``), and
+formats them), a training run's ``metrics.jsonl`` (its held-out rows, ``steps=0,10,...``, or its
+per-step rows in blocks, ``blocks=1-25,51-75``), and
 the bench's ``recommend.json`` and ``servers.json``. Paths are relative to the repository root.
 
 Standard library only, so the docs can be regenerated and checked without the project's
@@ -128,6 +129,34 @@ def heldout_table(lines: list[dict[str, Any]], options: dict[str, str]) -> str:
     return _table(["step"] + [HEADERS.get(c, c) for c in columns], rows)
 
 
+def _kl(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 else f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+
+
+def blocks_table(lines: list[dict[str, Any]], options: dict[str, str]) -> str:
+    """A training run's per-step metrics in blocks of steps (``blocks=1-25,51-75``): the reward
+    terms' and the distinct queries' means, and the KL estimate's median and max."""
+    by_step = {line["step"]: line for line in lines if "loss" in line}  # training rows only
+    rows = []
+    for block in _split(options["blocks"]) or []:
+        first, last = (int(s) for s in block.split("-"))
+        steps = [by_step[s] for s in range(first, last + 1) if s in by_step]
+        if not steps:
+            raise TableError(f"no training rows in steps {block}")
+
+        def mean(key: str, steps: list[dict[str, Any]] = steps) -> float:
+            return sum(s[key] for s in steps) / len(steps)
+
+        kl = sorted(s["kl"] for s in steps)
+        median = (kl[(len(kl) - 1) // 2] + kl[len(kl) // 2]) / 2
+        cells = [f"{first}-{steps[-1]['step']}"]
+        cells += [f"{mean(f'rewards/{t}_reward/mean'):.3f}" for t in ("query", "item", "rank")]
+        cells += [f"{median:.2f}", _kl(kl[-1]), f"{mean('rollout/distinct_queries'):.2f}"]
+        rows.append(cells)
+    head = ["steps", "query reward", "item reward", "rank reward", "KL median", "KL max"]
+    return _table(head + ["distinct queries / rollouts"], rows)
+
+
 def recommend_table(bench: dict[str, Any], options: dict[str, str]) -> str:
     """``bench.recommend``'s figures: latency, where the time goes, throughput."""
     seq, prof = bench["sequential"], bench["profile"]
@@ -199,6 +228,8 @@ def render(source: str, options: dict[str, str], root: Path = ROOT) -> str:
     if not path.is_file():
         raise TableError(f"{source} does not exist")
     text = path.read_text(encoding="utf-8")
+    if path.suffix == ".jsonl" and "blocks" in options:
+        return blocks_table([json.loads(line) for line in text.splitlines() if line], options)
     if path.suffix == ".jsonl":
         return heldout_table([json.loads(line) for line in text.splitlines() if line], options)
     data = json.loads(text)
