@@ -45,8 +45,8 @@ from agent.ranking.fit import CatalogModels
 from agent.records import FitCheck, QueryAttempt, RetrievedProduct
 from agent.state import State
 from memory_store import UnknownUserError, UserMemory, UserProfile
+from memory_store.namespaces import CATALOG_NAMESPACE
 
-CATALOG_NAMESPACE = ("queryagent", "catalog")
 CATALOG_STATS_KEY = "stats"
 
 

@@ -48,6 +48,12 @@ from tqdm.auto import tqdm
 
 from memory_store.datasets import Dataset
 from memory_store.events import BehaviorEvent, events_from_sequence
+from memory_store.namespaces import (
+    EVENTS_NAMESPACE,
+    INGEST_NAMESPACE,
+    PROFILES_NAMESPACE,
+    USERS_NAMESPACE,
+)
 from memory_store.paths import HOME_ENV, HomeError, private_file, queryagent_home
 from memory_store.profile import DEFAULT_DECAY, ROOT_PREFIX, UserProfile, build_profile
 
@@ -65,10 +71,6 @@ __all__ = [
     "open_store",
 ]
 
-USERS_NAMESPACE = ("queryagent", "users")
-EVENTS_NAMESPACE = ("queryagent", "events")
-PROFILES_NAMESPACE = ("queryagent", "profiles")
-INGEST_NAMESPACE = ("queryagent", "ingest")
 INGEST_STATE_KEY = "state"
 STORE_FILE = "memory.sqlite"
 
