@@ -30,7 +30,7 @@ from langgraph.runtime import Runtime
 
 from agent.catalog import Catalog
 from agent.context import Context
-from agent.drafting.constrained import GroundedDrafter
+from agent.drafting.protocol import GroundedDrafter
 from agent.drafting.trie import QueryTrie
 from agent.parsing import parse_query
 from agent.prompts import (
