@@ -1,3 +1,6 @@
+# Over 400 lines: ``UserMemory`` (about 300 of them) keeps the registry, events, cached profiles
+# and the ingest mark consistent under one store and one lock, so it stays whole. Opening the
+# store (``open_store``: SQLite or PostgreSQL) is a seam for a later split into its own module.
 """The user memory, persisted on any LangGraph ``BaseStore``.
 
 Layout in the store (all keys and values are plain JSON):
@@ -41,6 +44,7 @@ import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
+from urllib.parse import urlsplit, urlunsplit
 
 from langgraph.store.base import BaseStore, GetOp, Item, Op, PutOp, Result
 from langgraph.store.sqlite import SqliteStore
@@ -232,8 +236,6 @@ def _postgres_store(url: str) -> BaseStore:
 
 def _redact(url: str) -> str:
     """The URL without its password (it may end up in a log)."""
-    from urllib.parse import urlsplit, urlunsplit
-
     parts = urlsplit(url)
     if parts.password is None:
         return url
