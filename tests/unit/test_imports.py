@@ -81,11 +81,15 @@ def _cycles(graph: grimp.ImportGraph) -> list[list[str]]:
     return sorted(found)
 
 
-def test_the_cycle_finder_finds_a_cycle() -> None:
-    """The check below cannot pass by finding nothing: an import added back makes a cycle."""
+def test_the_checks_find_a_cycle_and_an_upward_import() -> None:
+    """The checks below cannot pass by finding nothing: imports added to a copy of the graph
+    make a cycle and break the layers."""
     graph = grimp.build_graph(*PACKAGES, cache_dir=None)
     graph.add_import(importer="memory_store.products", imported="memory_store.memory")
     assert any("memory_store.products" in c for c in _cycles(graph))
+    graph.add_import(importer="memory_store.products", imported="agent.records")
+    illegal = graph.find_illegal_dependencies_for_layers(layers=PACKAGES)
+    assert ("memory_store", "agent") in {(d.importer, d.imported) for d in illegal}
 
 
 def test_no_import_cycles_among_the_projects_modules(graph: grimp.ImportGraph) -> None:
