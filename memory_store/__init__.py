@@ -17,10 +17,6 @@ from memory_store.datasets import (
 )
 from memory_store.events import BehaviorEvent, EventKind, events_digest, events_from_sequence
 from memory_store.memory import (
-    EVENTS_NAMESPACE,
-    INGEST_NAMESPACE,
-    PROFILES_NAMESPACE,
-    USERS_NAMESPACE,
     IngestIncompleteError,
     IngestStats,
     StoreError,
@@ -28,6 +24,12 @@ from memory_store.memory import (
     UserMemory,
     events_namespace,
     open_store,
+)
+from memory_store.namespaces import (
+    EVENTS_NAMESPACE,
+    INGEST_NAMESPACE,
+    PROFILES_NAMESPACE,
+    USERS_NAMESPACE,
 )
 from memory_store.paths import HomeError, queryagent_home
 from memory_store.products import Product

@@ -1,3 +1,6 @@
+# Over 400 lines: the two loaders (RecBole, JSON lines) share the ``Dataset`` they build, the
+# line-numbered ``DataError`` checks and the leave-one-out split, and are read side by side with
+# ``DATA_FORMAT.md``; split by format they would duplicate the checks or import each other.
 """Data-set loaders: the RecBole folder of the bundled Amazon set and a generic JSON-lines folder.
 
 Both give the same :class:`Dataset`: the catalog (``Product`` by real item id), every user in file

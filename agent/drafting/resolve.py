@@ -179,12 +179,14 @@ def load_model(
     Raises:
         DrafterError: the model cannot be loaded (one line saying why).
     """
+    # Local: transformers (and torch under it) is heavy; loading a model is where it is needed.
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model: Any
     try:
         if resolved.adapter:
             try:
+                # Local and guarded: peft is needed only for an adapter (and imports torch).
                 from peft import PeftModel
             except ImportError as err:
                 raise DrafterError(

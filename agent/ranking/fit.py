@@ -40,6 +40,7 @@ from agent.ranking.vocabulary import QueryVocabulary
 from agent.records import RetrievedProduct
 from memory_store.events import events_from_sequence
 from memory_store.files import atomic_folder, atomic_write
+from memory_store.fingerprint import data_fingerprint
 from memory_store.products import Product
 from memory_store.profile import build_profile
 from memory_store.queries import catalog_queries
@@ -97,17 +98,6 @@ class FitConfig:
     # a served language model's weight in the check is learned on them (``agent.ranking.blend``).
     holdout_rows: int = 300
     seed: int = 0
-
-
-def data_fingerprint(
-    products: Mapping[str, Product], sequences: Mapping[str, Sequence[str]]
-) -> str:
-    digest = hashlib.sha256()
-    for item_id in sorted(products):
-        digest.update(products[item_id].document().encode())
-    for user in sorted(sequences):
-        digest.update(f"{user}:{','.join(sequences[user])}\n".encode())
-    return digest.hexdigest()[:16]
 
 
 def fit_key(products: Mapping[str, Product], sequences: Mapping[str, Sequence[str]]) -> str:

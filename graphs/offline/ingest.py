@@ -16,7 +16,6 @@ cut before its targets) and pass none.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections import Counter
@@ -26,8 +25,10 @@ from typing import Any, Protocol, runtime_checkable
 
 from langgraph.store.base import BaseStore
 
-from agent.nodes import CATALOG_NAMESPACE, CATALOG_STATS_KEY
+from agent.nodes import CATALOG_STATS_KEY
 from memory_store import Dataset, UserMemory, category_name
+from memory_store.fingerprint import catalog_version
+from memory_store.namespaces import CATALOG_NAMESPACE
 from memory_store.products import Product
 from memory_store.queries import common_root
 
@@ -74,15 +75,6 @@ class IngestResult:
     models: Any = None  # what the fit hook returned (agent.ranking.fit.CatalogModels), if any
     fitted: bool = False  # fitted by this ingest (False: none, or the stored ones still fit)
     fit_s: float = 0.0
-
-
-def catalog_version(products: Iterable[Product]) -> str:
-    """A short digest of the products' documents (what the catalog embeds), order-free."""
-    digest = hashlib.sha256()
-    for document in sorted(p.document() for p in products):
-        digest.update(document.encode())
-        digest.update(b"\0")
-    return digest.hexdigest()[:12]
 
 
 def _query_of(category: str) -> str:

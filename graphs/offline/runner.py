@@ -102,7 +102,7 @@ def offline_ranking(
     """The catalog's fitted models (``agent.ranking``) for an offline run over ``split``: fitted
     on ``fit_sequences`` once, kept in the home (``ranking/offline-<data>-<split>-<digest>``)."""
     from agent.ranking import RANKING_DIR, load_or_fit
-    from agent.ranking.fit import data_fingerprint
+    from memory_store.fingerprint import data_fingerprint
     from memory_store.paths import queryagent_home
 
     sequences = fit_sequences(dataset, split)

@@ -51,7 +51,7 @@ from graphs.offline.ingest import catalog_stats
 from graphs.query_agent import Deps
 from graphs.offline.runner import OfflineRunner
 from graphs.trajectories import TrajectoryRecord, code_version, run_stamp
-from memory_store import USERS_NAMESPACE
+from memory_store.namespaces import RECOMMENDATIONS_NAMESPACE, USERS_NAMESPACE
 
 __all__ = [
     "RECOMMENDATIONS_NAMESPACE",
@@ -68,7 +68,6 @@ __all__ = [
     "store_results",
 ]
 
-RECOMMENDATIONS_NAMESPACE = ("queryagent", "recommendations")
 Engine = Literal["local", "ray"]
 ENGINES = ("local", "ray")
 # Registry entries read per store.search call.

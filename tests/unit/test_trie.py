@@ -198,7 +198,9 @@ def test_beams_over_one_copy_of_the_prompt_equal_the_repeated_rows(tiny_model_di
     assert model.config._attn_implementation == ATTENTION  # the shared path ran
     for a, b in zip(plain, shared, strict=True):
         assert [x.query for x in a] == [x.query for x in b]
-        assert [x.logprob for x in a] == pytest.approx([x.logprob for x in b], abs=1e-5)
+        # Float32 sums in another order: a few ulps of a sum near -40 (2.3e-5 measured on the
+        # 2-core dev machine), so relative to the sum, not absolute.
+        assert [x.logprob for x in a] == pytest.approx([x.logprob for x in b], rel=2e-6)
     assert all(len(row) >= 2 for row in shared)
     # Samples (GRPO's group): the same draws from the same seed.
     torch.manual_seed(7)
@@ -226,7 +228,8 @@ def test_the_start_every_prompt_shares_runs_once(tiny_model_dir) -> None:
     import os
 
     from agent.drafting import HFDrafter
-    from agent.drafting.constrained import MIN_COMMON_PREFIX, _prompt_ids, constrained_beams
+    from agent.drafting.constrained import constrained_beams
+    from agent.drafting.prefill import MIN_COMMON_PREFIX, prompt_ids
     from agent.drafting.prefix_cache import RowPrefixes
     from agent.drafting.trie import QueryTrie
 
@@ -236,7 +239,7 @@ def test_the_start_every_prompt_shares_runs_once(tiny_model_dir) -> None:
     system = {"role": "system", "content": "You recommend the next search of one shopper. " * 3}
     shoppers = ["buys tape", "a much longer memory of cables and chargers", "yoga"]
     prompts = [[system, {"role": "user", "content": s}] for s in shoppers]
-    ids = [_prompt_ids(tokenizer, p) for p in prompts]
+    ids = [prompt_ids(tokenizer, p) for p in prompts]
     common = os.path.commonprefix([i[:-1] for i in ids])
     assert len(common) >= MIN_COMMON_PREFIX
     store = RowPrefixes()

@@ -26,6 +26,7 @@ from agent.context import Context
 from agent.parsing import parse_query
 from agent.prompts import STOP, prompt_fingerprint
 from memory_store import DataError, Dataset, Example, target_position
+from memory_store.fingerprint import dataset_fingerprint
 from memory_store.paths import private_dir, private_file
 from training.evaluation.baselines import (
     DenseQuery,
@@ -126,16 +127,9 @@ def select_examples(
     return pairs, skipped
 
 
-def dataset_fingerprint(dataset: Dataset) -> str:
-    digest = hashlib.sha256()
-    for item_id in sorted(dataset.products):
-        digest.update(dataset.products[item_id].document().encode())
-    return digest.hexdigest()[:12]
-
-
 def open_eval_catalog(dataset: Dataset, home: str | Path | None) -> ChromaCatalog:
     """The data set's catalog in its own collection (embedded once, reused by later runs)."""
-    collection = f"eval-{dataset.name.lower()}-{dataset_fingerprint(dataset)}"
+    collection = f"eval-{dataset.name.lower()}-{dataset_fingerprint(dataset.products)}"
     catalog = ChromaCatalog.from_env(home=home, collection=collection)
     if catalog.count() != len(dataset.products):
         catalog.upsert(dataset.products.values())
@@ -285,7 +279,7 @@ class Evaluator:
             "split": self.config.split,
             "seed": self.config.seed,
             "max_refinements": self.config.max_refinements,
-            "data": dataset_fingerprint(self.dataset),
+            "data": dataset_fingerprint(self.dataset.products),
             # Model methods depend on the prompt template; baselines do not.
             "prompt": prompt_fingerprint() if spec.method in MODEL_METHODS else None,
             # Methods using the fitted catalog models depend on what was fitted.
