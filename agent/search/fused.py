@@ -36,7 +36,7 @@ from agent.search.protocol import DenseScorer
 from memory_store.events import BehaviorEvent
 from memory_store.files import atomic_folder, atomic_write
 from memory_store.products import Product
-from memory_store.queries import catalog_queries
+from memory_store.queries import catalog_queries, normalize_query
 
 __all__ = ["FusedSearch", "SearchConfig", "fit_search", "search_key", "tuning_rows"]
 
@@ -341,15 +341,35 @@ def fit_search(
     )
     tuning: dict[str, Any] = {"rows": len(rows), "k": config.k}
     if len(rows) >= config.min_rows:
-        queries = sorted({q for q, _ in rows})
+        # The same purchases asked for by a shopper who names the brand (fusion's docstring).
+        branded = [
+            (f"{query} {normalize_query(catalog[item].brand)}", item)
+            for query, item in rows
+            if normalize_query(catalog[item].brand)
+        ]
+        kinds = {q: "category" for q, _ in rows}
+        kinds.update({q: "category+brand" for q, _ in branded if q not in kinds})
+        queries = sorted(kinds)
         row_of = {q: i for i, q in enumerate(queries)}
         column = {item: j for j, item in enumerate(search.item_ids)}
         targets: list[list[int]] = [[] for _ in queries]
-        for query, item in rows:
+        for query, item in [*rows, *branded]:
             targets[row_of[query]].append(column[item])
-        parts = search.parts(queries)
-        weights, hit = tune_weights(parts, targets, k=config.k, grid=config.grid)
-        tuning.update({"queries": len(queries), "hit_at_k": round(hit, 4)})
+        weights, rates = tune_weights(
+            search.parts(queries),
+            targets,
+            groups=[kinds[q] for q in queries],
+            k=config.k,
+            grid=config.grid,
+            primary="category",
+        )
+        tuning.update(
+            {
+                "queries": len(queries),
+                "branded_rows": len(branded),
+                **{f"hit_at_k/{kind}": round(rate, 4) for kind, rate in rates.items()},
+            }
+        )
     else:
         weights = FusionWeights()
         tuning["note"] = f"fewer than {config.min_rows} held-out purchases: default weights"

@@ -175,12 +175,16 @@ def test_popularity_counts_only_events_before_the_cutoff() -> None:
 
 def test_fit_tunes_weights_on_held_out_purchases_and_serves_every_purchase() -> None:
     catalog = FakeCatalog(PRODUCTS)
-    # Shoppers of duct tape end on the 3M roll, which nobody bought before: popularity before
-    # the held-out purchases favours d1, so a good blend keeps the prior's weight small.
+    # Duct tape shoppers end on the 3M roll, bought by nobody before: the prior counted before
+    # the held-out purchases favours d1, so the tuned blend turns the prior off.
     sequences = {f"u{i}": ["d1", "d1", "d2"] for i in range(30)}
-    search = fit_search(PRODUCTS, sequences, CatalogDenseScorer(catalog), SearchConfig(min_rows=5))
+    config = SearchConfig(k=1, min_rows=5)
+    search = fit_search(PRODUCTS, sequences, CatalogDenseScorer(catalog), config)
     tuning = search.meta["tuning"]
-    assert tuning["rows"] == 30 and tuning["queries"] == 1 and tuning["hit_at_k"] == 1.0
+    assert tuning["rows"] == 30 and tuning["branded_rows"] == 30 and tuning["queries"] == 2
+    assert tuning["hit_at_k/category+brand"] == 1.0  # "... duct tape 3m" shows d2 first
+    assert search.weights.popularity == 0.0
+    assert ids(search.search("tapes adhesives duct tape 3m", k=1)) == ["d2"]
     assert dict(search.popularity.counts) == {"d1": 60, "d2": 30}  # served: every purchase
     assert search.meta["key"]
     # too few rows: the default weights, and the meta says why
@@ -197,11 +201,17 @@ def test_tune_weights_picks_the_blend_that_shows_the_held_out_items() -> None:
         "dense": np.array([[0.0, 0.0, 0.9]], dtype=np.float32),
         "popularity": np.array([[0.1, 1.0, 0.0]], dtype=np.float32),
     }
-    weights, hit = tune_weights(parts, [[1, 1]], k=1)
-    assert hit == 1.0 and weights.popularity > 0
-    assert weights.dense < 0.9  # a dense weight above that would put item 2 first
+    weights, rates = tune_weights(parts, [[1, 1]], k=1)
+    assert rates == {"all": 1.0, "objective": 1.0} and weights.popularity > 0
+    assert weights.dense < 1.0  # a dense weight of 1 would put item 2 first
     _, without_prior = tune_weights(parts, [[1, 1]], k=1, grid={"popularity": (0.0,)})
-    assert without_prior == 0.0
+    assert without_prior["objective"] == 0.0
+    # kinds of query count equally, whatever their number of rows
+    two = {name: np.repeat(m, 2, axis=0) for name, m in parts.items()}
+    _, mixed = tune_weights(two, [[1, 1, 1], [0]], groups=["a", "b"], k=1, grid={})
+    assert mixed == {"a": 0.0, "b": 1.0, "objective": 0.5}
+    with pytest.raises(ValueError, match="1 groups for 2 query rows"):
+        tune_weights(two, [[1], [0]], groups=["a"])
 
 
 def test_load_or_fit_reuses_a_matching_fit(tmp_path: Path) -> None:
@@ -218,7 +228,8 @@ def test_load_or_fit_reuses_a_matching_fit(tmp_path: Path) -> None:
 
 def test_added_products_and_events_keep_the_search_current(tmp_path: Path) -> None:
     catalog = FakeCatalog(PRODUCTS)
-    search = make(counts={"d1": 1})
+    weights = FusionWeights(popularity=0.5)
+    search = FusedSearch(PRODUCTS, Popularity({"d1": 1}), weights, CatalogDenseScorer(catalog))
     new = Product(item_id="t9", title="Digital thermometer", category=f"{ROOT} Lab Thermometers")
     assert ids(search.search("thermometer", k=1)) != ["t9"]
     catalog.products[new.item_id] = new  # ingest writes the catalog, then the search
