@@ -45,6 +45,7 @@ PRODUCTS_FILE = "products.jsonl"
 POPULARITY_FILE = "popularity.json"
 WEIGHTS_FILE = "weights.json"
 LEXICAL_DIR = "lexical"
+QUERIES_PER_CHUNK = 256  # queries scored together (memory: 5 x 4 bytes x products each)
 FORMAT = 1  # bumped when the folder's layout changes; an older folder is refitted
 
 
@@ -180,17 +181,21 @@ class FusedSearch:
         if not queries:
             return []
         state = self._state
-        scores = self.weights.fuse(self._parts(state, queries))
         out: list[list[RetrievedProduct]] = []
-        for row, top in zip(scores, top_k(scores, k), strict=True):
-            out.append(
-                [
-                    RetrievedProduct(
-                        **state.products[j].model_dump(), rank=rank, score=float(row[j])
-                    )
-                    for rank, j in enumerate(top.tolist(), start=1)
-                ]
-            )
+        # In chunks: each query holds a row of every part over the whole catalog (an evaluation
+        # asks for thousands of queries at once).
+        for start in range(0, len(queries), QUERIES_PER_CHUNK):
+            chunk = queries[start : start + QUERIES_PER_CHUNK]
+            scores = self.weights.fuse(self._parts(state, chunk))
+            for row, top in zip(scores, top_k(scores, k), strict=True):
+                out.append(
+                    [
+                        RetrievedProduct(
+                            **state.products[j].model_dump(), rank=rank, score=float(row[j])
+                        )
+                        for rank, j in enumerate(top.tolist(), start=1)
+                    ]
+                )
         return out
 
     # ----------------------------------------------------------------- updates

@@ -268,3 +268,14 @@ def test_ranking_helpers() -> None:
     empty_brands = FieldIndex.build([p.model_copy(update={"brand": ""}) for p in PRODUCTS])
     assert empty_brands.indexes["brand"] is None
     assert not empty_brands.scores(["3m"])["brand"].any()
+
+
+def test_a_batch_is_scored_in_chunks_with_the_same_results(monkeypatch: pytest.MonkeyPatch) -> None:
+    import agent.search.fused as fused
+
+    search = make(counts={"d2": 2})
+    queries = ["duct tape", "microscope", "masking tape 3m", "beakers", "tape"]
+    whole = search.search_many(queries, k=4)
+    monkeypatch.setattr(fused, "QUERIES_PER_CHUNK", 2)
+    assert search.search_many(queries, k=4) == whole
+    assert whole == [search.search(q, k=4) for q in queries]
