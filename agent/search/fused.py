@@ -156,13 +156,15 @@ class FusedSearch:
     def parts(self, queries: Sequence[str]) -> dict[str, np.ndarray]:
         """Each part's score matrix (queries x products, in ``item_ids`` order; the prior is
         one row): what the blend weighs, for the calibration and the tuning."""
-        return self._parts(self._state, queries)
+        return self._parts(self._state, queries, dense=True)
 
-    def _parts(self, state: _State, queries: Sequence[str]) -> dict[str, np.ndarray]:
+    def _parts(
+        self, state: _State, queries: Sequence[str], *, dense: bool
+    ) -> dict[str, np.ndarray]:
         parts = state.lexical.scores(queries)
-        if self.weights.dense != 0.0:
+        if dense:
             parts["dense"] = self.dense.scores(queries, state.item_ids)
-        else:  # not asked of the dense scorer: no query embedding needed
+        else:  # a blend without the dense part: no query embedding needed
             parts["dense"] = np.zeros((len(queries), len(state.item_ids)), dtype=np.float32)
         parts["popularity"] = state.prior
         return parts
@@ -186,7 +188,7 @@ class FusedSearch:
         # asks for thousands of queries at once).
         for start in range(0, len(queries), QUERIES_PER_CHUNK):
             chunk = queries[start : start + QUERIES_PER_CHUNK]
-            scores = self.weights.fuse(self._parts(state, chunk))
+            scores = self.weights.fuse(self._parts(state, chunk, dense=self.weights.dense != 0.0))
             for row, top in zip(scores, top_k(scores, k), strict=True):
                 out.append(
                     [
@@ -347,13 +349,14 @@ def fit_search(
     tuning: dict[str, Any] = {"rows": len(rows), "k": config.k}
     if len(rows) >= config.min_rows:
         # The same purchases asked for by a shopper who names the brand (fusion's docstring).
-        branded = [
-            (f"{query} {normalize_query(catalog[item].brand)}", item)
-            for query, item in rows
-            if normalize_query(catalog[item].brand)
-        ]
         kinds = {q: "category" for q, _ in rows}
-        kinds.update({q: "category+brand" for q, _ in branded if q not in kinds})
+        branded = [
+            (named, item)
+            for query, item in rows
+            if (brand := normalize_query(catalog[item].brand))
+            and (named := f"{query} {brand}") not in kinds
+        ]
+        kinds.update({q: "category+brand" for q, _ in branded})
         queries = sorted(kinds)
         row_of = {q: i for i, q in enumerate(queries)}
         column = {item: j for j, item in enumerate(search.item_ids)}
