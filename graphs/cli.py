@@ -14,7 +14,7 @@ unwritable home, a store URL that names no database, a log file that is not a tr
 whose folder is missing, a bad precompute request, a bad events line or an item the catalog does
 not hold for ``events add``) print one line and exit 2. ``recommend``
 checks the store, the shopper, the catalog and the model folder in that order, before any model is
-loaded. ``--log FILE`` appends the run's trajectory (``graphs.trajectories``, schema v3, built from
+loaded. ``--log FILE`` appends the run's trajectory (``graphs.record``, schema v3, built from
 the graph's output) to FILE and updates ``FILE.meta.json``. ``precompute`` and ``--cached``: see
 ``graphs.serving.precompute``; ``precompute --log FILE`` logs each computed run the same way, and
 ``--no-model`` runs recall and the learned check without a language model. ``events add``
@@ -35,7 +35,7 @@ from uuid import UUID, uuid4
 
 from agent.context import Context
 from agent.state import output_json
-from graphs.trajectories import (
+from graphs.record import (
     TrajectoryError,
     TrajectoryRecord,
     append_trajectories,

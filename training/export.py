@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from agent.catalog import Catalog
 from agent.context import Context
-from graphs.trajectories import Target, TrajectoryError, TrajectoryWriter
+from graphs.record import Target, TrajectoryError, TrajectoryWriter
 from memory_store import SPLITS, Dataset, load_dataset
 from training.evaluation.baselines import QueryOracle
 from training.evaluation.runner import (

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from graphs.trajectories import Target, TrajectoryRecord
+from graphs.record import Target, TrajectoryRecord
 from memory_store import UserMemory, events_digest
 from memory_store.queries import ground_truth_query, normalize_query
 from training.common import TrainingError
@@ -243,7 +243,7 @@ def load_joined(
         ``(records, live)``: ``live`` when they are live-logged runs (their home is the
         environment rollouts run in).
     """
-    from graphs.trajectories import load_trajectories
+    from graphs.record import load_trajectories
     from memory_store import open_store
 
     records = list(load_trajectories(path))

@@ -14,7 +14,7 @@ unless a store is given; ``OfflineRunner(store=...)`` runs on a store ingested b
 home, a Postgres store). The drafter is wrapped in a ``MicroBatchingDrafter``, so the concurrent
 runs of one ``graph.batch`` call share model calls. ``graph.batch`` returns outputs in input order,
 so output ``i`` belongs to input ``i``: trajectory records are built from the outputs
-(``graphs.trajectories.record_from_output``), never matched back by key. The outputs come back
+(``graphs.record.record_from_output``), never matched back by key. The outputs come back
 as JSON (``agent.state.output_json``): what the callers keep in files, caches and stores.
 
 ``profile_at`` / ``draft_prompt_at`` are the "profile cut at ``before``, then the draft prompt"
@@ -39,7 +39,7 @@ from agent.prompts import draft_messages
 from agent.state import output_json
 from graphs.offline.ingest import ingest
 from graphs.query_agent import Deps, build_graph
-from graphs.trajectories import Target, TrajectoryRecord, record_from_output
+from graphs.record import Target, TrajectoryRecord, record_from_output
 from memory_store import Dataset, UserProfile, build_profile, events_from_sequence
 
 if TYPE_CHECKING:

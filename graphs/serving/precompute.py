@@ -50,7 +50,7 @@ from agent.model_identity import model_digest
 from graphs.offline.ingest import catalog_stats
 from graphs.query_agent import Deps
 from graphs.offline.runner import OfflineRunner
-from graphs.trajectories import TrajectoryRecord, code_version, run_stamp
+from graphs.record import TrajectoryRecord, code_version, run_stamp
 from memory_store import USERS_NAMESPACE
 
 __all__ = [
@@ -316,7 +316,7 @@ def precompute(
         store_opener: opens the same store again (picklable; each Ray actor calls it).
         ray_actors: the actor pool's size (``ray``).
         log: called with each computed chunk's trajectory records (local engine), each stamped
-            with the memory and catalog it ran on (``graphs.trajectories.run_stamp``), once the
+            with the memory and catalog it ran on (``graphs.record.run_stamp``), once the
             chunk is stored: ``queryagent precompute --log FILE``.
 
     Raises:
