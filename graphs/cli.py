@@ -165,7 +165,7 @@ def _recommend(args: argparse.Namespace) -> int:
         )
         _log(args, record, deps.catalog, deps.drafter.name)
     if args.cached:  # none was stored: this one is, for the next call
-        from graphs.serving.precompute import Versions, store_results
+        from graphs.serving.results import Versions, store_results
 
         entry = {args.user: _registry(store, args)}  # the memory this result was computed from
         store_results(store, [result], entry, Versions.current(store, deps.drafter.name))
@@ -191,7 +191,8 @@ def _registry(store: Any, args: argparse.Namespace) -> dict[str, Any]:
 
 def _serve_cached(args: argparse.Namespace, store: Any, memory: UserMemory) -> bool:
     """Print the stored recommendation; False when there is none (the caller computes it)."""
-    from graphs.serving.precompute import age_text, get_recommendation
+    from graphs.serving.precompute import age_text
+    from graphs.serving.results import get_recommendation
 
     t0 = time.perf_counter()
     stored = get_recommendation(store, args.user)
@@ -529,7 +530,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from agent.model_identity import ModelSourceError
     from agent.ranking import RankingMissingError
     from graphs.serving.events import EventsError
-    from graphs.serving.precompute import PrecomputeError
+    from graphs.serving.results import PrecomputeError
 
     args = build_parser().parse_args(argv)
     try:

@@ -8,14 +8,14 @@ the nearline precompute all run the agent through ``OfflineRunner``::
     result = runner.run([{"user_id": u, "before": n} for u, n in cuts], records=True)
     result.outputs[i], result.records[i]      # input i's OutputState and trajectory record
 
-``from_dataset`` ingests with ``graphs.offline.ingest.ingest``, the function ``queryagent ingest`` calls
-(memory, catalog statistics, the catalog when it is writable), into a fresh ``InMemoryStore``
-unless a store is given; ``OfflineRunner(store=...)`` runs on a store ingested before (the CLI's
-home, a Postgres store). The drafter is wrapped in a ``MicroBatchingDrafter``, so the concurrent
-runs of one ``graph.batch`` call share model calls. ``graph.batch`` returns outputs in input order,
-so output ``i`` belongs to input ``i``: trajectory records are built from the outputs
-(``graphs.record.record_from_output``), never matched back by key. The outputs come back
-as JSON (``agent.state.output_json``): what the callers keep in files, caches and stores.
+``from_dataset`` ingests with ``graphs.offline.ingest.ingest``, the function ``queryagent ingest``
+calls (memory, catalog statistics, the catalog when it is writable), into a fresh
+``InMemoryStore`` unless a store is given; ``OfflineRunner(store=...)`` runs on a store ingested
+before (the CLI's home, a Postgres store). The drafter is wrapped in a ``MicroBatchingDrafter``,
+so the concurrent runs of one ``graph.batch`` call share model calls. ``graph.batch`` returns
+outputs in input order, so output ``i`` belongs to input ``i``: trajectory records are built from
+the outputs (``graphs.record.record_from_output``), never matched back by key. The outputs come
+back as JSON (``agent.state.output_json``): what the callers keep in files, caches and stores.
 
 ``profile_at`` / ``draft_prompt_at`` are the "profile cut at ``before``, then the draft prompt"
 that training builds its rows from (SFT pairs, GRPO rows, the LLM-direct baseline): the same
