@@ -82,6 +82,7 @@ def _learn_model_weight(args: argparse.Namespace, models: Any) -> str:
     """Learn the served model's weight in the check on this catalog now, so the first
     recommendation does not (``agent.nodes.learned_model_weight``)."""
     drafter = default_deps(args.model, home=args.home).drafter
+    assert drafter is not None  # default_deps always builds one
     learned = learned_model_weight(drafter, models)
     if learned is None:
         return ""

@@ -12,8 +12,10 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from uuid import UUID, uuid4
+
+from langchain_core.runnables import RunnableConfig
 
 from agent.catalog import ChromaCatalog
 from agent.context import Context
@@ -35,9 +37,6 @@ from graphs.serving.precompute import age_text
 from graphs.serving.results import Versions, get_recommendation, store_results
 from memory_store import USERS_NAMESPACE, UserMemory, open_store
 from memory_store.paths import queryagent_home
-
-if TYPE_CHECKING:
-    from langchain_core.runnables import RunnableConfig
 
 __all__ = ["add_parser", "run"]
 
@@ -94,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         )
     check_model(args.model)
     deps = default_deps(args.model, home=args.home)
+    assert deps.drafter is not None  # default_deps always builds one
     _load_model(deps.drafter, args.model)
     graph = build_graph(deps).compile(store=store, name="QueryAgent")
     inputs = {"user_id": args.user}
