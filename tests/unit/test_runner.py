@@ -10,8 +10,8 @@ from agent.drafting import ScriptedDrafter
 from agent.nodes import CATALOG_NAMESPACE, CATALOG_STATS_KEY
 from agent.state import output_json
 from graphs.offline.ingest import catalog_version, ingest
-from graphs.query_agent import Deps, build_graph
 from graphs.offline.runner import OfflineRunner, draft_prompt_at, profile_at
+from graphs.query_agent import Deps, build_graph
 from graphs.record import Target
 from memory_store import UserMemory
 from tests.helpers.fakes import FakeCatalog
