@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import time
@@ -58,15 +59,19 @@ def summarize(output: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-
     os.environ["QUERYAGENT_HOME"] = str(args.home)
+    # Local on purpose: the project is imported after QUERYAGENT_HOME is set, from whichever
+    # checkout PYTHONPATH names (this file runs against two versions of the code).
     from agent.context import Context
     from graphs.cli import BUNDLED_DATA
     from graphs.query_agent import default_deps
-    from graphs.offline.runner import OfflineRunner
     from memory_store import load_dataset, open_store, target_position
     from memory_store.files import atomic_write
+
+    try:
+        from graphs.offline.runner import OfflineRunner
+    except ImportError:  # a checkout from before graphs/ had sub-folders (b32cf22)
+        from graphs.runner import OfflineRunner  # type: ignore[import-not-found,no-redef]
 
     dataset = load_dataset(args.data or BUNDLED_DATA)
     examples = dataset.examples(args.split)

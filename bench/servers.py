@@ -4,8 +4,8 @@
         [--out bench/results/servers.json]
 
 Starts a throwaway PostgreSQL cluster and a ``chroma run`` server on free loopback ports (the
-helpers of ``tests/helpers/servers.py``; PostgreSQL 15 binaries and the ``postgres`` extra are
-needed), then measures:
+helpers of ``bench/throwaway_servers.py``, which the integration tests use too; PostgreSQL 15
+binaries and the ``postgres`` extra are needed), then measures:
 
 1. ``queryagent ingest`` of the bundled data set (4,385 products, 8,442 shoppers) into a fresh
    home, embedded (local Chroma + SQLite) and then into the two servers
@@ -33,7 +33,9 @@ from typing import Any
 
 from agent.catalog import ChromaCatalog
 from agent.context import Context
+from agent.ranking import fit_served, load_served
 from bench import machine
+from bench.throwaway_servers import ChromaServer, PostgresCluster
 from graphs.cli import BUNDLED_DATA
 from graphs.cli import main as cli_main
 from graphs.query_agent import Deps, build_graph
@@ -46,7 +48,6 @@ from memory_store import (
     load_dataset,
     open_store,
 )
-from tests.helpers.servers import ChromaServer, PostgresCluster
 
 
 @contextmanager
@@ -144,8 +145,6 @@ def main() -> None:
                 result["memory_ingest_postgres_s"] = memory_ingest(postgres)
                 postgres.conn.close()  # type: ignore[attr-defined]
             if "concurrent" in parts:
-                from agent.ranking import fit_served, load_served
-
                 catalog = ChromaCatalog(home=embedded_home)  # the same catalog for both stores
                 if catalog.count() == 0:  # no ingest part: a slice of the catalog is enough
                     dataset = load_dataset(BUNDLED_DATA)

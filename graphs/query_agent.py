@@ -18,13 +18,17 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from langgraph.graph import END, START, StateGraph
 
 from agent import nodes
-from agent.catalog import Catalog
+from agent.catalog import Catalog, ChromaCatalog
 from agent.context import Context
+from agent.drafting import HFDrafter, QueryDrafter
+from agent.drafting.constrained import GroundedDrafter, GroundedHFDrafter
+from agent.ranking import load_served
+from agent.ranking.fit import CatalogModels
 from agent.state import InputState, OutputState, State
 
 T = TypeVar("T")
@@ -36,12 +40,13 @@ class Deps:
 
     ``drafter`` is a ``GroundedDrafter`` for constrained drafting (a plain ``QueryDrafter``
     drafts freely; ``None`` runs recall and the check alone, the ``ranker`` ablation);
-    ``ranking`` the catalog's fitted models (``agent.ranking``).
+    ``ranking`` the catalog's fitted models (``agent.ranking``: ``CatalogModels``, the type the
+    nodes take; there is no narrower protocol of it).
     """
 
-    drafter: Any
+    drafter: GroundedDrafter | QueryDrafter | None
     catalog: Catalog
-    ranking: Any
+    ranking: CatalogModels
 
 
 def build_graph(deps: Deps) -> StateGraph[Any, Context, Any, Any]:
@@ -86,19 +91,19 @@ class _Lazy(Generic[T]):
         return getattr(self._get(), name)
 
 
+def _lazy(factory: Callable[[], T]) -> T:
+    """A ``_Lazy`` typed as what it stands for: every attribute access reaches the real object."""
+    return cast(T, _Lazy(factory))
+
+
 def default_deps(model: str | None = None, home: str | None = None) -> Deps:
     """The real drafter (``model`` resolved by ``agent.drafting.resolve_model``: ``None`` is
     ``$QUERYAGENT_MODEL``, else the shipped trained adapter) and the Chroma catalog in the
     QueryAgent home (or the server named by ``$QUERYAGENT_CHROMA_HOST``)."""
-    from agent.catalog import ChromaCatalog
-    from agent.drafting import HFDrafter
-    from agent.drafting.constrained import GroundedHFDrafter
-    from agent.ranking import load_served
-
     # Lazy: the model loads on the first call, the catalog and its fitted models on first use.
     drafter = GroundedHFDrafter(HFDrafter(model, home=home))
-    catalog: Catalog = _Lazy(lambda: ChromaCatalog.from_env(home=home))  # type: ignore[assignment]
-    ranking = _Lazy(lambda: load_served(home))
+    catalog: Catalog = _lazy(lambda: ChromaCatalog.from_env(home=home))
+    ranking: CatalogModels = _lazy(lambda: load_served(home))
     return Deps(drafter=drafter, catalog=catalog, ranking=ranking)
 
 

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from graphs.trajectories import code_version
+from graphs.record import code_version
 from memory_store import DataError, load_dataset
 
 EXIT_USAGE = 2
@@ -129,7 +129,7 @@ class EvalUsageError(Exception):
 
 def _outcomes(args: argparse.Namespace) -> int:
     from agent.model_identity import check_model
-    from graphs.trajectories import load_trajectories, write_trajectories
+    from graphs.record import load_trajectories, write_trajectories
     from memory_store import open_store
     from training.outcomes import join_outcomes, live_metrics, metrics_line, replay
 
@@ -311,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from agent.catalog import CatalogError
     from agent.drafting import DrafterError
     from agent.model_identity import ModelSourceError, check_model
-    from graphs.trajectories import TrajectoryError
+    from graphs.record import TrajectoryError
     from memory_store import HomeError, StoreError
     from training.common import TrainingError
     from training.evaluation.runner import EvalError

@@ -7,7 +7,7 @@
 Runs the full agent (the graph, micro-batched drafter, the evaluation's catalog collection) on
 every selected example through ``graphs.offline.runner.OfflineRunner`` with the memory cut just before its
 target (no leakage: the profile only sees the items the shopper had before), builds each run's
-record from the graph's output (``graphs.trajectories.record_from_output``), fills ``target``
+record from the graph's output (``graphs.record.record_from_output``), fills ``target``
 (held-out item and its HEM ground-truth query) and writes the JSONL file plus its ``.meta.json``
 sidecar atomically. ``valid`` / ``test`` take the leave-one-out targets, like
 ``queryagent-train eval``; ``train`` takes every ``history -> next item`` row of the training
@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from agent.catalog import Catalog
 from agent.context import Context
-from graphs.trajectories import Target, TrajectoryError, TrajectoryWriter
+from graphs.record import Target, TrajectoryError, TrajectoryWriter
 from memory_store import SPLITS, Dataset, load_dataset
 from training.evaluation.baselines import QueryOracle
 from training.evaluation.runner import (

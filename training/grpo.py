@@ -654,7 +654,7 @@ def run_grpo(
     command: str | None = None,
 ) -> dict[str, Any]:
     """Train, save the adapter to the output folder; returns the sidecar's content."""
-    from graphs.trajectories import code_version
+    from graphs.record import code_version
     from training.rewards import training_rewards
 
     started = time.perf_counter()
@@ -730,7 +730,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m training.grpo
     """
     from agent.catalog import CatalogError
     from agent.ranking import RankingMissingError
-    from graphs.trajectories import TrajectoryError
+    from graphs.record import TrajectoryError
     from memory_store import DataError, HomeError, StoreError, load_dataset
 
     try:

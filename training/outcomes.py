@@ -7,7 +7,7 @@ A live run (``queryagent recommend --log``, ``queryagent precompute --log``) has
 the shopper buys next is only known later. Its record keeps what its memory held
 (``run.memory``: the number of events, a digest of them, the time of the last one) and the
 catalog it ran on (``run.catalog``: version and ingest generation), written by
-``graphs.trajectories.run_stamp``. Once newer events are in the store (``queryagent events add``,
+``graphs.record.run_stamp``. Once newer events are in the store (``queryagent events add``,
 or ``queryagent ingest`` of a folder that extends the sequences), the run's **outcome** is the
 shopper's first purchase recorded after it: the first purchase beyond the events its memory held
 (by position) and, where events carry times, not before the run started (by time). The outcome
@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from graphs.trajectories import Target, TrajectoryRecord
+from graphs.record import Target, TrajectoryRecord
 from memory_store import UserMemory, events_digest
 from memory_store.queries import ground_truth_query, normalize_query
 from training.common import TrainingError
@@ -243,7 +243,7 @@ def load_joined(
         ``(records, live)``: ``live`` when they are live-logged runs (their home is the
         environment rollouts run in).
     """
-    from graphs.trajectories import load_trajectories
+    from graphs.record import load_trajectories
     from memory_store import open_store
 
     records = list(load_trajectories(path))

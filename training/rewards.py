@@ -5,7 +5,7 @@ Each function follows TRL's convention (``trl/rewards/``): ``f(completions, **kw
 list[float | None]``, one value per completion, ``None`` meaning "cannot score" (TRL then leaves
 that function out for that sample). A function scores the whole agent rollout, not just the
 completion text: the rollout arrives as the keyword ``trajectory`` (one
-``queryagent.trajectory/v3`` dict per completion, built by ``graphs/trajectories.py``; v1, v2 dicts
+``queryagent.trajectory/v3`` dict per completion, built by ``graphs/record/``; v1, v2 dicts
 score the same), and the
 shopper's real next item as the data-set columns ``target_item``, ``target_query`` and
 ``target_title`` (falling back to the trajectory's own ``target``).

@@ -366,7 +366,7 @@ def _meta(
     run: _Run, args: SFTArguments, config: QueryAgentSFTConfig, dataset: Dataset, command: str
 ) -> dict[str, Any]:
     """The sidecar: command, settings, data, versions, base model, steps, losses."""
-    from graphs.trajectories import code_version
+    from graphs.record import code_version
 
     state, resolved = run.trainer.state, run.resolved
     logged = [(row["step"], row["loss"]) for row in state.log_history if "loss" in row]
@@ -473,7 +473,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m training.sft"
     User errors (a bad value, a missing data folder, an unloadable model) print one line and
     return 2.
     """
-    from graphs.trajectories import TrajectoryError
+    from graphs.record import TrajectoryError
     from memory_store import DataError, HomeError, StoreError, load_dataset
 
     try:

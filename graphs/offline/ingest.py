@@ -1,7 +1,7 @@
 """Ingest: a data set into the catalog, the memory and the catalog statistics, in one function.
 
     queryagent ingest [--data DIR] [--home DIR]      # the CLI calls ``ingest``
-    OfflineRunner.from_dataset(...)                  # so does the offline runner (graphs.offline.runner)
+    OfflineRunner.from_dataset(...)                  # and the offline runner (graphs.offline)
 
 One function for both, so an offline run (evaluation, export, GRPO, bench, precompute) and the
 served graph see the same store: the memory's events and the catalog statistics that

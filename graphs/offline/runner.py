@@ -8,14 +8,14 @@ the nearline precompute all run the agent through ``OfflineRunner``::
     result = runner.run([{"user_id": u, "before": n} for u, n in cuts], records=True)
     result.outputs[i], result.records[i]      # input i's OutputState and trajectory record
 
-``from_dataset`` ingests with ``graphs.offline.ingest.ingest``, the function ``queryagent ingest`` calls
-(memory, catalog statistics, the catalog when it is writable), into a fresh ``InMemoryStore``
-unless a store is given; ``OfflineRunner(store=...)`` runs on a store ingested before (the CLI's
-home, a Postgres store). The drafter is wrapped in a ``MicroBatchingDrafter``, so the concurrent
-runs of one ``graph.batch`` call share model calls. ``graph.batch`` returns outputs in input order,
-so output ``i`` belongs to input ``i``: trajectory records are built from the outputs
-(``graphs.trajectories.record_from_output``), never matched back by key. The outputs come back
-as JSON (``agent.state.output_json``): what the callers keep in files, caches and stores.
+``from_dataset`` ingests with ``graphs.offline.ingest.ingest``, the function ``queryagent ingest``
+calls (memory, catalog statistics, the catalog when it is writable), into a fresh
+``InMemoryStore`` unless a store is given; ``OfflineRunner(store=...)`` runs on a store ingested
+before (the CLI's home, a Postgres store). The drafter is wrapped in a ``MicroBatchingDrafter``,
+so the concurrent runs of one ``graph.batch`` call share model calls. ``graph.batch`` returns
+outputs in input order, so output ``i`` belongs to input ``i``: trajectory records are built from
+the outputs (``graphs.record.record_from_output``), never matched back by key. The outputs come
+back as JSON (``agent.state.output_json``): what the callers keep in files, caches and stores.
 
 ``profile_at`` / ``draft_prompt_at`` are the "profile cut at ``before``, then the draft prompt"
 that training builds its rows from (SFT pairs, GRPO rows, the LLM-direct baseline): the same
@@ -29,21 +29,31 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from uuid import uuid4
+
+from langgraph.store.base import BaseStore
+from langgraph.store.memory import InMemoryStore
 
 from agent.catalog import Catalog
 from agent.context import Context
 from agent.drafting.batching import micro_batched
 from agent.prompts import draft_messages
+from agent.ranking import RANKING_DIR, load_or_fit
+from agent.ranking.fit import CatalogModels
 from agent.state import output_json
 from graphs.offline.ingest import ingest
 from graphs.query_agent import Deps, build_graph
-from graphs.trajectories import Target, TrajectoryRecord, record_from_output
-from memory_store import Dataset, UserProfile, build_profile, events_from_sequence
-
-if TYPE_CHECKING:
-    from langgraph.store.base import BaseStore
+from graphs.record import Target, TrajectoryRecord, record_from_output
+from memory_store import (
+    Dataset,
+    UserProfile,
+    build_profile,
+    events_from_sequence,
+    target_position,
+)
+from memory_store.fingerprint import data_fingerprint
+from memory_store.paths import queryagent_home
 
 __all__ = [
     "CHUNK_BATCHES",
@@ -82,8 +92,6 @@ def fit_sequences(dataset: Dataset, split: str) -> dict[str, list[str]]:
     """Every sequence cut before its held-out item for a run over ``split``: the ``valid`` /
     ``test`` targets for those splits, the ``valid`` targets for ``train`` (its rows lie before
     them), so models fitted on them never saw what the run predicts or what is held out."""
-    from memory_store import target_position
-
     held_out = "valid" if split == "train" else split
     cut = {u: list(s) for u, s in dataset.sequences.items()}
     for ex in dataset.examples(held_out):
@@ -98,13 +106,9 @@ def offline_ranking(
     home: str | os.PathLike[str] | None = None,
     *,
     progress: bool = False,
-) -> Any:
+) -> CatalogModels:
     """The catalog's fitted models (``agent.ranking``) for an offline run over ``split``: fitted
     on ``fit_sequences`` once, kept in the home (``ranking/offline-<data>-<split>-<digest>``)."""
-    from agent.ranking import RANKING_DIR, load_or_fit
-    from memory_store.fingerprint import data_fingerprint
-    from memory_store.paths import queryagent_home
-
     sequences = fit_sequences(dataset, split)
     digest = data_fingerprint(dataset.products, sequences)
     folder = (
@@ -181,8 +185,6 @@ class OfflineRunner:
         """Ingest ``dataset`` (``graphs.offline.ingest.ingest``) into ``store`` (default: a new
         ``InMemoryStore``) and build a runner on it; ``kwargs`` go to ``OfflineRunner``."""
         if store is None:
-            from langgraph.store.memory import InMemoryStore
-
             store = InMemoryStore()
         ingest(dataset, store, catalog, progress=progress)
         return cls(store=store, catalog=catalog, drafter=drafter, **kwargs)

@@ -6,9 +6,10 @@
 
 The paper deploys the agent as a nearline batch job; this is that job. Shoppers come from the
 memory's registry (all of them, the ``--users`` file's ids, or those whose memory changed since a
-time), run through ``graphs.offline.runner.OfflineRunner`` (``graph.batch`` with the micro-batching
-drafter), and each result is written to the store under ``("queryagent", "recommendations")``,
-key = the shopper id, beside the memory (same SQLite file or Postgres database)::
+time), run through ``graphs.offline.runner.OfflineRunner`` (``graph.batch`` with the
+micro-batching drafter), and each result is written to the store (``graphs.serving.results``)
+under ``("queryagent", "recommendations")``, key = the shopper id, beside the memory (same SQLite
+file or Postgres database)::
 
     {"user_id", "query", "source", "fit", "refinements", "products": [...],
      "memory": {"n_events", "revision"},          # the memory the result was computed from
@@ -37,68 +38,43 @@ must be a file or a server the workers can open: the home's SQLite, or ``$QUERYA
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, cast
 
-from langgraph.store.base import BaseStore, GetOp, Item, PutOp
+from langgraph.store.base import BaseStore, GetOp, Item
+from tqdm.auto import tqdm
 
 from agent.context import Context
-from agent.model_identity import model_digest
-from graphs.offline.ingest import catalog_stats
-from graphs.query_agent import Deps
 from graphs.offline.runner import OfflineRunner
-from graphs.trajectories import TrajectoryRecord, code_version, run_stamp
-from memory_store.namespaces import RECOMMENDATIONS_NAMESPACE, USERS_NAMESPACE
+from graphs.query_agent import Deps
+from graphs.record import TrajectoryRecord, run_stamp
+from graphs.serving.ray_engine import run_on_ray
+from graphs.serving.results import (
+    RECOMMENDATIONS_NAMESPACE,
+    PrecomputeError,
+    Versions,
+    memory_stamp,
+    store_results,
+)
+from memory_store.namespaces import USERS_NAMESPACE
 
 __all__ = [
-    "RECOMMENDATIONS_NAMESPACE",
-    "PrecomputeError",
     "PrecomputeResult",
-    "Versions",
     "age_text",
-    "get_recommendation",
     "parse_since",
     "precompute",
     "read_users_file",
     "select_users",
     "stale",
-    "store_results",
 ]
 
 Engine = Literal["local", "ray"]
 ENGINES = ("local", "ray")
 # Registry entries read per store.search call.
 PAGE = 1000
-
-
-class PrecomputeError(Exception):
-    """A user-caused problem with a precompute request (one line for the CLI)."""
-
-
-@dataclass(frozen=True)
-class Versions:
-    """What a stored result was computed with; a result of other versions is recomputed."""
-
-    model: str | None
-    model_digest: str
-    catalog_version: str | None
-    code_version: str
-
-    @classmethod
-    def current(cls, store: BaseStore, model: str | None) -> Versions:
-        return cls(
-            model=model,
-            model_digest=model_digest(model),  # agent.model_identity: the project's one owner
-            catalog_version=catalog_stats(store).get("catalog_version"),
-            code_version=code_version(),
-        )
-
-
-def _stamp(entry: Mapping[str, Any]) -> dict[str, int]:
-    return {"n_events": int(entry.get("n_events", 0)), "revision": int(entry.get("revision", 0))}
 
 
 def stale(stored: Mapping[str, Any] | None, entry: Mapping[str, Any], versions: Versions) -> bool:
@@ -109,7 +85,7 @@ def stale(stored: Mapping[str, Any] | None, entry: Mapping[str, Any], versions: 
     """
     return (
         stored is None
-        or stored.get("memory") != _stamp(entry)
+        or stored.get("memory") != memory_stamp(entry)
         or stored.get("model_digest") != versions.model_digest
         or stored.get("catalog_version") != versions.catalog_version
     )
@@ -202,60 +178,6 @@ def _stored(store: BaseStore, users: Sequence[str]) -> dict[str, dict[str, Any]]
     return found
 
 
-def get_recommendation(store: BaseStore, user_id: str) -> dict[str, Any] | None:
-    """The stored recommendation of a shopper, or None when none was computed."""
-    item = store.get(RECOMMENDATIONS_NAMESPACE, user_id)
-    if item is None:
-        return None
-    value = dict(item.value)
-    if "consistency" in value:  # stored before the check's score was named ``fit``
-        value["fit"] = value.pop("consistency")
-    return value
-
-
-def _result_value(
-    output: Mapping[str, Any], entry: Mapping[str, Any], versions: Versions, now: str
-) -> dict[str, Any]:
-    return {
-        "user_id": output["user_id"],
-        "query": output.get("query"),
-        "source": output.get("source"),
-        "fit": output.get("fit"),
-        "refinements": int(output.get("refinements") or 0),
-        "products": list(output.get("products") or []),
-        "memory": _stamp(entry),
-        "model": versions.model,
-        "model_digest": versions.model_digest,
-        "catalog_version": versions.catalog_version,
-        "code_version": versions.code_version,
-        "computed_at": now,
-    }
-
-
-def store_results(
-    store: BaseStore,
-    outputs: Iterable[Mapping[str, Any]],
-    entries: Mapping[str, Mapping[str, Any]],
-    versions: Versions,
-) -> int:
-    """Upsert graph outputs as stored recommendations (one ``store.batch``); returns the count.
-
-    ``entries`` are the registry entries read before the runs: the memory each result used.
-    """
-    now = datetime.now(UTC).isoformat()
-    ops = [
-        PutOp(
-            RECOMMENDATIONS_NAMESPACE,
-            out["user_id"],
-            _result_value(out, entries[out["user_id"]], versions, now),
-        )
-        for out in outputs
-    ]
-    if ops:
-        store.batch(ops)
-    return len(ops)
-
-
 def age_text(computed_at: str, now: datetime | None = None) -> str:
     """``"3 min ago"``-style age of an ISO-8601 time."""
     seconds = max(
@@ -315,7 +237,7 @@ def precompute(
         store_opener: opens the same store again (picklable; each Ray actor calls it).
         ray_actors: the actor pool's size (``ray``).
         log: called with each computed chunk's trajectory records (local engine), each stamped
-            with the memory and catalog it ran on (``graphs.trajectories.run_stamp``), once the
+            with the memory and catalog it ran on (``graphs.record.run_stamp``), once the
             chunk is stored: ``queryagent precompute --log FILE``.
 
     Raises:
@@ -341,8 +263,6 @@ def precompute(
     )
     if not todo:
         return result
-    from tqdm.auto import tqdm
-
     bar = tqdm(total=len(todo), desc="precompute", unit="shopper", disable=not progress)
     try:
         if engine == "local":
@@ -377,8 +297,6 @@ def precompute(
         else:
             if deps_factory is None or store_opener is None:
                 raise ValueError("the ray engine needs a picklable deps_factory and store_opener")
-            from graphs.serving.ray_engine import run_on_ray
-
             for done in run_on_ray(
                 todo,
                 deps_factory=deps_factory,

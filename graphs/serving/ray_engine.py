@@ -1,11 +1,12 @@
 """``queryagent precompute --engine ray``: the precompute step on a Ray Data actor pool.
 
-Ray is an optional extra (``pip install -e '.[ray]'``); this module is imported only when the
-engine is chosen. The shoppers to compute become a Ray dataset; ``map_batches`` hands batches of
-them to a pool of actors, each holding what is expensive to build once: the drafter (the model),
-the catalog client and a store connection. An actor reads its shoppers' memory from the store,
-runs them through ``graphs.offline.runner.OfflineRunner`` and writes the results back with
-``graphs.serving.precompute.store_results``, so the driver only sees the ids that are done (its progress).
+Ray is an optional extra (``pip install -e '.[ray]'``), imported only when the engine is chosen
+(this module imports without it). The shoppers to compute become a Ray dataset; ``map_batches``
+hands batches of them to a pool of actors, each holding what is expensive to build once: the
+drafter (the model), the catalog client and a store connection. An actor reads its shoppers'
+memory from the store, runs them through ``graphs.offline.runner.OfflineRunner`` and writes the
+results back with ``graphs.serving.results.store_results``, so the driver only sees the ids that
+are done (its progress).
 
 On one machine ``ray.init()`` starts a local Ray; with ``RAY_ADDRESS`` set it joins that cluster
 (then the store and the catalog must be servers every node reaches: ``$QUERYAGENT_STORE_URL`` =
@@ -17,20 +18,21 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
+
+import numpy as np
+from langgraph.store.base import BaseStore, GetOp, Item
 
 from agent.context import Context
+from graphs.offline.runner import OfflineRunner
 from graphs.query_agent import Deps
+from graphs.serving.results import PrecomputeError, Versions, store_results
 from memory_store import USERS_NAMESPACE
 
-if TYPE_CHECKING:
-    from langgraph.store.base import BaseStore, Item
-
-    from graphs.serving.precompute import Versions
-
-# The folder holding agent/, graphs/, memory_store/: local Ray workers import the same code as
-# the driver (an editable install elsewhere, or none, would otherwise win).
-CODE_ROOT = str(Path(__file__).resolve().parent.parent)
+# The folder holding agent/, graphs/, memory_store/ (this file is graphs/serving/ray_engine.py):
+# local Ray workers import the same code as the driver (an editable install elsewhere, or none,
+# would otherwise win).
+CODE_ROOT = str(Path(__file__).resolve().parents[2])
 FORWARDED_ENV = ("QUERYAGENT_", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME")
 
 
@@ -45,8 +47,6 @@ class PrecomputeActor:
         versions: Versions,
         batch_size: int,
     ) -> None:
-        from graphs.offline.runner import OfflineRunner
-
         self.store = store_opener()
         deps = deps_factory()
         self.versions = versions
@@ -61,11 +61,6 @@ class PrecomputeActor:
         )
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        import numpy as np
-        from langgraph.store.base import GetOp
-
-        from graphs.serving.precompute import store_results
-
         users = [str(u) for u in batch["user_id"]]
         items = cast(
             "list[Item | None]", self.store.batch([GetOp(USERS_NAMESPACE, u) for u in users])
@@ -78,10 +73,8 @@ class PrecomputeActor:
 
 def _init_ray() -> Any:
     try:
-        import ray
+        import ray  # local: an optional extra, imported only when the engine is chosen
     except ImportError:
-        from graphs.serving.precompute import PrecomputeError
-
         raise PrecomputeError(
             "--engine ray needs Ray: pip install -e '.[ray]' (or use --engine local)"
         ) from None

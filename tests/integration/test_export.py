@@ -15,7 +15,7 @@ import agent.drafting
 import training.cli
 from agent.drafting import ScriptedDrafter
 from graphs.cli import main as queryagent
-from graphs.trajectories import SCHEMA, load_trajectories, meta_path, read_meta
+from graphs.record import SCHEMA, load_trajectories, meta_path, read_meta
 from memory_store import load_dataset
 from training.rollout import model_turns
 

@@ -9,7 +9,7 @@ import pytest
 
 from agent.context import Context
 from agent.drafting.trie import QueryTrie
-from graphs.trajectories import TrajectoryRecord
+from graphs.record import TrajectoryRecord
 from memory_store import UserMemory, load_dataset
 from training.grpo import (
     GraphRollout,

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 
 from graphs.cli import main
-from graphs.trajectories import load_trajectories
+from graphs.record import load_trajectories
 from memory_store import UserMemory, load_dataset, open_store
 from memory_store.holdout import hold_out
 

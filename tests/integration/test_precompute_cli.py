@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from graphs.cli import main
-from graphs.serving.precompute import RECOMMENDATIONS_NAMESPACE, get_recommendation
+from graphs.serving.results import RECOMMENDATIONS_NAMESPACE, get_recommendation
 from memory_store import open_store
 
 pytestmark = pytest.mark.integration

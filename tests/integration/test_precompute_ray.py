@@ -12,7 +12,8 @@ import pytest
 
 from agent.context import Context
 from graphs.offline.ingest import ingest
-from graphs.serving.precompute import RECOMMENDATIONS_NAMESPACE, precompute
+from graphs.serving.precompute import precompute
+from graphs.serving.results import RECOMMENDATIONS_NAMESPACE
 from memory_store import open_store
 from tests.helpers.precompute import scripted_deps as scripted_deps_of
 

@@ -148,8 +148,8 @@ def _interrupt(*args: object, **kwargs: object) -> int:
 @pytest.mark.parametrize(
     ("cli", "patched", "argv", "needle"),
     [
-        ("graphs.cli", "_ingest", ["ingest"], "run `queryagent ingest` again"),
-        ("graphs.cli", "_recommend", ["recommend", "--user", USER], "queryagent: interrupted"),
+        ("graphs.cli.ingest", "run", ["ingest"], "run `queryagent ingest` again"),
+        ("graphs.cli.recommend", "run", ["recommend", "--user", USER], "queryagent: interrupted"),
         ("training.cli", "_eval", ["eval", "--data", "x"], "the same command resumes"),
         ("training.grpo", "main", ["grpo"], "add --resume to continue"),
         ("training.sft", "main", ["sft"], "add --resume to continue"),
@@ -168,7 +168,7 @@ def test_ctrl_c_is_one_line_and_exit_130(
     import importlib
 
     monkeypatch.setattr(importlib.import_module(cli), patched, _interrupt)
-    main = importlib.import_module("graphs.cli" if cli == "graphs.cli" else "training.cli").main
+    main = importlib.import_module(cli.split(".")[0] + ".cli").main  # graphs.cli, training.cli
     try:
         code = main(argv)
     except KeyboardInterrupt:  # escaping, it would stop the whole pytest run

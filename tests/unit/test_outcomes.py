@@ -11,7 +11,7 @@ import pytest
 
 from graphs.serving.events import EventLine, EventsError, add_purchases, read_events
 from graphs.offline.ingest import ingest
-from graphs.trajectories import (
+from graphs.record import (
     SCHEMA,
     TrajectoryRecord,
     load_trajectories,

@@ -12,17 +12,20 @@ from langgraph.store.memory import InMemoryStore
 from agent.context import Context
 from agent.drafting import ScriptedDrafter
 from graphs.offline.ingest import ingest
+from graphs.query_agent import Deps
 from graphs.serving.precompute import (
-    RECOMMENDATIONS_NAMESPACE,
-    PrecomputeError,
     age_text,
-    get_recommendation,
     parse_since,
     precompute,
     read_users_file,
     stale,
 )
-from graphs.query_agent import Deps
+from graphs.serving.results import (
+    RECOMMENDATIONS_NAMESPACE,
+    PrecomputeError,
+    Versions,
+    get_recommendation,
+)
 from memory_store import BehaviorEvent, UserMemory
 from tests.helpers.fakes import FakeCatalog
 
@@ -201,8 +204,6 @@ def test_results_stored_before_the_fit_rename_read_with_it() -> None:
 
 
 def test_stale_and_age() -> None:
-    from graphs.serving.precompute import Versions
-
     v = Versions(model="m", model_digest="d", catalog_version="c", code_version="x")
     entry = {"n_events": 3, "revision": 0}
     fresh = {"memory": {"n_events": 3, "revision": 0}, "model_digest": "d", "catalog_version": "c"}

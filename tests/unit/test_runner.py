@@ -10,9 +10,9 @@ from agent.drafting import ScriptedDrafter
 from agent.nodes import CATALOG_NAMESPACE, CATALOG_STATS_KEY
 from agent.state import output_json
 from graphs.offline.ingest import catalog_version, ingest
-from graphs.query_agent import Deps, build_graph
 from graphs.offline.runner import OfflineRunner, draft_prompt_at, profile_at
-from graphs.trajectories import Target
+from graphs.query_agent import Deps, build_graph
+from graphs.record import Target
 from memory_store import UserMemory
 from tests.helpers.fakes import FakeCatalog
 from tests.helpers.precompute import reply

@@ -10,7 +10,7 @@ import pytest
 from agent.context import Context
 from agent.drafting import MicroBatchingDrafter, ScriptedDrafter
 from graphs.query_agent import Deps, build_graph
-from graphs.trajectories import (
+from graphs.record import (
     SCHEMA,
     SCHEMA_V1,
     SCHEMA_V2,

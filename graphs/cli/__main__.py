@@ -1,0 +1,7 @@
+"""``python -m graphs.cli``: the ``queryagent`` command."""
+
+import sys
+
+from graphs.cli import main
+
+sys.exit(main())
