@@ -18,7 +18,8 @@ Layout in the store (all keys and values are plain JSON):
   with :class:`IngestIncompleteError` instead of being served as a cold-start shopper.
 
 Everything is synchronous and safe to call from several threads (LangGraph runs sync nodes in a
-thread pool): writes that read the registry first are serialised by a lock, and events are
+thread pool) and several processes (``events add`` runs beside the server): writes that read the
+registry first are serialised by a lock that covers both (``_WriteLock``), and events are
 written before the registry entry that makes them visible, so an interrupted write never exposes a
 half-written history.
 
@@ -42,6 +43,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
+from filelock import FileLock
 from langgraph.store.base import BaseStore, GetOp, Item, Op, PutOp, Result
 from langgraph.store.sqlite import SqliteStore
 from tqdm.auto import tqdm
@@ -239,16 +241,89 @@ def _redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-_STORE_LOCKS: weakref.WeakKeyDictionary[BaseStore, threading.RLock] = weakref.WeakKeyDictionary()
+# Advisory-lock key of the memory's writers on PostgreSQL (any constant shared by every process;
+# this one is the first 8 bytes of sha256("queryagent.memory.writes") as a signed 64-bit int).
+PG_WRITE_LOCK_KEY = 0x067D_142F_CB66_B5E1
+LOCK_SUFFIX = ".lock"
+
+
+class _WriteLock:
+    """Serialises the memory's read-modify-write updates across threads AND processes.
+
+    Appending reads a shopper's ``n_events`` and writes events at the next positions; two
+    writers that both read ``n`` store two events at ``n`` and one is lost. A thread lock covers
+    one process only (issue 25: eight concurrent ``events add`` lost one event), so the same
+    section also holds a lock every process sees: a file lock beside a SQLite store
+    (``memory.sqlite.lock``, ``fcntl`` through ``filelock``; released by the kernel when a
+    process dies), or a session advisory lock on PostgreSQL (released when the connection
+    closes). In-memory stores live in one process and need only the thread lock. Reentrant.
+    """
+
+    def __init__(self, store: BaseStore) -> None:
+        self._thread = threading.RLock()
+        self._depth = 0
+        self._store = weakref.ref(store)  # the lock must not keep its store alive
+        # The lock file is made on the first write, so a read-only home can still be read.
+        self._path = _sqlite_file(store) if isinstance(store, SqliteStore) else None
+        self._file: FileLock | None = None
+
+    def __enter__(self) -> _WriteLock:
+        self._thread.acquire()
+        try:
+            if self._depth == 0:
+                self._across_processes(acquire=True)
+        except BaseException:
+            self._thread.release()
+            raise
+        self._depth += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._depth -= 1
+        try:
+            if self._depth == 0:
+                self._across_processes(acquire=False)
+        finally:
+            self._thread.release()
+
+    def _across_processes(self, *, acquire: bool) -> None:
+        if self._path is not None:
+            if self._file is None:
+                private_file(self._path + LOCK_SUFFIX)  # 0600, as the database beside it
+                self._file = FileLock(self._path + LOCK_SUFFIX, mode=0o600)
+            if acquire:
+                self._file.acquire()
+            else:
+                self._file.release()
+            return
+        store = self._store()
+        if store is None or type(store).__name__ != "PostgresStore":
+            return
+        sql = "SELECT pg_advisory_lock(%s)" if acquire else "SELECT pg_advisory_unlock(%s)"
+        with store.lock:  # type: ignore[attr-defined]  # the store's own connection lock
+            store.conn.execute(sql, (PG_WRITE_LOCK_KEY,))  # type: ignore[attr-defined]
+
+
+def _sqlite_file(store: SqliteStore) -> str | None:
+    """The database file behind a SQLite store (``None`` for an in-memory database)."""
+    with store.lock:
+        rows = store.conn.execute("PRAGMA database_list").fetchall()
+    for _, name, file in rows:
+        if name == "main":
+            return str(file) or None
+    return None
+
+
+_STORE_LOCKS: weakref.WeakKeyDictionary[BaseStore, _WriteLock] = weakref.WeakKeyDictionary()
 _STORE_LOCKS_LOCK = threading.Lock()
 
 
-def _store_lock(store: BaseStore) -> threading.RLock:
-    """One lock per store object in this process (see ``UserMemory.__init__``)."""
+def _store_lock(store: BaseStore) -> _WriteLock:
+    """One write lock per store object in this process (see ``UserMemory.__init__``)."""
     with _STORE_LOCKS_LOCK:
         lock = _STORE_LOCKS.get(store)
         if lock is None:
-            lock = _STORE_LOCKS[store] = threading.RLock()
+            lock = _STORE_LOCKS[store] = _WriteLock(store)
         return lock
 
 
@@ -416,8 +491,9 @@ class UserMemory:
         """Store events after each user's stored ones, in the given order (their ``seq`` is
         replaced by the next free position), registering new users; returns what was stored.
 
-        The positions are read and the events written under the store's lock, so two appends in
-        this process never claim the same position. Nothing is written when the batch is invalid.
+        The positions are read and the events written under the store's write lock, which
+        covers threads and processes, so two appends never claim the same position. Nothing is
+        written when the batch is invalid.
         """
         with self._lock:
             users = list(dict.fromkeys(e.user_id for e in events))
