@@ -35,6 +35,7 @@ from uuid import UUID, uuid4
 
 from agent.context import Context
 from agent.state import output_json
+from graphs.safe_text import safe
 from graphs.trajectories import (
     TrajectoryError,
     TrajectoryRecord,
@@ -216,7 +217,7 @@ def _serve_cached(args: argparse.Namespace, store: Any, memory: UserMemory) -> b
     note = "; the memory changed since: run `queryagent precompute`" if stale else ""
     print(
         f"  cached: computed {result['age']} ({stored['computed_at']}) "
-        f"with {stored.get('model')}{note}"
+        f"with {safe(stored.get('model'))}{note}"
     )
     return True
 
@@ -362,7 +363,8 @@ def _events_add(args: argparse.Namespace) -> int:
 
 
 def _print_text(result: dict[str, Any], profile: Any) -> None:
-    print(f"shopper {result['user_id']}: {profile.latent_identity}")
+    # safe(): titles, brands, categories and ids come from data; no escape codes reach a terminal.
+    print(f"shopper {safe(result['user_id'])}: {safe(profile.latent_identity)}")
     fit = result.get("fit")
     fit_text = f"{fit:.2f}" if fit is not None else "n/a"
     print(
@@ -371,7 +373,8 @@ def _print_text(result: dict[str, Any], profile: Any) -> None:
         f"{result['latency_s']:.1f} s)"
     )
     for p in result.get("products", [])[:5]:
-        print(f"    {p['rank']:>2}. {p['title'][:80]}  [{p['brand'] or '-'}]  {p['score']:.3f}")
+        title, brand = safe(p["title"][:80]), safe(p["brand"] or "-")
+        print(f"    {p['rank']:>2}. {title}  [{brand}]  {p['score']:.3f}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -548,7 +551,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         RankingMissingError,
         EventsError,
     ) as exc:
-        print(f"queryagent: error: {exc}", file=sys.stderr)
+        print(f"queryagent: error: {safe(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         hint = "; run `queryagent ingest` again to finish it" if args.func is _ingest else ""

@@ -15,7 +15,11 @@ Layout in the store (all keys and values are plain JSON):
   the completion mark of the last :meth:`UserMemory.ingest_dataset`. Each registry entry an
   ingest writes carries its ``generation``; while the mark says ``complete: false`` (the ingest
   was killed, or is still running) a shopper the current ingest has not written yet is refused
-  with :class:`IngestIncompleteError` instead of being served as a cold-start shopper.
+  with :class:`IngestIncompleteError` instead of being served as a cold-start shopper. An ingest
+  that fits the catalog's models after the memory (``queryagent ingest``) writes
+  ``"fit_pending": true`` with the mark and clears it once the models are saved
+  (:meth:`UserMemory.finish_fit`): until then every shopper is refused with
+  :class:`ModelsOutOfDateError`, since the models on disk are the previous data's.
 
 Everything is synchronous and safe to call from several threads (LangGraph runs sync nodes in a
 thread pool) and several processes (``events add`` runs beside the server): writes that read the
@@ -60,6 +64,7 @@ __all__ = [
     "PROFILES_NAMESPACE",
     "USERS_NAMESPACE",
     "IngestStats",
+    "ModelsOutOfDateError",
     "StoreError",
     "UnknownUserError",
     "UserMemory",
@@ -94,6 +99,13 @@ class IngestIncompleteError(StoreError):
             "run `queryagent ingest` again"
         )
         self.user_id = user_id
+
+
+class ModelsOutOfDateError(StoreError):
+    """The last ingest wrote the memory but was stopped before it fitted the catalog's models."""
+
+    def __init__(self) -> None:
+        super().__init__("the catalog's models are out of date; run `queryagent ingest`")
 
 
 class UnknownUserError(KeyError):
@@ -588,8 +600,11 @@ class UserMemory:
         Raises:
             IngestIncompleteError: the last ingest is not complete and has not written this
                 shopper (unregistered, or registered by an earlier generation).
+            ModelsOutOfDateError: the last ingest stopped before its fit ended.
         """
         state = self.ingest_state()
+        if state is not None and state.get("fit_pending"):
+            raise ModelsOutOfDateError()
         if state is None or state.get("complete"):
             return
         item = self.store.get(USERS_NAMESPACE, user_id)
@@ -597,7 +612,12 @@ class UserMemory:
             raise IngestIncompleteError(user_id)
 
     def ingest_dataset(
-        self, dataset: Dataset, progress: bool = True, *, users_per_batch: int = 250
+        self,
+        dataset: Dataset,
+        progress: bool = True,
+        *,
+        users_per_batch: int = 250,
+        fit_pending: bool = False,
     ) -> IngestStats:
         """Store every user of ``dataset`` with its full sequence as purchase events.
 
@@ -606,12 +626,20 @@ class UserMemory:
         incomplete generation first and to complete last, and each user's registry entry is
         stamped with the generation together with its events, so after a kill every shopper not
         yet written is refused (:meth:`check_ingested`) instead of looking like a cold-start
-        shopper, and running the ingest again completes it.
+        shopper, and running the ingest again completes it. ``fit_pending``: the caller fits the
+        catalog's models next; the mark says so (from its first write, so a kill at any point
+        before :meth:`finish_fit` leaves it) and every shopper is refused until then.
         """
         start = time.perf_counter()
         state = self.ingest_state() or {}
         generation = int(state.get("generation", 0)) + 1
-        mark = {"generation": generation, "data": dataset.name, "users": len(dataset.users)}
+        mark: dict[str, Any] = {
+            "generation": generation,
+            "data": dataset.name,
+            "users": len(dataset.users),
+        }
+        if fit_pending:
+            mark["fit_pending"] = True
         self.store.put(INGEST_NAMESPACE, INGEST_STATE_KEY, {**mark, "complete": False})
         n_events = 0
         with tqdm(
@@ -639,6 +667,14 @@ class UserMemory:
         return IngestStats(
             users=len(dataset.users), events=n_events, seconds=time.perf_counter() - start
         )
+
+
+    def finish_fit(self) -> None:
+        """Clear the mark's ``fit_pending`` (the catalog's models of this data are saved)."""
+        state = self.ingest_state()
+        if state is not None and state.get("fit_pending"):
+            del state["fit_pending"]
+            self.store.put(INGEST_NAMESPACE, INGEST_STATE_KEY, state)
 
 
 def _entry_value(user: str, n_events: int, revision: int, generation: int | None) -> dict[str, Any]:

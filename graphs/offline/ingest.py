@@ -136,7 +136,10 @@ def ingest(
     if isinstance(catalog, Upsertable):
         written = catalog.upsert(dataset.products.values(), progress=progress)
     t_catalog = time.perf_counter() - t0
-    stats = UserMemory(store).ingest_dataset(dataset, progress=progress)
+    # fit_pending: until the fit hook returns, the completion mark refuses every shopper
+    # ("the catalog's models are out of date"), so a kill during the fit is never silent.
+    memory = UserMemory(store)
+    stats = memory.ingest_dataset(dataset, progress=progress, fit_pending=fit is not None)
     version = catalog_version(dataset.products.values())
     counts = Counter(p.category for p in dataset.products.values() if p.category)
     store.put(
@@ -163,7 +166,10 @@ def ingest(
         seconds=time.perf_counter() - t0,
         catalog_version=version,
     )
-    return _finish(dataset, catalog, result, fit)
+    result = _finish(dataset, catalog, result, fit)
+    if fit is not None:
+        memory.finish_fit()
+    return result
 
 
 def _finish(
