@@ -44,6 +44,7 @@ from graphs.trajectories import (
     record_from_output,
     run_stamp,
 )
+from graphs.validators import OneLineArgumentParser, model_arg, positive_int
 from memory_store import (
     DataError,
     HomeError,
@@ -378,7 +379,7 @@ def _print_text(result: dict[str, Any], profile: Any) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="queryagent", description=__doc__.splitlines()[0])
+    parser = OneLineArgumentParser(prog="queryagent", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     ingest = sub.add_parser("ingest", help="load a data set into the catalog and the memory")
@@ -395,6 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ingest.add_argument(
         "--model",
+        type=model_arg,
         default=None,
         help="the model whose weight in the check is learned on this catalog now (default: "
         "$QUERYAGENT_MODEL, else the shipped drafter)",
@@ -416,6 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = argparse.ArgumentParser(add_help=False)
     run.add_argument(
         "--model",
+        type=model_arg,
         default=None,
         help="drafter: Hugging Face id, local folder or adapter (default: $QUERYAGENT_MODEL, else "
         "the shipped trained adapter models/smollm2-sft-grounded)",
@@ -477,10 +480,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="local: in this process (default); ray: Ray Data actor pool (pip install '.[ray]')",
     )
     pre.add_argument(
-        "--ray-actors", type=int, default=1, help="actors in the Ray pool (each loads the model)"
+        "--ray-actors",
+        type=positive_int,
+        default=1,
+        help="actors in the Ray pool (each loads the model)",
     )
     pre.add_argument(
-        "--batch-size", type=int, default=16, help="shoppers per model call and per stored chunk"
+        "--batch-size",
+        type=positive_int,
+        default=16,
+        help="shoppers per model call and per stored chunk",
     )
     pre.add_argument(
         "--force", action="store_true", help="recompute shoppers whose result is up to date"

@@ -51,6 +51,7 @@ from graphs.offline.ingest import catalog_stats
 from graphs.query_agent import Deps
 from graphs.offline.runner import OfflineRunner
 from graphs.trajectories import TrajectoryRecord, code_version, run_stamp
+from graphs.validators import TimeRangeError, unix_time
 from memory_store import USERS_NAMESPACE
 
 __all__ = [
@@ -119,9 +120,14 @@ def stale(stored: Mapping[str, Any] | None, entry: Mapping[str, Any], versions: 
 def parse_since(text: str) -> datetime:
     """``--since``: ISO-8601 (naive means UTC) or Unix seconds -> an aware UTC time."""
     try:
-        return datetime.fromtimestamp(float(text), UTC)
+        seconds = float(text)
     except ValueError:
         pass
+    else:  # 1e300, inf and -1e20 were an OverflowError traceback (graphs.validators)
+        try:
+            return unix_time(seconds, f"--since {text!r}")
+        except TimeRangeError as err:
+            raise PrecomputeError(str(err)) from None
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
