@@ -44,7 +44,13 @@ from graphs.trajectories import (
     record_from_output,
     run_stamp,
 )
-from graphs.validators import OneLineArgumentParser, model_arg, positive_int
+from graphs.validators import (
+    OneLineArgumentParser,
+    check_replacing,
+    ingest_note,
+    model_arg,
+    positive_int,
+)
 from memory_store import (
     DataError,
     HomeError,
@@ -54,7 +60,7 @@ from memory_store import (
     load_dataset,
     open_store,
 )
-from memory_store.paths import queryagent_home
+from memory_store.paths import home_path, private_tree, queryagent_home
 
 if TYPE_CHECKING:
     from langchain_core.runnables import RunnableConfig
@@ -76,6 +82,9 @@ def _ingest(args: argparse.Namespace) -> int:
     if not args.no_model:
         check_model(args.model)  # a --model that cannot load: one line before anything is written
     dataset = load_dataset(args.data)  # validates everything before anything is written
+    if dataset.notes:  # what the loader changed (a category path cut, escape codes removed)
+        print(f"queryagent: note: {safe(ingest_note(dataset.notes))}", file=sys.stderr)
+    check_replacing(dataset, args.home, replace=args.replace)
     catalog = ChromaCatalog.from_env(home=args.home)
     # served_fit: everything the check learns from this catalog's own sequences (agent.ranking):
     # its query vocabulary and what each query retrieves, transitions, the next-item model and
@@ -390,6 +399,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="data set folder (default: bundled Amazon Scientific)",
     )
     ingest.add_argument(
+        "--replace",
+        action="store_true",
+        help="allow a data set without products or purchases to replace a home's catalog",
+    )
+    ingest.add_argument(
         "--refit",
         action="store_true",
         help="refit the catalog's ranking models even when the data did not change",
@@ -566,6 +580,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = "; run `queryagent ingest` again to finish it" if args.func is _ingest else ""
         print(f"queryagent: interrupted{hint}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:  # what libraries wrote into the home with the umask's modes becomes private
+        private_tree(home_path(getattr(args, "home", None)))
 
 
 if __name__ == "__main__":

@@ -10,15 +10,25 @@ value is one line and exit 2 before any work starts, never a traceback after it 
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import os
 import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import NoReturn
 
+from agent.nodes import CATALOG_NAMESPACE, CATALOG_STATS_KEY
 from graphs.safe_text import safe
+from memory_store import DataError, Dataset, open_store
+from memory_store.memory import STORE_URL_ENV
+from memory_store.paths import HOME_ENV
 
 __all__ = [
     "OneLineArgumentParser",
+    "check_replacing",
+    "ingest_note",
     "TimeRangeError",
     "model_arg",
     "non_negative_int",
@@ -68,6 +78,75 @@ def model_arg(text: str) -> str:
             "empty model name: give a Hugging Face id or a model folder"
         )
     return text
+
+
+def ingest_note(notes: Sequence[str]) -> str:
+    """The loader's notes (``Dataset.notes``) as one line: the first, and how many more."""
+    more = f" (and {len(notes) - 1} more like it)" if len(notes) > 1 else ""
+    return f"{notes[0]}{more}"
+
+
+def check_replacing(
+    dataset: Dataset, home: str | os.PathLike[str] | None, *, replace: bool
+) -> None:
+    """Refuse to replace a home's catalog with a data set holding no products or no purchases.
+
+    Issue 25: an empty data folder ingested into a full home exited 0, replaced the fitted
+    models (34 catalog queries became 0) and every shopper's fit dropped to 0. ``--replace``
+    says it is meant. Reads only: the store is opened read-only, and a home without a store
+    has nothing to lose.
+
+    Raises:
+        DataError: one line naming the folder and the flag.
+    """
+    if replace or (dataset.products and any(dataset.sequences.values())):
+        return
+    held = _catalog_products(home)
+    if not held:
+        return
+    what = "no products" if not dataset.products else "no purchases"
+    raise DataError(
+        dataset.root,
+        None,
+        f"the data set holds {what}, and ingesting it would replace the home's catalog of "
+        f"{held:,} products and its fitted models; add --replace to do so",
+    )
+
+
+def _catalog_products(home: str | os.PathLike[str] | None) -> int:
+    """How many products the last ingest into ``home``'s store recorded (0: none)."""
+    import sqlite3
+
+    url = os.environ.get(STORE_URL_ENV)
+    if url and not url.startswith("sqlite:///"):
+        from graphs.offline.ingest import catalog_stats  # a server store: open it as usual
+
+        return int(catalog_stats(open_store(home)).get("products", 0))
+    path = url.removeprefix("sqlite:///") if url else None
+    if path is None:
+        path = str(
+            Path(home if home is not None else os.environ.get(HOME_ENV) or "~/.queryagent")
+            .expanduser()
+            .resolve()
+            / "memory.sqlite"
+        )
+    if path == ":memory:" or not os.path.isfile(path):
+        return 0
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            row = conn.execute(
+                "SELECT value FROM store WHERE prefix = ? AND key = ?",
+                (".".join(CATALOG_NAMESPACE), CATALOG_STATS_KEY),
+            ).fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return 0  # not a store yet: open_store says what is wrong with it
+    if row is None:
+        return 0
+    value = json.loads(row[0]) if isinstance(row[0], str | bytes) else row[0]
+    return int(value.get("products", 0))
 
 
 class TimeRangeError(ValueError):

@@ -189,6 +189,7 @@ def _sqlite_store(path: str) -> BaseStore:
             private_file(path)  # 0600 from its first byte; -wal and -shm inherit the mode
         conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         try:
+            _check_own_database(conn, path)
             if path != ":memory:":
                 # WAL lets a reader (the dev server) read while another process ingests.
                 conn.execute("PRAGMA journal_mode=WAL")
@@ -203,6 +204,33 @@ def _sqlite_store(path: str) -> BaseStore:
             f"in a writable folder (see --home, ${HOME_ENV} and ${STORE_URL_ENV})"
         ) from None
     return store
+
+
+# Tables of LangGraph's SqliteStore: a file holding other tables is another program's database.
+_STORE_TABLES = {"store", "store_migrations", "store_vectors", "vector_migrations"}
+
+
+def _check_own_database(conn: sqlite3.Connection, path: str) -> None:
+    """Refuse a SQLite file that holds another program's tables, before anything is written.
+
+    Issue 25: ``QUERYAGENT_STORE_URL=sqlite:///HOME/chroma/chroma.sqlite3`` wrote the store's
+    tables into Chroma's own database and switched it to WAL.
+
+    Raises:
+        StoreError: naming the file and some of its tables.
+    """
+    tables = {
+        row[0]
+        for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        if not str(row[0]).startswith("sqlite_")
+    }
+    foreign = sorted(tables - _STORE_TABLES)
+    if foreign and not tables & {"store"}:
+        raise StoreError(
+            f"cannot open the memory store {path}: it is another program's database (tables "
+            f"{', '.join(foreign[:4])}{', ...' if len(foreign) > 4 else ''}); give the store a "
+            f"file of its own (see --home and ${STORE_URL_ENV})"
+        )
 
 
 class ThreadedSqliteStore(SqliteStore):

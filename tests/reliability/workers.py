@@ -1,11 +1,15 @@
 """Entry points that reliability tests start as real processes (``python -m``).
 
     python -m tests.reliability.workers append STORE_URL WORKER ROUNDS GO_FILE
+    python -m tests.reliability.workers slow-eval EVAL_ARGS...
 
 ``append``: waits for ``GO_FILE`` (so every worker starts together), then records ``ROUNDS``
 purchases through ``graphs.serving.events.add_purchases`` in rounds of a few lines each, on
 shoppers shared with the other workers. Each purchase's time encodes ``(worker, round, line)``
 so the test can tell every event apart and count it once.
+
+``slow-eval``: ``queryagent-train eval`` with a second of native work before each drafter batch
+(see ``slow_eval``).
 """
 
 from __future__ import annotations
@@ -51,9 +55,34 @@ def append(url: str, worker: int, rounds: int, go_file: str) -> None:
         add_purchases(store, catalog, lines)
 
 
+def slow_eval(argv: list[str]) -> None:
+    """``queryagent-train eval`` as its own process, each drafter batch preceded by a second of
+    native torch work on the batching thread (what a forward pass of a real model costs), so a
+    SIGINT lands while that daemon thread is inside C++ code."""
+    import torch
+
+    from agent.drafting import batching
+
+    real = batching.MicroBatchingDrafter._serve
+
+    def serve(self: batching.MicroBatchingDrafter, options: dict, requests: list) -> None:
+        a = torch.ones(1200, 1200)
+        for _ in range(12):
+            a = (a @ a).clamp_(max=1.0)  # the GIL is released inside each op
+        real(self, options, requests)
+
+    batching.MicroBatchingDrafter._serve = serve  # type: ignore[method-assign]
+    from training.cli import main
+
+    sys.argv = ["queryagent-train", *argv]
+    sys.exit(main())  # argv None: main runs as the process does
+
+
 if __name__ == "__main__":
     command, *rest = sys.argv[1:]
     if command == "append":
         append(rest[0], int(rest[1]), int(rest[2]), rest[3])
+    elif command == "slow-eval":
+        slow_eval(rest)
     else:
         raise SystemExit(f"unknown worker command {command!r}")
