@@ -144,6 +144,7 @@ def test_prompts_are_bounded_whatever_the_memory_holds() -> None:
 # --------------------------------------------------------------- 5: Ctrl-C during eval's agent
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_ctrl_c_during_eval_agent_is_one_line_130_and_the_cache_stays_whole(
     tmp_path: Path, tiny_recbole_dir: Path, tiny_model_dir: Path
