@@ -660,15 +660,17 @@ class UserMemory:
         """
         start = time.perf_counter()
         state = self.ingest_state() or {}
-        generation = int(state.get("generation", 0)) + 1
-        mark: dict[str, Any] = {
-            "generation": generation,
-            "data": dataset.name,
-            "users": len(dataset.users),
-        }
-        if fit_pending:
-            mark["fit_pending"] = True
-        self.store.put(INGEST_NAMESPACE, INGEST_STATE_KEY, {**mark, "complete": False})
+        begun = (  # by begin_ingest for this very ingest (the mark is still incomplete)
+            state.get("started")
+            and state.get("complete") is False
+            and state.get("data") == dataset.name
+            and bool(state.get("fit_pending")) == fit_pending
+        )
+        if not begun:
+            self.begin_ingest(dataset, fit_pending=fit_pending)
+            state = self.ingest_state() or {}
+        mark = {k: v for k, v in state.items() if k not in ("complete", "started")}
+        generation = int(mark["generation"])
         n_events = 0
         with tqdm(
             total=len(dataset.users),
@@ -696,6 +698,30 @@ class UserMemory:
             users=len(dataset.users), events=n_events, seconds=time.perf_counter() - start
         )
 
+
+    def begin_ingest(self, dataset: Dataset, *, fit_pending: bool = False) -> int:
+        """Write a new, incomplete generation's mark before anything else of an ingest is
+        written (the catalog comes first in ``graphs.offline.ingest``), so a kill while the
+        catalog is upserted refuses every shopper rather than serving the old memory beside a
+        half-new catalog. :meth:`ingest_dataset` then continues this generation.
+
+        Returns:
+            The new generation.
+        """
+        state = self.ingest_state() or {}
+        generation = int(state.get("generation", 0)) + 1
+        mark: dict[str, Any] = {
+            "generation": generation,
+            "data": dataset.name,
+            "users": len(dataset.users),
+        }
+        if fit_pending:
+            mark["fit_pending"] = True
+        # "started": the ingest_dataset of this ingest continues this mark (not a new one).
+        self.store.put(
+            INGEST_NAMESPACE, INGEST_STATE_KEY, {**mark, "complete": False, "started": True}
+        )
+        return generation
 
     def finish_fit(self) -> None:
         """Clear the mark's ``fit_pending`` (the catalog's models of this data are saved)."""

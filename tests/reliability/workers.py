@@ -2,6 +2,7 @@
 
     python -m tests.reliability.workers append STORE_URL WORKER ROUNDS GO_FILE
     python -m tests.reliability.workers slow-eval EVAL_ARGS...
+    python -m tests.reliability.workers killed N COUNT_FILE CLI ARGS...
 
 ``append``: waits for ``GO_FILE`` (so every worker starts together), then records ``ROUNDS``
 purchases through ``graphs.serving.events.add_purchases`` in rounds of a few lines each, on
@@ -17,6 +18,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from graphs.serving.events import EventLine, add_purchases
 from memory_store import load_dataset, open_store
@@ -78,10 +80,72 @@ def slow_eval(argv: list[str]) -> None:
     sys.exit(main())  # argv None: main runs as the process does
 
 
+def killed(argv: list[str]) -> None:
+    """Run a command in this process and SIGKILL it at its ``N``-th write point.
+
+    ``argv``: ``N COUNT_FILE CLI ARGS...`` with ``CLI`` one of ``queryagent``,
+    ``queryagent-train``, ``append`` (``graphs.serving.events.add_purchases`` of an events file
+    on a store URL, with the tiny catalog). Write points are the places where a process leaves
+    something behind: a store batch, a Chroma upsert, a file rename or a raw ``os.write``. The
+    process kills itself just before the ``N``-th one (``N = 0``: never) and, when it ends
+    normally, writes how many it passed to ``COUNT_FILE`` (the range a schedule draws from).
+    """
+    import os
+    import signal
+
+    from langgraph.store.sqlite import SqliteStore
+
+    at, count_file, cli, *args = argv
+    target = int(at)
+    seen = [0]
+
+    def point() -> None:
+        seen[0] += 1
+        if seen[0] == target:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def counted(real: Any) -> Any:
+        def wrapper(*a: Any, **k: Any) -> Any:
+            point()
+            return real(*a, **k)
+
+        return wrapper
+
+    SqliteStore.batch = counted(SqliteStore.batch)  # type: ignore[method-assign]
+    os.replace = counted(os.replace)
+    os.rename = counted(os.rename)
+    os.write = counted(os.write)
+    try:
+        from chromadb.api.models.Collection import Collection
+
+        Collection.upsert = counted(Collection.upsert)  # type: ignore[method-assign]
+    except ImportError:  # pragma: no cover - chromadb is a dependency
+        pass
+    code = 0
+    if cli == "queryagent":
+        from graphs.cli import main
+
+        code = main(args)
+    elif cli == "queryagent-train":
+        from training.cli import main as train_main
+
+        code = train_main(args)
+    elif cli == "append":
+        from graphs.serving.events import add_purchases, read_events
+
+        url, events = args
+        catalog = FakeCatalog(load_dataset(TINY).products.values())
+        add_purchases(open_store(url=url), catalog, read_events(events))
+    Path(count_file).write_text(str(seen[0]))
+    sys.exit(code)
+
+
 if __name__ == "__main__":
     command, *rest = sys.argv[1:]
     if command == "append":
         append(rest[0], int(rest[1]), int(rest[2]), rest[3])
+    elif command == "killed":
+        killed(rest)
     elif command == "slow-eval":
         slow_eval(rest)
     else:
