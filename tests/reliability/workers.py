@@ -80,12 +80,34 @@ def slow_eval(argv: list[str]) -> None:
     sys.exit(main())  # argv None: main runs as the process does
 
 
+def ingest_fast(home: str, data: str) -> None:
+    """``graphs.offline.ingest.ingest`` as ``queryagent ingest`` runs it (the store in ``home``,
+    the completion mark, the fit hook saving the catalog's models into the home), with the fake
+    catalog instead of Chroma and a 2-epoch next-item model: the same writes in seconds."""
+    from agent.ranking import served_dir
+    from agent.ranking.fit import FitConfig, fit_catalog
+    from agent.ranking.nextitem import NextItemConfig
+    from graphs.offline.ingest import ingest
+
+    dataset = load_dataset(data)
+    catalog = FakeCatalog(dataset.products.values())
+
+    def fit(ds: Any, cat: Any) -> tuple[Any, bool]:
+        config = FitConfig(nextitem=NextItemConfig(epochs=2))
+        models = fit_catalog(ds.products, ds.sequences, cat.search_many, config, progress=False)
+        models.save(served_dir(home))
+        return models, True
+
+    ingest(dataset, open_store(home), catalog, progress=False, fit=fit)
+
+
 def killed(argv: list[str]) -> None:
     """Run a command in this process and SIGKILL it at its ``N``-th write point.
 
     ``argv``: ``N COUNT_FILE CLI ARGS...`` with ``CLI`` one of ``queryagent``,
-    ``queryagent-train``, ``append`` (``graphs.serving.events.add_purchases`` of an events file
-    on a store URL, with the tiny catalog). Write points are the places where a process leaves
+    ``queryagent-train``, ``ingest`` (``ingest_fast HOME DATA``), ``append``
+    (``graphs.serving.events.add_purchases`` of an events file on a store URL, with the tiny
+    catalog). Write points are the places where a process leaves
     something behind: a store batch, a Chroma upsert, a file rename or a raw ``os.write``. The
     process kills itself just before the ``N``-th one (``N = 0``: never) and, when it ends
     normally, writes how many it passed to ``COUNT_FILE`` (the range a schedule draws from).
@@ -130,6 +152,8 @@ def killed(argv: list[str]) -> None:
         from training.cli import main as train_main
 
         code = train_main(args)
+    elif cli == "ingest":
+        ingest_fast(*args)
     elif cli == "append":
         from graphs.serving.events import add_purchases, read_events
 
