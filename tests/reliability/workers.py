@@ -85,7 +85,7 @@ def ingest_fast(home: str, data: str) -> None:
     the completion mark, the fit hook saving the catalog's models into the home), with the fake
     catalog instead of Chroma and a 2-epoch next-item model: the same writes in seconds."""
     from agent.ranking import served_dir
-    from agent.ranking.fit import FitConfig, fit_catalog
+    from agent.ranking.fit import FitConfig, fit_catalog, fit_key
     from agent.ranking.nextitem import NextItemConfig
     from graphs.offline.ingest import ingest
 
@@ -95,6 +95,7 @@ def ingest_fast(home: str, data: str) -> None:
     def fit(ds: Any, cat: Any) -> tuple[Any, bool]:
         config = FitConfig(nextitem=NextItemConfig(epochs=2))
         models = fit_catalog(ds.products, ds.sequences, cat.search_many, config, progress=False)
+        models.meta["key"] = fit_key(ds.products, ds.sequences)  # as load_or_fit stamps it
         models.save(served_dir(home))
         return models, True
 
