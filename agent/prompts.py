@@ -56,16 +56,39 @@ def prompt_fingerprint() -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+# Bounds on the memory a prompt shows, in UTF-8 bytes per line and in all. A byte-level BPE token
+# covers at least one byte, so they bound the prompt's tokens without a tokenizer here (the same
+# bound in training and serving). Issue 25: one 10,000-word category kept `recommend` in the
+# model's forward pass past 300 s. The bundled set's longest memory line is 921 characters and its
+# longest memory 1,319, so nothing there is cut; they are left out of ``prompt_fingerprint`` for
+# that reason (cached evaluations stay valid).
+MEMORY_LINE_BYTES = 2048
+MEMORY_BYTES = 4096
+
+
+def _clip_bytes(text: str, limit: int) -> str:
+    raw = text.encode("utf-8")
+    if len(raw) <= limit:
+        return text
+    return raw[: limit - 3].decode("utf-8", errors="ignore") + "..."
+
+
+def bounded_memory(text: str) -> str:
+    """``text`` with each line and the whole within ``MEMORY_LINE_BYTES`` / ``MEMORY_BYTES``."""
+    lines = [_clip_bytes(line, MEMORY_LINE_BYTES) for line in text.split("\n")]
+    return _clip_bytes("\n".join(lines), MEMORY_BYTES)
+
+
 def memory_text(profile: UserProfile, popular_categories: Sequence[str] = ()) -> str:
-    """The memory as the prompts show it; a cold-start shopper gets the store's popular
-    categories instead."""
+    """The memory as the prompts show it, bounded (``bounded_memory``); a cold-start shopper
+    gets the store's popular categories instead."""
     if profile.n_events == 0:
         popular = "; ".join(popular_categories[:5]) or "unknown"
-        return (
+        return bounded_memory(
             "Identity: New shopper with no purchase history.\n"
             f"Popular categories in the store: {popular}"
         )
-    return profile.to_text()
+    return bounded_memory(profile.to_text())
 
 
 def draft_messages(

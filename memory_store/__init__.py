@@ -19,6 +19,7 @@ from memory_store.events import BehaviorEvent, EventKind, events_digest, events_
 from memory_store.memory import (
     IngestIncompleteError,
     IngestStats,
+    ModelsOutOfDateError,
     StoreError,
     UnknownUserError,
     UserMemory,
@@ -52,6 +53,7 @@ __all__ = [
     "EVENTS_NAMESPACE",
     "INGEST_NAMESPACE",
     "IngestIncompleteError",
+    "ModelsOutOfDateError",
     "PROFILES_NAMESPACE",
     "ROOT_PREFIX",
     "SPLITS",

@@ -22,6 +22,7 @@ Example::
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,6 +109,9 @@ class Dataset:
     users: list[str]
     sequences: dict[str, list[str]]
     splits: dict[str, list[Example]] = field(default_factory=dict)
+    # What the loader changed while reading, one line each (a truncated category path, control
+    # characters removed from a product's text), for the CLI to print as a note.
+    notes: list[str] = field(default_factory=list)
 
     def examples(self, split: str) -> list[Example]:
         """The examples of one split (``"train"``, ``"valid"`` or ``"test"``)."""
@@ -260,7 +264,7 @@ def _recbole_prefixes(root: Path) -> set[str]:
     return prefixes
 
 
-def _limit(env: str, default: int) -> int:
+def _limit(env: str, default: int, unit: str = "bytes") -> int:
     raw = os.environ.get(env)
     if not raw:
         return default
@@ -269,7 +273,7 @@ def _limit(env: str, default: int) -> int:
     except ValueError:
         value = 0
     if value < 1:
-        raise DataError(Path(env), None, f"must be a positive number of bytes, got {raw!r}")
+        raise DataError(Path(env), None, f"must be a positive number of {unit}, got {raw!r}")
     return value
 
 
@@ -305,6 +309,8 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
                     f"line is over the limit of {max_line:,} bytes "
                     f"(raise it with {MAX_LINE_BYTES_ENV})",
                 )
+            if number == 1 and body.startswith(b"\xef\xbb\xbf"):
+                body = body[3:]  # a UTF-8 byte-order mark (Windows editors write one)
             try:
                 line = body.decode("utf-8")
             except UnicodeDecodeError as err:
@@ -334,6 +340,54 @@ def check_id(path: Path, number: int | None, kind: str, value: str) -> None:
             f"user id {value!r} contains '.', which the memory store cannot key by "
             "(LangGraph namespace labels exclude '.'); rename the user, e.g. '.' -> '_'",
         )
+
+
+# A category path longer than this is cut at a word boundary while loading (issue 25: a
+# 10,000-word category passed the 1 MiB line limit and made every prompt and the query vocabulary
+# unbounded). The bundled set's longest is 754 characters (128 words).
+MAX_CATEGORY_CHARS_ENV = "QUERYAGENT_MAX_CATEGORY_CHARS"
+DEFAULT_MAX_CATEGORY_CHARS = 1024
+
+# Terminal escape sequences (CSI ``ESC [ ... final``, OSC ``ESC ] ... BEL|ST``, two-byte ``ESC x``),
+# then any other C0/C1 control character: product text is shown in prompts, queries and
+# terminals, and ``\x1b[31m`` left ``31m`` in the query vocabulary.
+_ESCAPE_SEQUENCE = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI: colours, cursor moves, clearing the screen
+    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"  # OSC: the window title, hyperlinks
+    r"|\x1b[@-_]"  # any other two-byte escape
+)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def clean_text(text: str) -> str:
+    """``text`` without terminal escape sequences; other control characters become spaces."""
+    if not _CONTROL.search(text):
+        return text
+    return " ".join(_CONTROL.sub(" ", _ESCAPE_SEQUENCE.sub("", text)).split())
+
+
+def _clean_product(product: Product, path: Path, number: int, notes: list[str]) -> Product:
+    """The product with clean text fields and a bounded category path; each change noted."""
+    fields = {f: getattr(product, f) for f in ("title", "category", "brand")}
+    cleaned = {f: clean_text(v) for f, v in fields.items()}
+    if cleaned != fields:
+        notes.append(
+            f"{path}:{number}: item {product.item_id!r}: control characters removed from its "
+            f"{', '.join(f for f in fields if cleaned[f] != fields[f])}"
+        )
+    limit = _limit(MAX_CATEGORY_CHARS_ENV, DEFAULT_MAX_CATEGORY_CHARS, "characters")
+    category = cleaned["category"]
+    if len(category) > limit:
+        cut = category[: limit + 1].rsplit(" ", 1)[0] if " " in category[:limit] else ""
+        cleaned["category"] = (cut or category[:limit]).rstrip()
+        notes.append(
+            f"{path}:{number}: item {product.item_id!r}: category path of {len(category):,} "
+            f"characters cut to {len(cleaned['category']):,} (the limit is {limit:,}; raise it "
+            f"with {MAX_CATEGORY_CHARS_ENV})"
+        )
+    if cleaned == fields:
+        return product
+    return product.model_copy(update=cleaned)
 
 
 def _columns(path: Path, number: int, line: str, n: int) -> list[str]:
@@ -420,6 +474,7 @@ def load_recbole(root: str | os.PathLike[str]) -> Dataset:
     known = {parse_item_text(text)[1] for _, (_, text) in rows if len(_segments(text)) == 3}
     known.discard("")
     products: dict[str, Product] = {}
+    notes: list[str] = []
     for number, (item_id, text) in rows:
         check_id(files["text"], number, "item", item_id)
         if item_id in products:
@@ -428,7 +483,8 @@ def load_recbole(root: str | os.PathLike[str]) -> Dataset:
             title, category, brand = parse_item_text(text, known)
         except ValueError as err:
             raise DataError(files["text"], number, str(err)) from None
-        products[item_id] = Product(item_id=item_id, title=title, category=category, brand=brand)
+        product = Product(item_id=item_id, title=title, category=category, brand=brand)
+        products[item_id] = _clean_product(product, files["text"], number, notes)
 
     def item(file: Path, number: int, token: str) -> str:
         idx = _int(file, number, token)
@@ -467,7 +523,13 @@ def load_recbole(root: str | os.PathLike[str]) -> Dataset:
     _restore_capped_prefixes(sequences, splits["train"], files["test"], test_lines)
 
     return Dataset(
-        name=prefix, root=path, products=products, users=users, sequences=sequences, splits=splits
+        name=prefix,
+        root=path,
+        products=products,
+        users=users,
+        sequences=sequences,
+        splits=splits,
+        notes=notes,
     )
 
 
@@ -548,12 +610,13 @@ def load_jsonl(
             raise DataError(file, None, "missing file")
 
     products: dict[str, Product] = {}
+    notes: list[str] = []
     for number, record in _jsonl(products_file, Product):
         assert isinstance(record, Product)
         check_id(products_file, number, "item", record.item_id)
         if record.item_id in products:
             raise DataError(products_file, number, f"duplicate item id {record.item_id!r}")
-        products[record.item_id] = record
+        products[record.item_id] = _clean_product(record, products_file, number, notes)
 
     sequences: dict[str, list[str]] = {}
     for number, record in _jsonl(sequences_file, _SequenceRecord):
@@ -578,6 +641,7 @@ def load_jsonl(
         users=users,
         sequences=sequences,
         splits=leave_one_out(users, sequences, max_history=max_history),
+        notes=notes,
     )
 
 

@@ -18,10 +18,15 @@ Layout in the store (all keys and values are plain JSON):
   the completion mark of the last :meth:`UserMemory.ingest_dataset`. Each registry entry an
   ingest writes carries its ``generation``; while the mark says ``complete: false`` (the ingest
   was killed, or is still running) a shopper the current ingest has not written yet is refused
-  with :class:`IngestIncompleteError` instead of being served as a cold-start shopper.
+  with :class:`IngestIncompleteError` instead of being served as a cold-start shopper. An ingest
+  that fits the catalog's models after the memory (``queryagent ingest``) writes
+  ``"fit_pending": true`` with the mark and clears it once the models are saved
+  (:meth:`UserMemory.finish_fit`): until then every shopper is refused with
+  :class:`ModelsOutOfDateError`, since the models on disk are the previous data's.
 
 Everything is synchronous and safe to call from several threads (LangGraph runs sync nodes in a
-thread pool): writes that read the registry first are serialised by a lock, and events are
+thread pool) and several processes (``events add`` runs beside the server): writes that read the
+registry first are serialised by a lock that covers both (``_WriteLock``), and events are
 written before the registry entry that makes them visible, so an interrupted write never exposes a
 half-written history.
 
@@ -46,6 +51,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
+from filelock import FileLock
 from langgraph.store.base import BaseStore, GetOp, Item, Op, PutOp, Result
 from langgraph.store.sqlite import SqliteStore
 from tqdm.auto import tqdm
@@ -68,6 +74,7 @@ __all__ = [
     "PROFILES_NAMESPACE",
     "USERS_NAMESPACE",
     "IngestStats",
+    "ModelsOutOfDateError",
     "StoreError",
     "UnknownUserError",
     "UserMemory",
@@ -98,6 +105,13 @@ class IngestIncompleteError(StoreError):
             "run `queryagent ingest` again"
         )
         self.user_id = user_id
+
+
+class ModelsOutOfDateError(StoreError):
+    """The last ingest wrote the memory but was stopped before it fitted the catalog's models."""
+
+    def __init__(self) -> None:
+        super().__init__("the catalog's models are out of date; run `queryagent ingest`")
 
 
 class UnknownUserError(KeyError):
@@ -181,6 +195,7 @@ def _sqlite_store(path: str) -> BaseStore:
             private_file(path)  # 0600 from its first byte; -wal and -shm inherit the mode
         conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         try:
+            _check_own_database(conn, path)
             if path != ":memory:":
                 # WAL lets a reader (the dev server) read while another process ingests.
                 conn.execute("PRAGMA journal_mode=WAL")
@@ -195,6 +210,33 @@ def _sqlite_store(path: str) -> BaseStore:
             f"in a writable folder (see --home, ${HOME_ENV} and ${STORE_URL_ENV})"
         ) from None
     return store
+
+
+# Tables of LangGraph's SqliteStore: a file holding other tables is another program's database.
+_STORE_TABLES = {"store", "store_migrations", "store_vectors", "vector_migrations"}
+
+
+def _check_own_database(conn: sqlite3.Connection, path: str) -> None:
+    """Refuse a SQLite file that holds another program's tables, before anything is written.
+
+    Issue 25: ``QUERYAGENT_STORE_URL=sqlite:///HOME/chroma/chroma.sqlite3`` wrote the store's
+    tables into Chroma's own database and switched it to WAL.
+
+    Raises:
+        StoreError: naming the file and some of its tables.
+    """
+    tables = {
+        row[0]
+        for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        if not str(row[0]).startswith("sqlite_")
+    }
+    foreign = sorted(tables - _STORE_TABLES)
+    if foreign and not tables & {"store"}:
+        raise StoreError(
+            f"cannot open the memory store {path}: it is another program's database (tables "
+            f"{', '.join(foreign[:4])}{', ...' if len(foreign) > 4 else ''}); give the store a "
+            f"file of its own (see --home and ${STORE_URL_ENV})"
+        )
 
 
 class ThreadedSqliteStore(SqliteStore):
@@ -243,16 +285,89 @@ def _redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-_STORE_LOCKS: weakref.WeakKeyDictionary[BaseStore, threading.RLock] = weakref.WeakKeyDictionary()
+# Advisory-lock key of the memory's writers on PostgreSQL (any constant shared by every process;
+# this one is the first 8 bytes of sha256("queryagent.memory.writes") as a signed 64-bit int).
+PG_WRITE_LOCK_KEY = 0x067D_142F_CB66_B5E1
+LOCK_SUFFIX = ".lock"
+
+
+class _WriteLock:
+    """Serialises the memory's read-modify-write updates across threads AND processes.
+
+    Appending reads a shopper's ``n_events`` and writes events at the next positions; two
+    writers that both read ``n`` store two events at ``n`` and one is lost. A thread lock covers
+    one process only (issue 25: eight concurrent ``events add`` lost one event), so the same
+    section also holds a lock every process sees: a file lock beside a SQLite store
+    (``memory.sqlite.lock``, ``fcntl`` through ``filelock``; released by the kernel when a
+    process dies), or a session advisory lock on PostgreSQL (released when the connection
+    closes). In-memory stores live in one process and need only the thread lock. Reentrant.
+    """
+
+    def __init__(self, store: BaseStore) -> None:
+        self._thread = threading.RLock()
+        self._depth = 0
+        self._store = weakref.ref(store)  # the lock must not keep its store alive
+        # The lock file is made on the first write, so a read-only home can still be read.
+        self._path = _sqlite_file(store) if isinstance(store, SqliteStore) else None
+        self._file: FileLock | None = None
+
+    def __enter__(self) -> _WriteLock:
+        self._thread.acquire()
+        try:
+            if self._depth == 0:
+                self._across_processes(acquire=True)
+        except BaseException:
+            self._thread.release()
+            raise
+        self._depth += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._depth -= 1
+        try:
+            if self._depth == 0:
+                self._across_processes(acquire=False)
+        finally:
+            self._thread.release()
+
+    def _across_processes(self, *, acquire: bool) -> None:
+        if self._path is not None:
+            if self._file is None:
+                private_file(self._path + LOCK_SUFFIX)  # 0600, as the database beside it
+                self._file = FileLock(self._path + LOCK_SUFFIX, mode=0o600)
+            if acquire:
+                self._file.acquire()
+            else:
+                self._file.release()
+            return
+        store = self._store()
+        if store is None or type(store).__name__ != "PostgresStore":
+            return
+        sql = "SELECT pg_advisory_lock(%s)" if acquire else "SELECT pg_advisory_unlock(%s)"
+        with store.lock:  # type: ignore[attr-defined]  # the store's own connection lock
+            store.conn.execute(sql, (PG_WRITE_LOCK_KEY,))  # type: ignore[attr-defined]
+
+
+def _sqlite_file(store: SqliteStore) -> str | None:
+    """The database file behind a SQLite store (``None`` for an in-memory database)."""
+    with store.lock:
+        rows = store.conn.execute("PRAGMA database_list").fetchall()
+    for _, name, file in rows:
+        if name == "main":
+            return str(file) or None
+    return None
+
+
+_STORE_LOCKS: weakref.WeakKeyDictionary[BaseStore, _WriteLock] = weakref.WeakKeyDictionary()
 _STORE_LOCKS_LOCK = threading.Lock()
 
 
-def _store_lock(store: BaseStore) -> threading.RLock:
-    """One lock per store object in this process (see ``UserMemory.__init__``)."""
+def _store_lock(store: BaseStore) -> _WriteLock:
+    """One write lock per store object in this process (see ``UserMemory.__init__``)."""
     with _STORE_LOCKS_LOCK:
         lock = _STORE_LOCKS.get(store)
         if lock is None:
-            lock = _STORE_LOCKS[store] = threading.RLock()
+            lock = _STORE_LOCKS[store] = _WriteLock(store)
         return lock
 
 
@@ -420,8 +535,9 @@ class UserMemory:
         """Store events after each user's stored ones, in the given order (their ``seq`` is
         replaced by the next free position), registering new users; returns what was stored.
 
-        The positions are read and the events written under the store's lock, so two appends in
-        this process never claim the same position. Nothing is written when the batch is invalid.
+        The positions are read and the events written under the store's write lock, which
+        covers threads and processes, so two appends never claim the same position. Nothing is
+        written when the batch is invalid.
         """
         with self._lock:
             users = list(dict.fromkeys(e.user_id for e in events))
@@ -516,8 +632,11 @@ class UserMemory:
         Raises:
             IngestIncompleteError: the last ingest is not complete and has not written this
                 shopper (unregistered, or registered by an earlier generation).
+            ModelsOutOfDateError: the last ingest stopped before its fit ended.
         """
         state = self.ingest_state()
+        if state is not None and state.get("fit_pending"):
+            raise ModelsOutOfDateError()
         if state is None or state.get("complete"):
             return
         item = self.store.get(USERS_NAMESPACE, user_id)
@@ -525,7 +644,12 @@ class UserMemory:
             raise IngestIncompleteError(user_id)
 
     def ingest_dataset(
-        self, dataset: Dataset, progress: bool = True, *, users_per_batch: int = 250
+        self,
+        dataset: Dataset,
+        progress: bool = True,
+        *,
+        users_per_batch: int = 250,
+        fit_pending: bool = False,
     ) -> IngestStats:
         """Store every user of ``dataset`` with its full sequence as purchase events.
 
@@ -534,13 +658,23 @@ class UserMemory:
         incomplete generation first and to complete last, and each user's registry entry is
         stamped with the generation together with its events, so after a kill every shopper not
         yet written is refused (:meth:`check_ingested`) instead of looking like a cold-start
-        shopper, and running the ingest again completes it.
+        shopper, and running the ingest again completes it. ``fit_pending``: the caller fits the
+        catalog's models next; the mark says so (from its first write, so a kill at any point
+        before :meth:`finish_fit` leaves it) and every shopper is refused until then.
         """
         start = time.perf_counter()
         state = self.ingest_state() or {}
-        generation = int(state.get("generation", 0)) + 1
-        mark = {"generation": generation, "data": dataset.name, "users": len(dataset.users)}
-        self.store.put(INGEST_NAMESPACE, INGEST_STATE_KEY, {**mark, "complete": False})
+        begun = (  # by begin_ingest for this very ingest (the mark is still incomplete)
+            state.get("started")
+            and state.get("complete") is False
+            and state.get("data") == dataset.name
+            and bool(state.get("fit_pending")) == fit_pending
+        )
+        if not begun:
+            self.begin_ingest(dataset, fit_pending=fit_pending)
+            state = self.ingest_state() or {}
+        mark = {k: v for k, v in state.items() if k not in ("complete", "started")}
+        generation = int(mark["generation"])
         n_events = 0
         with tqdm(
             total=len(dataset.users),
@@ -567,6 +701,38 @@ class UserMemory:
         return IngestStats(
             users=len(dataset.users), events=n_events, seconds=time.perf_counter() - start
         )
+
+
+    def begin_ingest(self, dataset: Dataset, *, fit_pending: bool = False) -> int:
+        """Write a new, incomplete generation's mark before anything else of an ingest is
+        written (the catalog comes first in ``graphs.offline.ingest``), so a kill while the
+        catalog is upserted refuses every shopper rather than serving the old memory beside a
+        half-new catalog. :meth:`ingest_dataset` then continues this generation.
+
+        Returns:
+            The new generation.
+        """
+        state = self.ingest_state() or {}
+        generation = int(state.get("generation", 0)) + 1
+        mark: dict[str, Any] = {
+            "generation": generation,
+            "data": dataset.name,
+            "users": len(dataset.users),
+        }
+        if fit_pending:
+            mark["fit_pending"] = True
+        # "started": the ingest_dataset of this ingest continues this mark (not a new one).
+        self.store.put(
+            INGEST_NAMESPACE, INGEST_STATE_KEY, {**mark, "complete": False, "started": True}
+        )
+        return generation
+
+    def finish_fit(self) -> None:
+        """Clear the mark's ``fit_pending`` (the catalog's models of this data are saved)."""
+        state = self.ingest_state()
+        if state is not None and state.get("fit_pending"):
+            del state["fit_pending"]
+            self.store.put(INGEST_NAMESPACE, INGEST_STATE_KEY, state)
 
 
 def _entry_value(user: str, n_events: int, revision: int, generation: int | None) -> dict[str, Any]:

@@ -11,9 +11,18 @@ user names on the command line are not in the home and keep the umask's mode.
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
-__all__ = ["HOME_ENV", "HomeError", "private_dir", "private_file", "queryagent_home"]
+__all__ = [
+    "HOME_ENV",
+    "HomeError",
+    "home_path",
+    "private_dir",
+    "private_file",
+    "private_tree",
+    "queryagent_home",
+]
 
 HOME_ENV = "QUERYAGENT_HOME"
 PRIVATE_DIR_MODE = 0o700
@@ -22,6 +31,16 @@ PRIVATE_FILE_MODE = 0o600
 
 class HomeError(RuntimeError):
     """The home folder cannot be created or written (one line, for a CLI)."""
+
+
+def home_path(home: str | os.PathLike[str] | None = None) -> Path:
+    """Where the home is (as ``queryagent_home`` finds it), without creating it."""
+    path = (
+        Path(home)
+        if home is not None
+        else Path(os.environ.get(HOME_ENV) or Path.home() / ".queryagent")
+    )
+    return path.expanduser().resolve()
 
 
 def queryagent_home(home: str | os.PathLike[str] | None = None) -> Path:
@@ -33,13 +52,7 @@ def queryagent_home(home: str | os.PathLike[str] | None = None) -> Path:
     Raises:
         HomeError: the folder cannot be created (a read-only parent, a file in the way).
     """
-    path = (
-        Path(home)
-        if home is not None
-        else Path(os.environ.get(HOME_ENV) or Path.home() / ".queryagent")
-    )
-    path = path.expanduser().resolve()
-    return private_dir(path)
+    return private_dir(home_path(home))
 
 
 def private_dir(path: Path) -> Path:
@@ -83,3 +96,27 @@ def private_file(path: str | os.PathLike[str]) -> None:
             f"cannot create {path} ({err.strerror or err}); the folder must be writable"
         ) from None
     os.close(fd)
+
+
+def private_tree(root: str | os.PathLike[str]) -> None:
+    """Take the group and other permissions off everything below ``root`` (``root`` itself and
+    symbolic links are left as they are).
+
+    Libraries write into the home with the umask's modes: the fitted ranking models, Chroma's
+    index files and the hub cache were 0644 in 0755 folders at umask 022, and 0666/0777 at umask
+    000 (issue 25). The CLI calls this after each command. Files it cannot change (a read-only
+    home, another user's file) are skipped: the command already said what it could not do.
+    """
+    base = Path(root)
+    if not base.is_dir():
+        return
+    for folder, dirs, files in os.walk(base):
+        for name in [*dirs, *files]:
+            path = os.path.join(folder, name)
+            try:
+                st = os.lstat(path)
+                mode = stat.S_IMODE(st.st_mode)
+                if not stat.S_ISLNK(st.st_mode) and mode & 0o077:
+                    os.chmod(path, mode & 0o700)
+            except OSError:
+                continue

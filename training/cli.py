@@ -26,6 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from graphs.record import code_version
+from graphs.validators import (
+    OneLineArgumentParser,
+    leave_process,
+    model_arg,
+    non_negative_int,
+    positive_int,
+)
 from memory_store import DataError, load_dataset
 
 EXIT_USAGE = 2
@@ -131,7 +138,13 @@ def _outcomes(args: argparse.Namespace) -> int:
     from agent.model_identity import check_model
     from graphs.record import load_trajectories, write_trajectories
     from memory_store import open_store
-    from training.outcomes import join_outcomes, live_metrics, metrics_line, replay
+    from training.outcomes import (
+        check_outcome_paths,
+        join_outcomes,
+        live_metrics,
+        metrics_line,
+        replay,
+    )
 
     for model in args.replay_model or []:
         check_model(model)  # a replay model that cannot load fails before the join
@@ -139,6 +152,7 @@ def _outcomes(args: argparse.Namespace) -> int:
         raise EvalUsageError(f"--replay-limit must be >= 1, got {args.replay_limit}")
     if not args.out.parent.is_dir():  # before anything is read
         raise EvalUsageError(f"--out {args.out}: folder {args.out.parent} does not exist")
+    check_outcome_paths(args.from_trajectories, args.out, args.home)
     records = load_trajectories(args.from_trajectories)
     result = join_outcomes(records, open_store(args.home))
     for line in result.summary():
@@ -197,6 +211,7 @@ def _add_outcomes_parser(sub: Any) -> None:
     )
     oc.add_argument(
         "--replay-model",
+        type=model_arg,
         action="append",
         default=None,
         metavar="MODEL",
@@ -226,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     from training.evaluation.runner import METHODS
     from training.export import add_parser as add_export_parser
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineArgumentParser(
         prog="queryagent-train", description="Evaluate and train QueryAgent's drafter."
     )
     sub = parser.add_subparsers(dest="command", required=True)
@@ -250,16 +265,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument(
         "--model",
+        type=model_arg,
         default=None,
         help="drafter for model methods named without @ (default: $QUERYAGENT_MODEL, else the "
         "shipped adapter; HuggingFaceTB/SmolLM2-135M-Instruct is the untrained base)",
     )
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument(
-        "--batch-size", type=int, default=16, help="users whose model calls are batched together"
+        "--batch-size",
+        type=positive_int,
+        default=16,
+        help="users whose model calls are batched together",
     )
     ev.add_argument(
-        "--max-refinements", type=int, default=2, help="refinement budget of the full agent"
+        "--max-refinements",
+        type=non_negative_int,
+        default=2,
+        help="refinement budget of the full agent",
     )
     ev.add_argument(
         "--out",
@@ -316,6 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from training.common import TrainingError
     from training.evaluation.runner import EvalError
 
+    standalone = argv is None  # this process is the command (not a test calling main)
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in TRAINERS:
         import importlib
@@ -352,6 +375,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         hint = "; the shoppers done so far are cached: the same command resumes"
         print(f"queryagent-train: interrupted{hint if args.func is _eval else ''}", file=sys.stderr)
+        if standalone:  # native threads may still run: no interpreter shutdown (134 otherwise)
+            leave_process(EXIT_INTERRUPTED)
         return EXIT_INTERRUPTED
 
 

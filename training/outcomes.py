@@ -40,6 +40,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from graphs.record import Target, TrajectoryRecord
@@ -50,6 +51,7 @@ from training.common import TrainingError
 __all__ = [
     "JoinResult",
     "OutcomeError",
+    "check_outcome_paths",
     "join_outcomes",
     "live_metrics",
     "load_joined",
@@ -61,6 +63,32 @@ HIT_K = 10  # the evaluation's I_Hit@10 cut-off, and the graph's default retriev
 
 class OutcomeError(TrainingError):
     """Logged runs that cannot be joined with this store (one line for the CLI)."""
+
+
+def check_outcome_paths(
+    runs: str | os.PathLike[str], out: str | os.PathLike[str], home: str | os.PathLike[str] | None
+) -> None:
+    """Refuse an ``outcomes`` command that would lose what it reads, before anything is read.
+
+    ``--out`` naming the logged runs (or a link to them) would overwrite them with the joined
+    ones only, losing the runs still waiting for a purchase; a ``--home`` that does not exist
+    would be created empty (``open_store``) and join nothing.
+
+    Raises:
+        OutcomeError: one line naming the flag.
+    """
+    runs_path, out_path = Path(runs), Path(out)
+    same = runs_path.resolve() == out_path.resolve()
+    if not same and runs_path.exists() and out_path.exists():
+        same = os.path.samefile(runs_path, out_path)
+    if same:
+        raise OutcomeError(
+            f"--out {out_path} is the --from-trajectories file: the joined records would "
+            "replace the logged runs (and lose those still waiting for a purchase); write "
+            "them to another file"
+        )
+    if home is not None and not Path(home).is_dir():
+        raise OutcomeError(f"--home {home}: no such folder; give the home the runs were logged on")
 
 
 @dataclass

@@ -36,15 +36,18 @@ from agent.ranking import RankingMissingError
 from graphs.cli import events, ingest, precompute, recommend
 from graphs.cli.common import BUNDLED_DATA, EXIT_INTERRUPTED, EXIT_USAGE, CliError
 from graphs.record import TrajectoryError
+from graphs.safe_text import safe
 from graphs.serving.events import EventsError
 from graphs.serving.results import PrecomputeError
+from graphs.validators import OneLineArgumentParser
 from memory_store import DataError, HomeError, StoreError, UnknownUserError
+from memory_store.paths import home_path, private_tree
 
 __all__ = ["BUNDLED_DATA", "build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="queryagent", description=__doc__.splitlines()[0])
+    parser = OneLineArgumentParser(prog="queryagent", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for command in (ingest, recommend, precompute, events):
         command.add_parser(sub)
@@ -69,9 +72,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         RankingMissingError,
         EventsError,
     ) as exc:
-        print(f"queryagent: error: {exc}", file=sys.stderr)
+        print(f"queryagent: error: {safe(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         hint = "; run `queryagent ingest` again to finish it" if args.func is ingest.run else ""
         print(f"queryagent: interrupted{hint}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:  # what libraries wrote into the home with the umask's modes becomes private
+        private_tree(home_path(getattr(args, "home", None)))

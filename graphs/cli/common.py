@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from agent.context import Context
+from graphs.validators import model_arg, non_negative_int
 
 __all__ = ["BUNDLED_DATA", "EXIT_INTERRUPTED", "EXIT_USAGE", "CliError", "agent_options"]
 
@@ -25,6 +26,7 @@ def agent_options() -> argparse.ArgumentParser:
     run = argparse.ArgumentParser(add_help=False)
     run.add_argument(
         "--model",
+        type=model_arg,
         default=None,
         help="drafter: Hugging Face id, local folder or adapter (default: $QUERYAGENT_MODEL, else "
         "the shipped trained adapter models/smollm2-sft-grounded)",
@@ -32,7 +34,7 @@ def agent_options() -> argparse.ArgumentParser:
     run.add_argument("--home", type=Path, default=None, help="QueryAgent home")
     run.add_argument(
         "--max-refinements",
-        type=int,
+        type=non_negative_int,
         default=Context.max_refinements,
         help="most refine rounds (0 = single turn)",
     )

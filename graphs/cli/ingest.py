@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,8 @@ from agent.nodes import learned_model_weight
 from graphs.cli.common import BUNDLED_DATA
 from graphs.offline.ingest import ingest, served_fit
 from graphs.query_agent import default_deps
+from graphs.safe_text import safe
+from graphs.validators import check_replacing, ingest_note, model_arg
 from memory_store import load_dataset, open_store
 from memory_store.paths import queryagent_home
 
@@ -27,12 +30,18 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="data set folder (default: bundled Amazon Scientific)",
     )
     ingest.add_argument(
+        "--replace",
+        action="store_true",
+        help="allow a data set without products or purchases to replace a home's catalog",
+    )
+    ingest.add_argument(
         "--refit",
         action="store_true",
         help="refit the catalog's ranking models even when the data did not change",
     )
     ingest.add_argument(
         "--model",
+        type=model_arg,
         default=None,
         help="the model whose weight in the check is learned on this catalog now (default: "
         "$QUERYAGENT_MODEL, else the shipped drafter)",
@@ -55,6 +64,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_model:
         check_model(args.model)  # a --model that cannot load: one line before anything is written
     dataset = load_dataset(args.data)  # validates everything before anything is written
+    if dataset.notes:  # what the loader changed (a category path cut, escape codes removed)
+        print(f"queryagent: note: {safe(ingest_note(dataset.notes))}", file=sys.stderr)
+    check_replacing(dataset, args.home, replace=args.replace)
     catalog = ChromaCatalog.from_env(home=args.home)
     # served_fit: everything the check learns from this catalog's own sequences (agent.ranking):
     # its query vocabulary and what each query retrieves, transitions, the next-item model and

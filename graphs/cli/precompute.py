@@ -18,6 +18,7 @@ from graphs.cli.common import CliError, agent_options
 from graphs.query_agent import Deps, default_deps
 from graphs.record import TrajectoryRecord, append_trajectories, check_appendable
 from graphs.serving.precompute import parse_since, precompute, read_users_file
+from graphs.validators import positive_int
 from memory_store import open_store
 from memory_store.paths import queryagent_home
 
@@ -52,10 +53,16 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="local: in this process (default); ray: Ray Data actor pool (pip install '.[ray]')",
     )
     pre.add_argument(
-        "--ray-actors", type=int, default=1, help="actors in the Ray pool (each loads the model)"
+        "--ray-actors",
+        type=positive_int,
+        default=1,
+        help="actors in the Ray pool (each loads the model)",
     )
     pre.add_argument(
-        "--batch-size", type=int, default=16, help="shoppers per model call and per stored chunk"
+        "--batch-size",
+        type=positive_int,
+        default=16,
+        help="shoppers per model call and per stored chunk",
     )
     pre.add_argument(
         "--force", action="store_true", help="recompute shoppers whose result is up to date"

@@ -33,6 +33,7 @@ from graphs.record import (
     record_from_output,
     run_stamp,
 )
+from graphs.safe_text import safe
 from graphs.serving.precompute import age_text
 from graphs.serving.results import Versions, get_recommendation, store_results
 from memory_store import USERS_NAMESPACE, UserMemory, open_store
@@ -156,7 +157,7 @@ def _serve_cached(args: argparse.Namespace, store: Any, memory: UserMemory) -> b
     note = "; the memory changed since: run `queryagent precompute`" if stale else ""
     print(
         f"  cached: computed {result['age']} ({stored['computed_at']}) "
-        f"with {stored.get('model')}{note}"
+        f"with {safe(stored.get('model'))}{note}"
     )
     return True
 
@@ -199,7 +200,8 @@ def _log(args: argparse.Namespace, record: TrajectoryRecord, catalog: Any, model
 
 
 def _print_text(result: dict[str, Any], profile: Any) -> None:
-    print(f"shopper {result['user_id']}: {profile.latent_identity}")
+    # safe(): titles, brands, categories and ids come from data; no escape codes reach a terminal.
+    print(f"shopper {safe(result['user_id'])}: {safe(profile.latent_identity)}")
     fit = result.get("fit")
     fit_text = f"{fit:.2f}" if fit is not None else "n/a"
     print(
@@ -208,4 +210,5 @@ def _print_text(result: dict[str, Any], profile: Any) -> None:
         f"{result['latency_s']:.1f} s)"
     )
     for p in result.get("products", [])[:5]:
-        print(f"    {p['rank']:>2}. {p['title'][:80]}  [{p['brand'] or '-'}]  {p['score']:.3f}")
+        title, brand = safe(p["title"][:80]), safe(p["brand"] or "-")
+        print(f"    {p['rank']:>2}. {title}  [{brand}]  {p['score']:.3f}")

@@ -125,10 +125,15 @@ def ingest(
     """
     t0 = time.perf_counter()
     written = 0
+    # The incomplete mark first (fit_pending: until the fit hook returns, every shopper is
+    # refused with "the catalog's models are out of date"), so a kill at any step is never
+    # silent.
+    memory = UserMemory(store)
+    memory.begin_ingest(dataset, fit_pending=fit is not None)
     if isinstance(catalog, Upsertable):
         written = catalog.upsert(dataset.products.values(), progress=progress)
     t_catalog = time.perf_counter() - t0
-    stats = UserMemory(store).ingest_dataset(dataset, progress=progress)
+    stats = memory.ingest_dataset(dataset, progress=progress, fit_pending=fit is not None)
     version = catalog_version(dataset.products.values())
     counts = Counter(p.category for p in dataset.products.values() if p.category)
     store.put(
@@ -155,7 +160,10 @@ def ingest(
         seconds=time.perf_counter() - t0,
         catalog_version=version,
     )
-    return _finish(dataset, catalog, result, fit)
+    result = _finish(dataset, catalog, result, fit)
+    if fit is not None:
+        memory.finish_fit()
+    return result
 
 
 def _finish(

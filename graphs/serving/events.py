@@ -20,6 +20,7 @@ before the registry entries that make them visible.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from graphs.validators import TimeRangeError, unix_time
 from memory_store import BehaviorEvent, DataError, UserMemory
 from memory_store.datasets import check_id
 
@@ -62,15 +64,27 @@ def parse_time(value: float | int | str | None, where: str) -> float | None:
     """A purchase time as Unix seconds: Unix seconds, or ISO-8601 (naive means UTC)."""
     if value is None:
         return None
+    seconds: float | None = None
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    try:
-        return float(value)
-    except ValueError:
-        pass
+        try:
+            seconds = float(value)
+        except OverflowError:  # an integer beyond any float
+            seconds = math.inf
+    else:
+        try:
+            seconds = float(value)
+        except ValueError:
+            pass
+    if seconds is not None:
+        # nan, inf and 1e400 were stored as null, 1e300 and -1e20 as times no date matches.
+        try:
+            unix_time(seconds, where)
+        except TimeRangeError as err:
+            raise EventsError(str(err)) from None
+        return seconds
     try:
         when = datetime.fromisoformat(str(value))
-    except ValueError:
+    except (ValueError, OverflowError):
         raise EventsError(
             f"{where}: time {value!r} is not a time; use ISO-8601 (2026-11-30T16:00:00Z) or "
             "Unix seconds"
@@ -86,7 +100,7 @@ def read_events(path: str | os.PathLike[str]) -> list[tuple[str, EventLine]]:
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a leading BOM is not part of line 1
     except (OSError, UnicodeDecodeError) as err:
         raise EventsError(
             f"{path}: cannot read ({getattr(err, 'strerror', None) or err})"

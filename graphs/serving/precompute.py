@@ -59,6 +59,7 @@ from graphs.serving.results import (
     memory_stamp,
     store_results,
 )
+from graphs.validators import TimeRangeError, unix_time
 from memory_store.namespaces import USERS_NAMESPACE
 
 __all__ = [
@@ -94,9 +95,14 @@ def stale(stored: Mapping[str, Any] | None, entry: Mapping[str, Any], versions: 
 def parse_since(text: str) -> datetime:
     """``--since``: ISO-8601 (naive means UTC) or Unix seconds -> an aware UTC time."""
     try:
-        return datetime.fromtimestamp(float(text), UTC)
+        seconds = float(text)
     except ValueError:
         pass
+    else:  # 1e300, inf and -1e20 were an OverflowError traceback (graphs.validators)
+        try:
+            return unix_time(seconds, f"--since {text!r}")
+        except TimeRangeError as err:
+            raise PrecomputeError(str(err)) from None
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
