@@ -14,8 +14,8 @@ prefix, a word only one query continues) are masked too (``QueryTrie.choices``):
 KL see only the tokens where the policy chose.
 
 ``GraphRollout`` is that ``rollout_func``: the prompt copies of one step run through
-``graphs.offline.runner.OfflineRunner`` (one ``graph.batch``, outputs in input order), and each output's
-trajectory record (``graphs.trajectories.record_from_output``) is rendered here.
+``graphs.offline.runner.OfflineRunner`` (one ``graph.batch``, outputs in input order), and each
+output's trajectory record (``graphs.trajectories.record_from_output``) is rendered here.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """Logged runs joined with the purchases recorded after them (training.outcomes), the held-back
-cut (memory_store.holdout), purchases recorded one by one (graphs.serving.events) and extension ingest."""
+cut (memory_store.holdout), purchases recorded one by one (graphs.serving.events) and extension
+ingest."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from graphs.serving.events import EventLine, EventsError, add_purchases, read_events
 from graphs.offline.ingest import ingest
+from graphs.serving.events import EventLine, EventsError, add_purchases, read_events
 from graphs.trajectories import (
     SCHEMA,
     TrajectoryRecord,
