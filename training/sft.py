@@ -52,7 +52,18 @@ from trl import SFTConfig
 from agent.drafting import BASE_MODEL_ID, ResolvedModel
 from agent.prompts import grounded_messages
 from graphs.offline.runner import profile_at
-from memory_store import Dataset, Example, UserProfile, target_position
+from graphs.trajectories import TrajectoryError, code_version
+from memory_store import (
+    DataError,
+    Dataset,
+    Example,
+    HomeError,
+    StoreError,
+    UserProfile,
+    load_dataset,
+    target_position,
+)
+from training.callbacks import GracefulStop
 from training.common import (
     META_FILE,
     TrainingError,
@@ -68,6 +79,7 @@ from training.common import (
     settings_dict,
     versions,
 )
+from training.outcomes import load_joined
 from training.queries import QueryOracle, common_root
 
 __all__ = [
@@ -162,8 +174,6 @@ def trajectory_pairs(
     Returns:
         ``(pairs, skipped)``: ``skipped`` counts records whose target has no category query.
     """
-    from training.outcomes import load_joined
-
     records, _ = load_joined(path, home, prog="sft")
     usable = [r for r in records if r.target and r.target.query and r.profile is not None]
     skipped = len(records) - len(usable)
@@ -293,7 +303,7 @@ def _lora_config(args: SFTArguments, continuing: bool) -> Any:
     """A fresh LoRA adapter, unless training full weights or an adapter given as ``--model``."""
     if args.full or continuing:
         return None
-    from peft import LoraConfig
+    from peft import LoraConfig  # peft is heavy (torch): loaded when a run starts
 
     return LoraConfig(
         r=LORA_R,
@@ -323,10 +333,8 @@ def _train(
     args: SFTArguments, config: QueryAgentSFTConfig, dataset: Dataset, checkpoint: str | None
 ) -> tuple[_Run, Any]:
     """Build the pairs, load the model, train; returns the run and the tokenizer."""
-    from datasets import Dataset as HFDataset
-    from trl import SFTTrainer
-
-    from training.callbacks import GracefulStop
+    from datasets import Dataset as HFDataset  # heavy (pyarrow): loaded when a run starts
+    from trl import SFTTrainer  # trl's trainer modules are heavy: loaded when a run starts
 
     if args.from_trajectories:
         pairs, skipped = trajectory_pairs(
@@ -366,8 +374,6 @@ def _meta(
     run: _Run, args: SFTArguments, config: QueryAgentSFTConfig, dataset: Dataset, command: str
 ) -> dict[str, Any]:
     """The sidecar: command, settings, data, versions, base model, steps, losses."""
-    from graphs.trajectories import code_version
-
     state, resolved = run.trainer.state, run.resolved
     logged = [(row["step"], row["loss"]) for row in state.log_history if "loss" in row]
     lora = {"r": LORA_R, "alpha": LORA_ALPHA, "dropout": LORA_DROPOUT}
@@ -473,9 +479,6 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m training.sft"
     User errors (a bad value, a missing data folder, an unloadable model) print one line and
     return 2.
     """
-    from graphs.trajectories import TrajectoryError
-    from memory_store import DataError, HomeError, StoreError, load_dataset
-
     try:
         args, config = parse_command_line((SFTArguments, QueryAgentSFTConfig), argv, prog)
         dataset = load_dataset(args.data)
