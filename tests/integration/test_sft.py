@@ -203,7 +203,7 @@ def test_sft_bad_data_folder_is_one_line(tmp_path: Path, capsys) -> None:
 def test_sft_resume_continues_from_the_last_checkpoint(
     tmp_path: Path, tiny_recbole_dir: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import training.sft as sft
+    import training.sft.script as sft  # where run_sft looks remove_work_dir up
 
     out = tmp_path / "lora"
     argv = ["sft", "--data", str(tiny_recbole_dir), "--model", str(tiny_model_dir)]
