@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 DEMO_USERS ?= A1SWWHE1L3XR3V A30Y2UTHJDGD62 ABW8NXS7SV55K
 PORT ?= 8123
 
-.PHONY: install demo test test-fast lint bench docs dev clean train train-sft train-sft-cpu train-grpo train-grpo-cpu eval eval-sample
+.PHONY: install demo test test-fast lint bench docs dev clean train train-sft train-sft-grounded train-grpo-grounded eval eval-sample
 
 install: $(STAMP)
 
@@ -47,27 +47,32 @@ bench: $(STAMP)
 docs:
 	$(PYTHON) -m training.evaluation.tables
 
-# The shipped drafter's whole recipe: SFT cold start, GRPO from it, then the 1,000-user table
-# (models/*/README.md give the figures). Minutes on one GPU; days on a 2-core CPU.
-train: train-sft train-grpo eval
+# The shipped adapters, rebuilt with their recipes in lineage order (each stage starts from the
+# previous one's folder; models/*/README.md give the figures), then the README's table:
+#   train-sft            -> models/smollm2-sft            the SFT cold start (a lineage stage)
+#   train-sft-grounded   -> models/smollm2-sft-grounded   the default drafter
+#   train-grpo-grounded  -> models/smollm2-grpo-grounded  the GRPO-trained drafter
+# Minutes on one GPU for the first; the CPU stages run in sittings of their recipe's max_minutes:
+# one that stops on it says so, and `make <stage> RESUME=1` continues it. Sub-makes keep the
+# order under `make -j`.
+train:
+	$(MAKE) train-sft
+	$(MAKE) train-sft-grounded
+	$(MAKE) train-grpo-grounded
+	$(MAKE) eval
 
-# SFT cold start -> models/smollm2-sft (about 5 minutes on one H200); the recipe is the YAML.
+# SFT cold start from the base -> models/smollm2-sft (about 5 minutes on one H200).
 train-sft: $(STAMP)
 	$(BIN)/queryagent-train sft --config recipes/sft.yaml
 
-# The default drafter's grounded SFT on a CPU, 40 minutes a sitting -> models/smollm2-sft-grounded;
-# `make train-sft-cpu RESUME=1` continues a run its time budget stopped.
-train-sft-cpu: $(STAMP)
+# SFT of models/smollm2-sft on the grounded prompt, on a 2-core CPU in 40-minute sittings
+# -> models/smollm2-sft-grounded.
+train-sft-grounded: $(STAMP)
 	$(BIN)/queryagent-train sft --config recipes/sft-cpu.yaml $(if $(RESUME),--resume)
 
-# GRPO (GDPO aggregation) from the SFT adapter, the graph as the rollout -> models/smollm2-grpo
-# (20 steps of 8 shoppers x 8 graph runs: about 4 minutes on one H200).
-train-grpo: $(STAMP)
-	$(BIN)/queryagent-train grpo --config recipes/grpo.yaml
-
-# GRPO from the grounded SFT adapter on a 2-core CPU, in 90-minute sittings (the dense rank
-# reward on) -> models/smollm2-grpo-grounded; `make train-grpo-cpu RESUME=1` continues it.
-train-grpo-cpu: $(STAMP)
+# GRPO (GDPO aggregation, the dense rank reward on) of models/smollm2-sft-grounded, the graph as
+# the rollout, on a 2-core CPU in 90-minute sittings -> models/smollm2-grpo-grounded.
+train-grpo-grounded: $(STAMP)
 	$(BIN)/queryagent-train grpo --config recipes/grpo-cpu.yaml $(if $(RESUME),--resume)
 
 # The README's table: the baselines, the SFT-only agent, and the GRPO-trained agent with its

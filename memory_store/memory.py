@@ -702,7 +702,6 @@ class UserMemory:
             users=len(dataset.users), events=n_events, seconds=time.perf_counter() - start
         )
 
-
     def begin_ingest(self, dataset: Dataset, *, fit_pending: bool = False) -> int:
         """Write a new, incomplete generation's mark before anything else of an ingest is
         written (the catalog comes first in ``graphs.offline.ingest``), so a kill while the

@@ -4,7 +4,7 @@
         --methods popular,last-category,swing,dense-query,llm-direct,agent-single-turn,agent \
         --out reports/test.json [--model ID_OR_PATH] [--seed 0] [--shard-id K --shard-num N]
     queryagent-train sft --config recipes/sft.yaml [--any SFTConfig field ...]
-    queryagent-train grpo --config recipes/grpo.yaml [--any GRPOConfig field ...]
+    queryagent-train grpo --config recipes/grpo-cpu.yaml [--any GRPOConfig field ...]
     queryagent-train outcomes --from-trajectories runs.jsonl [--home DIR] --out joined.jsonl \
         [--replay-model M ...] [--replay-limit N]
 
@@ -19,13 +19,17 @@ print one line and exit 2.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from graphs.record import code_version
+from agent.catalog import CatalogError
+from agent.drafting import DrafterError, resolve_model
+from agent.model_identity import ModelSourceError, check_model
+from graphs.record import TrajectoryError, code_version, load_trajectories, write_trajectories
 from graphs.validators import (
     OneLineArgumentParser,
     leave_process,
@@ -33,23 +37,30 @@ from graphs.validators import (
     non_negative_int,
     positive_int,
 )
-from memory_store import DataError, load_dataset
+from memory_store import DataError, HomeError, StoreError, load_dataset, open_store
+from training.common import TrainingError, update_card_evaluation
+from training.evaluation.report import markdown_table, method_rows, write_report
+from training.evaluation.runner import METHODS, EvalConfig, EvalError, Evaluator, parse_methods
+from training.export import add_parser as add_export_parser
+from training.outcomes import (
+    check_outcome_paths,
+    join_outcomes,
+    live_metrics,
+    metrics_line,
+    replay,
+)
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 # Subcommands whose flags TrlParser reads: the module's main(argv, prog) runs them.
 TRAINERS = {
     "sft": "SFT cold start of the drafter (TRL SFTConfig flags; --config recipes/sft.yaml)",
-    "grpo": "GRPO/GDPO, the graph as the rollout (GRPOConfig flags; --config recipes/grpo.yaml)",
+    "grpo": "GRPO/GDPO, the graph as the rollout (GRPOConfig flags; "
+    "--config recipes/grpo-cpu.yaml)",
 }
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from agent.drafting import resolve_model
-    from agent.model_identity import check_model
-    from training.evaluation.report import write_report
-    from training.evaluation.runner import EvalConfig, Evaluator, parse_methods
-
     # Fail on a bad name or a model folder that cannot load before loading anything.
     specs = parse_methods(args.methods, resolve_model(args.model, args.home).name)
     for model in dict.fromkeys(spec.model for spec in specs if spec.model):
@@ -112,9 +123,6 @@ def _eval(args: argparse.Namespace) -> int:
 def _update_cards(specs: Sequence[Any], results: Sequence[Any], header: dict, report: Path) -> list:
     """Write each evaluated model folder's rows (with the methods that use no model) into the
     ``## Evaluation`` section of its model card."""
-    from training.common import update_card_evaluation
-    from training.evaluation.report import markdown_table, method_rows
-
     rows = method_rows(results)
     baselines = {k: v for k, v in rows.items() if v["model"] is None}
     updated = []
@@ -135,17 +143,6 @@ class EvalUsageError(Exception):
 
 
 def _outcomes(args: argparse.Namespace) -> int:
-    from agent.model_identity import check_model
-    from graphs.record import load_trajectories, write_trajectories
-    from memory_store import open_store
-    from training.outcomes import (
-        check_outcome_paths,
-        join_outcomes,
-        live_metrics,
-        metrics_line,
-        replay,
-    )
-
     for model in args.replay_model or []:
         check_model(model)  # a replay model that cannot load fails before the join
     if args.replay_limit is not None and args.replay_limit < 1:
@@ -185,6 +182,91 @@ def _outcomes(args: argparse.Namespace) -> int:
             out = args.replay_out.with_name(f"{args.replay_out.stem}-{Path(model).name}.jsonl")
             write_trajectories(out, again, {**meta, "replayed_with": model})
     return 0
+
+
+def _add_eval_parser(sub: Any) -> None:
+    """``eval``: the methods, the shoppers and the report."""
+    ev = sub.add_parser("eval", help="offline evaluation against the baselines")
+    ev.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="data set folder (UniSRec files or products.jsonl + sequences.jsonl)",
+    )
+    ev.add_argument(
+        "--split", default="test", choices=["valid", "test"], help="leave-one-out split"
+    )
+    ev.add_argument(
+        "--limit", type=int, default=None, help="evaluate this many users (a seeded sample)"
+    )
+    ev.add_argument(
+        "--methods",
+        default=",".join(METHODS),
+        help=f"comma list of {', '.join(METHODS)}; a model method may name a model: agent@PATH",
+    )
+    ev.add_argument(
+        "--model",
+        type=model_arg,
+        default=None,
+        help="drafter for model methods named without @ (default: $QUERYAGENT_MODEL, else the "
+        "shipped adapter; HuggingFaceTB/SmolLM2-135M-Instruct is the untrained base)",
+    )
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=16,
+        help="users whose model calls are batched together",
+    )
+    ev.add_argument(
+        "--max-refinements",
+        type=non_negative_int,
+        default=2,
+        help="refinement budget of the full agent",
+    )
+    ev.add_argument(
+        "--out",
+        type=Path,
+        default=Path("report.json"),
+        help="report path (.json; .md and .png beside it)",
+    )
+    ev.add_argument(
+        "--home", type=Path, default=None, help="QueryAgent home (catalog, converted models)"
+    )
+    _add_eval_sitting_flags(ev)
+    ev.set_defaults(func=_eval)
+
+
+def _add_eval_sitting_flags(ev: argparse.ArgumentParser) -> None:
+    """``eval``'s flags for a run in sittings or shards: the cache, a partial look, the cards."""
+    ev.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="per-user results cache, which an interrupted run resumes from (default: the "
+        "report path with .cache)",
+    )
+    ev.add_argument(
+        "--cached-only",
+        action="store_true",
+        help="run nothing: report the users every method already has in the cache (a partial "
+        "look at a run that goes on in sittings; the report says how many of the split's users)",
+    )
+    ev.add_argument(
+        "--shard-id",
+        type=int,
+        default=0,
+        help="run only this shard's users (every --shard-num-th from this one), appending to the "
+        "shared cache; several processes or machines split a long run this way",
+    )
+    ev.add_argument(
+        "--shard-num", type=int, default=1, help="how many shards the users are split into"
+    )
+    ev.add_argument(
+        "--cards",
+        action="store_true",
+        help="write each evaluated model folder's table into its model card (README.md)",
+    )
 
 
 def _add_outcomes_parser(sub: Any) -> None:
@@ -238,111 +320,28 @@ def _add_outcomes_parser(sub: Any) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from training.evaluation.runner import METHODS
-    from training.export import add_parser as add_export_parser
-
     parser = OneLineArgumentParser(
         prog="queryagent-train", description="Evaluate and train QueryAgent's drafter."
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    ev = sub.add_parser("eval", help="offline evaluation against the baselines")
-    ev.add_argument(
-        "--data",
-        type=Path,
-        required=True,
-        help="data set folder (UniSRec files or products.jsonl + sequences.jsonl)",
-    )
-    ev.add_argument(
-        "--split", default="test", choices=["valid", "test"], help="leave-one-out split"
-    )
-    ev.add_argument(
-        "--limit", type=int, default=None, help="evaluate this many users (a seeded sample)"
-    )
-    ev.add_argument(
-        "--methods",
-        default=",".join(METHODS),
-        help=f"comma list of {', '.join(METHODS)}; a model method may name a model: agent@PATH",
-    )
-    ev.add_argument(
-        "--model",
-        type=model_arg,
-        default=None,
-        help="drafter for model methods named without @ (default: $QUERYAGENT_MODEL, else the "
-        "shipped adapter; HuggingFaceTB/SmolLM2-135M-Instruct is the untrained base)",
-    )
-    ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument(
-        "--batch-size",
-        type=positive_int,
-        default=16,
-        help="users whose model calls are batched together",
-    )
-    ev.add_argument(
-        "--max-refinements",
-        type=non_negative_int,
-        default=2,
-        help="refinement budget of the full agent",
-    )
-    ev.add_argument(
-        "--out",
-        type=Path,
-        default=Path("report.json"),
-        help="report path (.json; .md and .png beside it)",
-    )
-    ev.add_argument(
-        "--home", type=Path, default=None, help="QueryAgent home (catalog, converted models)"
-    )
-    ev.add_argument(
-        "--cache",
-        type=Path,
-        default=None,
-        help="per-user results cache, which an interrupted run resumes from (default: the "
-        "report path with .cache)",
-    )
-    ev.add_argument(
-        "--cached-only",
-        action="store_true",
-        help="run nothing: report the users every method already has in the cache (a partial "
-        "look at a run that goes on in sittings; the report says how many of the split's users)",
-    )
-    ev.add_argument(
-        "--shard-id",
-        type=int,
-        default=0,
-        help="run only this shard's users (every --shard-num-th from this one), appending to the "
-        "shared cache; several processes or machines split a long run this way",
-    )
-    ev.add_argument(
-        "--shard-num", type=int, default=1, help="how many shards the users are split into"
-    )
-    ev.add_argument(
-        "--cards",
-        action="store_true",
-        help="write each evaluated model folder's table into its model card (README.md)",
-    )
-    ev.set_defaults(func=_eval)
+    _add_eval_parser(sub)
     add_export_parser(sub)
     _add_outcomes_parser(sub)
-    # The trainers parse their own flags (TrlParser); listed here for --help.
-    for name, text in TRAINERS.items():
-        sub.add_parser(name, help=text, add_help=False)
+    _add_trainer_parsers(sub)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from agent.catalog import CatalogError
-    from agent.drafting import DrafterError
-    from agent.model_identity import ModelSourceError, check_model
-    from graphs.record import TrajectoryError
-    from memory_store import HomeError, StoreError
-    from training.common import TrainingError
-    from training.evaluation.runner import EvalError
+def _add_trainer_parsers(sub: Any) -> None:
+    """The trainers parse their own flags (TrlParser); listed here for --help."""
+    for name, text in TRAINERS.items():
+        sub.add_parser(name, help=text, add_help=False)
 
+
+def main(argv: Sequence[str] | None = None) -> int:
     standalone = argv is None  # this process is the command (not a test calling main)
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in TRAINERS:
-        import importlib
-
+        # By name, when asked for: a trainer's module imports trl (torch, transformers).
         trainer = importlib.import_module(f"training.{argv[0]}")
         try:
             return int(trainer.main(argv[1:], prog=f"queryagent-train {argv[0]}"))

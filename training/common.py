@@ -25,6 +25,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from huggingface_hub import ModelCard, ModelCardData
+
 from agent.drafting import DrafterError, ResolvedModel, load_model, resolve_model
 from memory_store.files import atomic_folder, atomic_write
 from memory_store.paths import queryagent_home
@@ -70,7 +72,7 @@ def parse_command_line(
         TrainingError: a value a dataclass refuses (its ``__post_init__``), or an unknown key in
             the YAML file.
     """
-    from trl import TrlParser
+    from trl import TrlParser  # trl is heavy (torch, transformers): loaded to parse a trainer
 
     parser = TrlParser(list(dataclass_types), prog=prog)
     try:
@@ -106,7 +108,7 @@ def check_training_args(args: Any) -> None:
 
 def bf16_default() -> bool:
     """bf16 mixed precision where it runs natively (CUDA with bf16), fp32 elsewhere."""
-    import torch
+    import torch  # heavy: only a trainer asks
 
     return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
 
@@ -179,7 +181,7 @@ def resume_checkpoint(resume: bool, work: Path) -> str | None:
     """The last checkpoint in ``work`` when resuming (``None`` otherwise)."""
     if not resume:
         return None
-    from transformers.trainer_utils import get_last_checkpoint
+    from transformers.trainer_utils import get_last_checkpoint  # heavy: only a resumed run
 
     checkpoint = get_last_checkpoint(str(work)) if work.is_dir() else None
     if checkpoint is None:
@@ -205,6 +207,7 @@ def load_start_model(model: str | None, home: str | None) -> tuple[ResolvedModel
 
 def versions() -> dict[str, str]:
     """Versions of the libraries that shape a training run."""
+    # The training libraries (heavy): loaded when a run's sidecar is written.
     import peft
     import torch
     import transformers
@@ -231,8 +234,6 @@ def model_card(
 ) -> Any:
     """A ``huggingface_hub.ModelCard``: the standard YAML header (base model, library, licence,
     tags) and a body with the training data, the exact command and the evaluation."""
-    from huggingface_hub import ModelCard, ModelCardData
-
     data_card = ModelCardData(
         base_model=resolved.base_name,
         library_name="peft" if adapter else "transformers",
@@ -261,8 +262,6 @@ def update_card_evaluation(folder: Path, evaluation: str) -> bool:
     Returns:
         False (and writes nothing) when ``folder`` has no card with a YAML header.
     """
-    from huggingface_hub import ModelCard
-
     path = folder / "README.md"
     if not path.is_file() or not path.read_text(encoding="utf-8").startswith("---"):
         return False

@@ -45,6 +45,7 @@ def restricted_logps(
     ``temperature``, where each row's ``allowed_tokens`` (called on the row's unpadded
     completion) restricts the softmax at its positions; positions it leaves ``None`` and rows it
     knows nothing about keep the full softmax."""
+    # torch and trl's helpers are heavy: loaded at the first training step.
     import torch
     from trl.trainer.utils import entropy_from_logits, selective_log_softmax
 
@@ -87,7 +88,7 @@ class ConstrainedGRPOTrainer(GRPOTrainer):  # type: ignore[misc]
         compute_aux_loss: bool = False,
         **multimodal: Any,
     ) -> tuple[Any, Any, Any]:
-        import torch
+        import torch  # heavy: loaded at the first training step
 
         if (
             self.allowed_tokens is None

@@ -5,11 +5,11 @@
         [--max-refinements 2] [--home DIR]
 
 Runs the full agent (the graph, micro-batched drafter, the evaluation's catalog collection) on
-every selected example through ``graphs.offline.runner.OfflineRunner`` with the memory cut just before its
-target (no leakage: the profile only sees the items the shopper had before), builds each run's
-record from the graph's output (``graphs.record.record_from_output``), fills ``target``
-(held-out item and its HEM ground-truth query) and writes the JSONL file plus its ``.meta.json``
-sidecar atomically. ``valid`` / ``test`` take the leave-one-out targets, like
+every selected example through ``graphs.offline.runner.OfflineRunner`` with the memory cut just
+before its target (no leakage: the profile only sees the items the shopper had before), builds
+each run's record from the graph's output (``graphs.record.record_from_output``), fills
+``target`` (held-out item and its HEM ground-truth query) and writes the JSONL file plus its
+``.meta.json`` sidecar atomically. ``valid`` / ``test`` take the leave-one-out targets, like
 ``queryagent-train eval``; ``train`` takes every ``history -> next item`` row of the training
 split (``before`` = the row's position in the full sequence). Examples whose target has no
 category have no ground-truth query and are skipped (counted in the sidecar), as in the
@@ -29,17 +29,13 @@ from tqdm.auto import tqdm
 
 from agent.catalog import Catalog
 from agent.context import Context
+from agent.drafting import HFDrafter
+from graphs.offline.runner import OfflineRunner, offline_ranking
 from graphs.record import Target, TrajectoryError, TrajectoryWriter
 from memory_store import SPLITS, Dataset, load_dataset
 from training.evaluation.baselines import QueryOracle
-from training.evaluation.runner import (
-    RETRIEVE_K,
-    EvalConfig,
-    EvalError,
-    example_position,
-    open_eval_catalog,
-    select_examples,
-)
+from training.evaluation.protocol import example_position, open_eval_catalog, select_examples
+from training.evaluation.specs import RETRIEVE_K, EvalConfig, EvalError
 from training.queries import common_root
 
 
@@ -97,8 +93,6 @@ def export_trajectories(
         EvalError: a bad split or an example that does not line up with its sequence.
         TrajectoryError: the output folder does not exist.
     """
-    from graphs.offline.runner import OfflineRunner, offline_ranking
-
     t0 = time.perf_counter()
     out = Path(out)
     if not out.parent.is_dir():  # before any model or catalog work
@@ -112,8 +106,6 @@ def export_trajectories(
     if catalog is None:
         catalog = open_eval_catalog(dataset, config.home)
     if drafter is None:
-        from agent.drafting import HFDrafter
-
         drafter = HFDrafter(config.model, home=config.home, batch_size=config.batch_size)
     # The whole data set in memory (ingested as `queryagent ingest` does); each run's profile is
     # cut at its ``before``.

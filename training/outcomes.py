@@ -43,9 +43,20 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from graphs.record import Target, TrajectoryRecord
-from memory_store import UserMemory, events_digest
-from memory_store.queries import ground_truth_query, normalize_query
+import numpy as np
+from scipy.stats import bootstrap
+from tqdm.auto import tqdm
+
+from agent.catalog import ChromaCatalog
+from agent.context import Context
+from agent.drafting import HFDrafter
+from agent.drafting.constrained import GroundedHFDrafter
+from agent.ranking import load_served
+from graphs.offline.ingest import catalog_stats
+from graphs.offline.runner import OfflineRunner
+from graphs.record import Target, TrajectoryRecord, load_trajectories
+from memory_store import DataError, UserMemory, events_digest, load_dataset, open_store
+from memory_store.queries import common_root, ground_truth_query, normalize_query
 from training.common import TrainingError
 
 __all__ = [
@@ -142,10 +153,6 @@ def query_root(store: Any) -> str:
         OutcomeError: the store was never ingested, or by a version that did not record it and
             whose data folder is gone.
     """
-    from graphs.offline.ingest import catalog_stats
-    from memory_store import DataError, load_dataset
-    from memory_store.queries import common_root
-
     stats = catalog_stats(store)
     if "query_root" in stats:
         return str(stats["query_root"])
@@ -166,8 +173,6 @@ def _stamp(record: TrajectoryRecord) -> Mapping[str, Any] | None:
 
 
 def _check_catalog(records: Sequence[TrajectoryRecord], store: Any) -> None:
-    from graphs.offline.ingest import catalog_stats
-
     current = catalog_stats(store).get("catalog_version")
     versions = [
         (r.run.get("catalog") or {}).get("version")
@@ -271,9 +276,6 @@ def load_joined(
         ``(records, live)``: ``live`` when they are live-logged runs (their home is the
         environment rollouts run in).
     """
-    from graphs.record import load_trajectories
-    from memory_store import open_store
-
     records = list(load_trajectories(path))
     live = any(r.target is None for r in records)
     if live:
@@ -303,9 +305,6 @@ def live_metrics(records: Sequence[TrajectoryRecord], *, seed: int = 0) -> dict[
     """Shares of joined runs whose later purchase was among the retrieved products (hit@10),
     whose query was the purchase's category query (query match), and both (consistent), each
     ``{"mean", "low", "high"}`` with its 95% percentile-bootstrap interval; plus ``runs``."""
-    import numpy as np
-    from scipy.stats import bootstrap
-
     rows = [r for r in records if r.target is not None]
     out: dict[str, Any] = {"runs": len(rows)}
     rng = np.random.default_rng(seed)
@@ -358,14 +357,6 @@ def replay(
     Same store, catalog and fitted models as the live runs; each new record keeps the joined
     run's target and outcome, so ``live_metrics`` compares the two.
     """
-    from agent.catalog import ChromaCatalog
-    from agent.context import Context
-    from agent.drafting import HFDrafter
-    from agent.drafting.constrained import GroundedHFDrafter
-    from agent.ranking import load_served
-    from graphs.offline.runner import OfflineRunner
-    from memory_store import open_store
-
     home_text = str(home) if home is not None else None
     runner = OfflineRunner(
         store=open_store(home),
@@ -380,8 +371,6 @@ def replay(
         {"user_id": r.user_id, "before": int((r.run.get("memory") or {}).get("n_events", 0))}
         for r in records
     ]
-    from tqdm.auto import tqdm
-
     with tqdm(total=len(inputs), desc=f"replay {model}", unit="run") as bar:
         result = runner.run(
             inputs, records=True, targets=[r.target for r in records], on_chunk=bar.update

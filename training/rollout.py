@@ -14,8 +14,8 @@ prefix, a word only one query continues) are masked too (``QueryTrie.choices``):
 KL see only the tokens where the policy chose.
 
 ``GraphRollout`` is that ``rollout_func``: the prompt copies of one step run through
-``graphs.offline.runner.OfflineRunner`` (one ``graph.batch``, outputs in input order), and each output's
-trajectory record (``graphs.record.record_from_output``) is rendered here.
+``graphs.offline.runner.OfflineRunner`` (one ``graph.batch``, outputs in input order), and each
+output's trajectory record (``graphs.record.record_from_output``) is rendered here.
 """
 
 from __future__ import annotations
@@ -27,6 +27,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from agent.context import Context
+from agent.drafting import HFDrafter
+from agent.drafting.constrained import GroundedHFDrafter
+from graphs.offline.runner import OfflineRunner
 
 
 class RolloutError(RuntimeError):
@@ -197,10 +200,6 @@ class GraphRollout:
     ) -> tuple[list[Any], Any]:
         """One graph run per row with ``model`` as the drafter (sampling at ``temperature``;
         0: its greedy pick), in row order; returns the trajectory records and the drafter."""
-        from agent.drafting import HFDrafter
-        from agent.drafting.constrained import GroundedHFDrafter
-        from graphs.offline.runner import OfflineRunner
-
         # GRPO over the constrained space: each generation of a group samples one query inside
         # the catalog's query trie, and only the policy's own candidates are checked (no
         # recall from other sources), so the group's rewards differ by what the policy wrote.
@@ -235,8 +234,6 @@ class GraphRollout:
         return records, drafter
 
     def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, Any]:
-        from agent.drafting.constrained import GroundedHFDrafter
-
         model = trainer.accelerator.unwrap_model(trainer.model)
         tokenizer = trainer.processing_class
         rows = [self.rows[prompt_key(p)] for p in prompts]

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import agent.drafting
+import training.evaluation.runner
 from agent.drafting import ScriptedDrafter, default_model
 from training.cli import main
 from training.evaluation.metrics import UserOutcome, score_outcomes
@@ -32,6 +33,7 @@ def scripted(monkeypatch: pytest.MonkeyPatch) -> list[ScriptedDrafter]:
         return drafter
 
     monkeypatch.setattr(agent.drafting, "HFDrafter", factory)
+    monkeypatch.setattr(training.evaluation.runner, "HFDrafter", factory)  # imported at its top
     return made
 
 

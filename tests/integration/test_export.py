@@ -13,6 +13,7 @@ import pytest
 
 import agent.drafting
 import training.cli
+import training.export
 from agent.drafting import ScriptedDrafter
 from graphs.cli import main as queryagent
 from graphs.record import SCHEMA, load_trajectories, meta_path, read_meta
@@ -102,6 +103,7 @@ def scripted(monkeypatch: pytest.MonkeyPatch) -> list[ScriptedDrafter]:
         return drafter
 
     monkeypatch.setattr(agent.drafting, "HFDrafter", factory)
+    monkeypatch.setattr(training.export, "HFDrafter", factory)  # imported at its top
     return made
 
 

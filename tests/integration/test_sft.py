@@ -203,7 +203,7 @@ def test_sft_bad_data_folder_is_one_line(tmp_path: Path, capsys) -> None:
 def test_sft_resume_continues_from_the_last_checkpoint(
     tmp_path: Path, tiny_recbole_dir: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import training.sft as sft
+    import training.sft.script as sft  # where run_sft looks remove_work_dir up
 
     out = tmp_path / "lora"
     argv = ["sft", "--data", str(tiny_recbole_dir), "--model", str(tiny_model_dir)]
@@ -300,14 +300,6 @@ def test_shipped_recipes_parse_with_trl_parser() -> None:
     assert config.per_device_train_batch_size == 32 and config.learning_rate == 2e-4
     assert config.gradient_accumulation_steps == 2  # any SFTConfig field is a flag
     args, config = parse_command_line(
-        (GRPOArguments, QueryAgentGRPOConfig),
-        ["--config", str(repo / "recipes" / "grpo.yaml"), "--max_steps", "3"],
-        "grpo",
-    )
-    assert args.model == "models/smollm2-sft" and config.num_generations == 8
-    assert config.per_device_train_batch_size == 64 and config.max_steps == 3  # the flag wins
-    assert config.multi_objective_aggregation == "normalize_then_sum"
-    args, config = parse_command_line(
         (SFTArguments, QueryAgentSFTConfig),
         ["--config", str(repo / "recipes" / "sft-cpu.yaml")],
         "sft",
@@ -316,12 +308,14 @@ def test_shipped_recipes_parse_with_trl_parser() -> None:
     assert config.per_device_train_batch_size * config.gradient_accumulation_steps == 16
     args, config = parse_command_line(
         (GRPOArguments, QueryAgentGRPOConfig),
-        ["--config", str(repo / "recipes" / "grpo-cpu.yaml"), "--resume"],
+        ["--config", str(repo / "recipes" / "grpo-cpu.yaml"), "--resume", "--max_steps", "3"],
         "grpo",
     )
     assert args.model == "models/smollm2-sft-grounded" and args.resume and args.single_turn
     assert args.rank_depth == 1000 and args.max_minutes == 90
     assert config.per_device_train_batch_size == 2 * config.num_generations
+    assert config.num_generations == 4 and config.max_steps == 3  # the flag wins
+    assert config.multi_objective_aggregation == "normalize_then_sum"
 
 
 def test_help_shows_every_config_field_with_its_default(capsys) -> None:

@@ -17,7 +17,7 @@ from tests.helpers.fakes import FakeCatalog
 from training.evaluation.runner import EvalConfig, Evaluator, MethodSpec
 
 REPO = Path(__file__).resolve().parents[2]
-SFT, GRPO = REPO / "models" / "smollm2-sft", REPO / "models" / "smollm2-grpo"
+SFT, GRPO = REPO / "models" / "smollm2-sft", REPO / "models" / "smollm2-grpo-grounded"
 
 
 def mode(path: Path) -> int:

@@ -67,7 +67,7 @@ def test_old_base_name_is_an_alias_of_the_hub_id() -> None:
 
 
 def test_shipped_adapters_name_their_base_by_hub_id() -> None:
-    for name in ("smollm2-sft", "smollm2-grpo", "smollm2-sft-grounded"):
+    for name in ("smollm2-sft", "smollm2-sft-grounded", "smollm2-grpo-grounded"):
         folder = resolve_module.SHIPPED_MODEL_DIR.parent / name
         config = json.loads((folder / "adapter_config.json").read_text())
         assert config["base_model_name_or_path"] == BASE_MODEL_ID, name  # plain PEFT reads it

@@ -1,5 +1,6 @@
 """Logged runs joined with the purchases recorded after them (training.outcomes), the held-back
-cut (memory_store.holdout), purchases recorded one by one (graphs.serving.events) and extension ingest."""
+cut (memory_store.holdout), purchases recorded one by one (graphs.serving.events) and extension
+ingest."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from graphs.serving.events import EventLine, EventsError, add_purchases, read_events
 from graphs.offline.ingest import ingest
 from graphs.record import (
     SCHEMA,
@@ -18,6 +18,7 @@ from graphs.record import (
     run_stamp,
     write_trajectories,
 )
+from graphs.serving.events import EventLine, EventsError, add_purchases, read_events
 from memory_store import BehaviorEvent, UserMemory, load_dataset, open_store
 from memory_store.holdout import hold_out
 from memory_store.queries import common_root, ground_truth_query

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from memory_store.files import atomic_path, atomic_write
 from training.evaluation.metrics import METRICS
 
@@ -46,11 +48,11 @@ def markdown_table(methods: dict[str, dict[str, Any]]) -> str:
 
 
 def bar_chart(methods: dict[str, dict[str, Any]], path: Path, title: str) -> None:
+    # matplotlib is an optional training dependency and slow to import: loaded only to draw.
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     labels = list(methods)
     x = np.arange(len(CHART_METRICS))

@@ -1,33 +1,36 @@
 """Offline evaluation: every method writes one query per held-out shopper; the same catalog
 retrieval turns each query into a ranked list; the paper's metrics compare them.
 
-Protocol (leave-one-out, HEM ground-truth queries): the target is the last item of each user in
-the test split (second to last in valid); the memory the agent sees is built from the items
-before the target only; users whose target has no category are skipped and counted.
+``Evaluator`` dispatches each method over the evaluated shoppers (``protocol``) and keys its
+results by what they depend on; the per-user cache is ``cache``, the shards ``shards``, the
+method names and the run's configuration ``specs``. The names those modules define are
+re-exported here, where the CLI, the export and the tests have always found them.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
-import os
-import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 from tqdm.auto import tqdm
 
-from agent.catalog import Catalog, ChromaCatalog
+from agent.catalog import Catalog
 from agent.context import Context
+from agent.drafting import HFDrafter
+from agent.drafting.constrained import GroundedHFDrafter
+from agent.drafting.hf import inference_dtype_name
+from agent.model_identity import model_digest
+from agent.nodes import learned_model_weight
 from agent.parsing import parse_query
 from agent.prompts import STOP, prompt_fingerprint
-from memory_store import DataError, Dataset, Example, target_position
-from memory_store.fingerprint import dataset_fingerprint
-from memory_store.paths import private_dir, private_file
+from agent.ranking import RANKING_DIR, load_or_fit
+from agent.ranking.fit import fit_key
+from graphs.offline.runner import OfflineRunner, draft_prompt_at, fit_sequences
+from memory_store import Dataset, Example
+from memory_store.paths import queryagent_home
 from training.evaluation.baselines import (
     DenseQuery,
     LastCategory,
@@ -38,200 +41,47 @@ from training.evaluation.baselines import (
     SASRecQuery,
     Swing,
 )
+from training.evaluation.cache import PARKED_DIR, OutcomeCache, appender
 from training.evaluation.metrics import UserOutcome, aggregate, distinct_ratio, score_outcomes
+from training.evaluation.protocol import (
+    dataset_fingerprint,
+    example_position,
+    open_eval_catalog,
+    select_examples,
+)
+from training.evaluation.shards import cached_by_all, shard
+from training.evaluation.specs import (
+    BASELINES,
+    FITTED,
+    METHODS,
+    MODEL_METHODS,
+    RETRIEVE_K,
+    EvalConfig,
+    EvalError,
+    MethodResult,
+    MethodSpec,
+    parse_methods,
+)
 from training.queries import common_root
 
-BASELINES = (
-    "popular",
-    "last-category",
-    "swing",
-    "dense-query",
-    "markov",
-    "sasrec",
-    "ranker",
-)
-# Methods that use the models fitted from the catalog's sequences (agent.ranking).
-FITTED = ("markov", "sasrec", "ranker", "agent-single-turn", "agent")
-MODEL_METHODS = ("llm-direct", "agent-single-turn", "agent")
-METHODS = BASELINES + MODEL_METHODS
-RETRIEVE_K = 10
-
-
-class EvalError(Exception):
-    """A user-caused problem with an evaluation request (one line for the CLI)."""
-
-
-@dataclass(frozen=True)
-class MethodSpec:
-    """A method, and for model methods the drafter it uses (``agent@path/to/checkpoint``)."""
-
-    method: str
-    model: str | None = None
-
-    @property
-    def label(self) -> str:
-        if self.method in MODEL_METHODS and self.model:
-            return f"{self.method}@{Path(self.model).name or self.model}"
-        return self.method
-
-
-def parse_methods(text: str, default_model: str | None = None) -> list[MethodSpec]:
-    """``"popular,agent,agent@ckpt/sft"`` -> specs; unknown names list the valid ones."""
-    specs = []
-    for raw in (t.strip() for t in text.split(",")):
-        if not raw:
-            continue
-        method, _, model = raw.partition("@")
-        if method not in METHODS:
-            raise EvalError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
-        if model and method not in MODEL_METHODS:
-            raise EvalError(f"method {method!r} uses no model, so {raw!r} names none")
-        specs.append(
-            MethodSpec(method, (model or default_model) if method in MODEL_METHODS else None)
-        )
-    if not specs:
-        raise EvalError(f"no method given; valid methods: {', '.join(METHODS)}")
-    return specs
-
-
-def select_examples(
-    dataset: Dataset,
-    split: str,
-    limit: int | None,
-    seed: int,
-    oracle: QueryOracle,
-    *,
-    splits: Sequence[str] = ("valid", "test"),
-) -> tuple[list[tuple[Example, str]], int]:
-    """The evaluated (example, truth query) pairs and how many were skipped (no category).
-
-    ``splits`` are the accepted split names: evaluation takes the leave-one-out targets only;
-    the trajectory export also takes ``"train"`` (every history -> next item row).
-    """
-    if split not in splits:
-        if tuple(splits) == ("valid", "test"):
-            raise EvalError(
-                f"split must be 'valid' or 'test' (leave-one-out targets), got {split!r}"
-            )
-        raise EvalError(f"split must be one of {', '.join(splits)}, got {split!r}")
-    pairs, skipped = [], 0
-    for ex in dataset.examples(split):
-        truth = oracle.of_item(ex.target)
-        if truth is None:
-            skipped += 1
-        else:
-            pairs.append((ex, truth))
-    if limit is not None and limit < len(pairs):
-        keep = sorted(random.Random(seed).sample(range(len(pairs)), limit))
-        pairs = [pairs[i] for i in keep]
-    return pairs, skipped
-
-
-def open_eval_catalog(dataset: Dataset, home: str | Path | None) -> ChromaCatalog:
-    """The data set's catalog in its own collection (embedded once, reused by later runs)."""
-    collection = f"eval-{dataset.name.lower()}-{dataset_fingerprint(dataset.products)}"
-    catalog = ChromaCatalog.from_env(home=home, collection=collection)
-    if catalog.count() != len(dataset.products):
-        catalog.upsert(dataset.products.values())
-    return catalog
-
-
-def example_position(dataset: Dataset, ex: Example, split: str) -> int:
-    """``memory_store.target_position``, with a mismatch reported as an ``EvalError``."""
-    try:
-        return target_position(dataset, ex, split)
-    except DataError as exc:
-        raise EvalError(str(exc)) from exc
-
-
-@dataclass
-class EvalConfig:
-    data: str
-    split: str = "test"
-    limit: int | None = None
-    seed: int = 0
-    model: str | None = None
-    batch_size: int = 16
-    max_refinements: int = Context.max_refinements
-    home: str | None = None
-
-    @classmethod
-    def from_args(cls, args: Any) -> Self:
-        """From the parsed flags that ``eval`` and ``export`` share."""
-        return cls(
-            data=str(args.data),
-            split=args.split,
-            limit=args.limit,
-            seed=args.seed,
-            model=args.model,
-            batch_size=args.batch_size,
-            max_refinements=args.max_refinements,
-            home=str(args.home) if args.home else None,
-        )
-
-
-@dataclass
-class MethodResult:
-    spec: MethodSpec
-    outcomes: list[UserOutcome]
-    wall_s: float
-    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
-    distinct_ratio: float = 0.0
-
-
-def _without_path(key: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in key.items() if k != "model"}
-
-
-def _same_key(header: Any, key: dict[str, Any]) -> bool:
-    """Whether a cache's header was written under ``key``. The model's path is kept in the
-    header for the reader but not compared: its digest names what it loads, and the same folder
-    has another path in another clone (the whole-split cache is tracked in git and resumed on
-    other machines) or when named relatively (``make eval``) rather than by the default."""
-    return isinstance(header, dict) and _without_path(header) == _without_path(key)
-
-
-def _key_digest(key: dict[str, Any]) -> str:
-    """A short name for a configuration (path left out, as ``_same_key`` compares)."""
-    text = json.dumps(_without_path(key), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-_GONE = object()  # _read_header's answer for a file another shard moved away meanwhile
-
-
-def _parse_header(line: str) -> Any:
-    try:
-        return json.loads(line)
-    except json.JSONDecodeError:
-        return None
-
-
-def _read_header(path: Path) -> Any:
-    try:
-        with path.open() as f:
-            return _parse_header(f.readline())
-    except FileNotFoundError:
-        return _GONE
-
-
-PARKED_DIR = "other-configurations"  # caches of configurations other than the running one
-
-
-def _replace_if_longer(src: Path, dst: Path) -> None:
-    """Move ``src`` to ``dst`` unless ``dst`` already holds more rows (then drop ``src``)."""
-    try:
-        if dst.exists() and _line_count(dst) >= _line_count(src):
-            src.unlink()
-        else:
-            os.replace(src, dst)
-    except FileNotFoundError:
-        pass  # another shard moved it first
-
-
-def _line_count(path: Path) -> int:
-    with path.open("rb") as f:
-        return sum(1 for _ in f)
+__all__ = [
+    "BASELINES",
+    "FITTED",
+    "METHODS",
+    "MODEL_METHODS",
+    "PARKED_DIR",
+    "RETRIEVE_K",
+    "EvalConfig",
+    "EvalError",
+    "Evaluator",
+    "MethodResult",
+    "MethodSpec",
+    "dataset_fingerprint",
+    "example_position",
+    "open_eval_catalog",
+    "parse_methods",
+    "select_examples",
+]
 
 
 class Evaluator:
@@ -249,6 +99,7 @@ class Evaluator:
         self.dataset = dataset
         self.config = config
         self.cache_dir = cache_dir
+        self.cache = OutcomeCache(cache_dir)
         self.oracle = QueryOracle(
             dataset, common_root(p.category for p in dataset.products.values())
         )
@@ -264,11 +115,8 @@ class Evaluator:
         self._runners: dict[str | None, Any] = {}  # graphs.offline.runner.OfflineRunner per model
         self._models: Any = None
 
-    # -- caching ----------------------------------------------------------------------------
+    # -- the cache key: what a method's results depend on -------------------------------------
     def _cache_key(self, spec: MethodSpec) -> dict[str, Any]:
-        from agent.drafting.hf import inference_dtype_name
-        from agent.model_identity import model_digest
-
         model_methods = spec.method in MODEL_METHODS
         key: dict[str, Any] = {
             "method": spec.method,
@@ -296,8 +144,6 @@ class Evaluator:
     def _model_weight(self, spec: MethodSpec) -> float | None:
         """The weight the check gives this model's vote on the evaluated catalog (learned on
         the fit's held-out rows when not yet stored); None for a drafter that cannot vote."""
-        from agent.nodes import learned_model_weight
-
         learned = learned_model_weight(self._agent_drafter(spec.model), self.ranking())
         return None if learned is None else learned.weight
 
@@ -305,8 +151,6 @@ class Evaluator:
         """The drafter as the agent methods run it: a Hugging Face drafter (a model and its
         tokenizer) decodes inside the catalog's query trie; any other (a scripted one in tests)
         drafts freely. One per model."""
-        from agent.drafting.constrained import GroundedHFDrafter
-
         if model not in self._agent_drafters:
             base = self._drafter(model)
             hf = getattr(type(base), "tokenizer", None) is not None
@@ -316,11 +160,9 @@ class Evaluator:
     # -- the catalog's fitted models (agent.ranking), fitted on what precedes the targets --------
     @functools.cached_property
     def _fit_data(self) -> tuple[dict[str, list[str]], str]:
-        """Every sequence cut before its target in the evaluated split (``graphs.offline.runner``), so
-        nothing fitted has seen a target, and the key of a fit on them (computed once)."""
-        from agent.ranking.fit import fit_key
-        from graphs.offline.runner import fit_sequences
-
+        """Every sequence cut before its target in the evaluated split
+        (``graphs.offline.runner``), so nothing fitted has seen a target, and the key of a fit on
+        them (computed once)."""
         sequences = fit_sequences(self.dataset, self.config.split)
         return sequences, fit_key(self.dataset.products, sequences)
 
@@ -330,9 +172,6 @@ class Evaluator:
     def ranking(self) -> Any:
         """The fitted ``CatalogModels`` for this split (fitted once, kept in the home)."""
         if self._models is None:
-            from agent.ranking import RANKING_DIR, load_or_fit
-            from memory_store.paths import queryagent_home
-
             folder = (
                 queryagent_home(self.config.home)
                 / RANKING_DIR
@@ -346,104 +185,34 @@ class Evaluator:
     def _history(self, ex: Example) -> list[str]:
         return list(self.dataset.sequences[ex.user_id][: self._position(ex)])
 
-    def _cache_path(self, spec: MethodSpec) -> Path:
-        return self.cache_dir / f"{spec.label.replace('/', '_')}.jsonl"
-
-    def _parked_path(self, spec: MethodSpec, key: dict[str, Any]) -> Path:
-        stem = self._cache_path(spec).stem
-        return self.cache_dir / PARKED_DIR / f"{stem}.{_key_digest(key)}.jsonl"
-
-    def _load_cache(self, spec: MethodSpec, *, drop_stale: bool = True) -> dict[str, UserOutcome]:
-        """The users cached under this configuration. A cache written under another one (another
-        model, dtype, fit, seed...) is parked in ``other-configurations/`` under its key's
-        digest rather than deleted, and a parked cache of this configuration comes back: going
-        back and forth between configurations loses no rows. ``drop_stale=False`` moves
-        nothing and reads this configuration's rows wherever they are."""
-        path, key = self._cache_path(spec), self._cache_key(spec)
-        parked = self._parked_path(spec, key)
-        header = _read_header(path)
-        if header is not _GONE and not _same_key(header, key):
-            if not drop_stale:
-                path = parked  # look, move nothing
-            else:
-                if isinstance(header, dict):  # a file without a header holds nothing to keep
-                    aside = self._parked_path(spec, header)
-                    private_dir(aside.parent)
-                    _replace_if_longer(path, aside)
-                path.unlink(missing_ok=True)
-        if drop_stale and not path.exists() and parked.exists():
-            try:
-                os.replace(parked, path)  # this configuration's rows, back from the side
-            except FileNotFoundError:
-                pass  # another shard brought them back first
-        if not path.exists():
-            return {}
-        lines = path.read_text().splitlines()
-        if not lines or not _same_key(_parse_header(lines[0]), key):
-            return {}
-        done: dict[str, UserOutcome] = {}
-        for line in lines[1:]:
-            try:
-                outcome = UserOutcome(**json.loads(line))
-            except (json.JSONDecodeError, TypeError):
-                continue  # a line cut short by an interruption; that user runs again
-            done[outcome.user_id] = outcome
-        return done
-
+    # -- which users run ---------------------------------------------------------------------
     def restrict_to_cached(self, specs: Sequence[MethodSpec]) -> int:
         """Keep only the users every method has cached under this configuration (so ``run``
         reports them and runs nothing): a look at a run that goes on in sittings. Returns the
         split's user count before the cut (``self.pairs`` holds the kept ones); raises EvalError
         when no user is left. Caches made by another configuration are left as they are."""
         total = len(self.pairs)
-        common: set[str] | None = None
-        for spec in specs:
-            users = set(self._load_cache(spec, drop_stale=False))
-            if not users:
-                raise EvalError(
-                    f"{spec.label}: no cached users under this configuration in {self.cache_dir}"
-                )
-            common = users if common is None else common & users
-        self.pairs = [(ex, truth) for ex, truth in self.pairs if ex.user_id in (common or set())]
-        if not self.pairs:
-            raise EvalError(f"the methods' caches in {self.cache_dir} share no user")
+        cached = (  # lazily: a method without rows stops the look before the next one's key
+            (spec.label, set(self.cache.load(spec, self._cache_key(spec), drop_stale=False)))
+            for spec in specs
+        )
+        self.pairs = cached_by_all(self.pairs, cached, self.cache_dir)
         return total
 
     def restrict_to_shard(self, shard_id: int, shard_num: int) -> int:
-        """Keep every ``shard_num``-th user of the split from ``shard_id`` on, so that processes
-        (or machines) given ``0 .. shard_num - 1`` split the users between them, as pyserini's
-        ``--shard-id``/``--shard-num`` split a corpus. The shards share the cache: each appends
-        whole lines, and a run without shards (or ``--cached-only``) reports them together.
-        Returns the split's user count before the cut."""
-        if not 0 <= shard_id < shard_num:
-            raise EvalError(f"shard {shard_id} of {shard_num}: expected 0 <= id < num")
+        """Keep this shard's users (``training.evaluation.shards.shard``); returns the split's
+        user count before the cut."""
         total = len(self.pairs)
-        self.pairs = self.pairs[shard_id::shard_num]
+        self.pairs = shard(self.pairs, shard_id, shard_num)
         return total
-
-    def _start_cache(self, spec: MethodSpec, path: Path) -> None:
-        """Create the cache with its header in one step: shards started together must neither
-        truncate each other's rows nor read a file whose header is not written yet (which would
-        look like another configuration's cache and be deleted)."""
-        private_dir(path.parent)
-        if path.exists():
-            return
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        private_file(tmp)  # per-user outcomes: 0600 like everything in the home
-        tmp.write_text(json.dumps(self._cache_key(spec)) + "\n")
-        try:
-            os.link(tmp, path)  # fails if another shard made it first; theirs has the same key
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink()
 
     # -- methods ----------------------------------------------------------------------------
     def run(self, spec: MethodSpec, progress: bool = True) -> MethodResult:
-        done = self._load_cache(spec)
+        key = self._cache_key(spec)
+        done = self.cache.load(spec, key)
         todo = [(ex, truth) for ex, truth in self.pairs if ex.user_id not in done]
-        path = self._cache_path(spec)
-        self._start_cache(spec, path)
+        path = self.cache.path(spec)
+        self.cache.start(path, key)
         bar = tqdm(
             total=len(self.pairs),
             initial=len(self.pairs) - len(todo),
@@ -451,22 +220,14 @@ class Evaluator:
             disable=not progress,
         )
         step = self.config.batch_size if spec.method in MODEL_METHODS else 256
-        # One unbuffered O_APPEND write per batch: whole lines land at the end of the file
-        # even when shards of the same run append to it at once (a buffered file object
-        # flushes at arbitrary byte boundaries, which could interleave two shards' lines).
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
-        try:
+        with appender(path) as append:  # one whole-lines write per batch (shards share the file)
             for start in range(0, len(todo), step):
                 chunk = todo[start : start + step]
                 outcomes = self._outcomes(spec, chunk)
-                data = "".join(json.dumps(asdict(o)) + "\n" for o in outcomes).encode()
-                while data:  # a short write only happens when the disk is full
-                    data = data[os.write(fd, data) :]
+                append(outcomes)
                 for outcome in outcomes:
                     done[outcome.user_id] = outcome
                 bar.update(len(chunk))
-        finally:
-            os.close(fd)
         bar.close()
         outcomes = [done[ex.user_id] for ex, _ in self.pairs]
         # The time spent writing the queries, summed over users: it survives interruptions and
@@ -530,8 +291,6 @@ class Evaluator:
             if self._drafter_factory is not None:
                 self._drafters[model] = self._drafter_factory(model)
             else:
-                from agent.drafting import HFDrafter
-
                 self._drafters[model] = HFDrafter(
                     model, home=self.config.home, batch_size=self.config.batch_size
                 )
@@ -548,8 +307,6 @@ class Evaluator:
     def _llm_direct(
         self, model: str | None, examples: Sequence[Example]
     ) -> tuple[list[str | None], list[bool]]:
-        from graphs.offline.runner import draft_prompt_at
-
         prompts = [
             draft_prompt_at(self.dataset, ex.user_id, self._position(ex))[1] for ex in examples
         ]
@@ -568,8 +325,6 @@ class Evaluator:
     def _agent(
         self, spec: MethodSpec, examples: Sequence[Example]
     ) -> tuple[list[str | None], list[bool], list[int]]:
-        from graphs.offline.runner import OfflineRunner
-
         runner = self._runners.get(spec.model)
         if runner is None:
             common = {

@@ -1,6 +1,6 @@
 """SFT cold start: teach the drafter to answer the graph's draft prompt with the real next query.
 
-    queryagent-train sft --config recipes/sft.yaml                 # the shipped adapter's recipe
+    queryagent-train sft --config recipes/sft.yaml                 # stage 1 of `make train`
     queryagent-train sft --data data/amazon-scientific --max_steps 3 --limit 24 --out /tmp/sft
     python -m training.sft --help                                  # every flag, with its default
 
@@ -38,25 +38,18 @@ runs belong on a GPU. ``--max_steps 3 --limit 24``: loss 5.24 at step 1, 4.85 me
 
 from __future__ import annotations
 
-import logging
-import math
-import random
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from trl import SFTConfig
-
-from agent.drafting import BASE_MODEL_ID, ResolvedModel
-from agent.prompts import grounded_messages
-from graphs.offline.runner import profile_at
-from memory_store import Dataset, Example, UserProfile, target_position
+from agent.drafting import ResolvedModel
+from graphs.record import TrajectoryError, code_version
+from memory_store import DataError, Dataset, HomeError, StoreError, load_dataset
+from training.callbacks import GracefulStop
 from training.common import (
-    META_FILE,
     TrainingError,
-    bf16_default,
     command_line,
     default_out,
     load_start_model,
@@ -68,211 +61,15 @@ from training.common import (
     settings_dict,
     versions,
 )
-from training.queries import QueryOracle, common_root
-
-__all__ = [
-    "META_FILE",
-    "QueryAgentSFTConfig",
-    "SFTArguments",
-    "SFTError",
-    "SFTPair",
-    "build_pairs",
-    "completion_messages",
-    "main",
-    "run_sft",
-]
-
-logger = logging.getLogger(__name__)
-
-# LoRA shape of the cold start: small enough to train on a CPU, every linear layer adapted.
-LORA_R = 16
-LORA_ALPHA = 32
-LORA_DROPOUT = 0.05
-
-
-class SFTError(TrainingError):
-    """A user error in the SFT command (bad number, empty training split, unloadable model)."""
-
-
-# --------------------------------------------------------------------------- pairs
-
-
-@dataclass(frozen=True)
-class SFTPair:
-    """One training pair: the draft prompt the graph would send for ``user_id`` with the memory
-    cut at ``before`` events, and the answer naming the real next query."""
-
-    user_id: str
-    target: str
-    before: int
-    truth: str
-    prompt: list[dict[str, str]]
-    completion: list[dict[str, str]]
-
-
-def completion_messages(truth: str) -> list[dict[str, str]]:
-    """The assistant turn the drafter should write: the form ``agent.parsing`` expects."""
-    return [{"role": "assistant", "content": f"Query: {truth}"}]
-
-
-def build_pairs(
-    dataset: Dataset, *, seed: int = 0, limit: int | None = None
-) -> tuple[list[SFTPair], int]:
-    """The SFT pairs of the training split, shuffled with ``seed``, at most ``limit`` of them.
-
-    Returns:
-        ``(pairs, skipped)``: ``skipped`` counts training targets without a category (no
-        ground-truth query), over the whole split.
-    """
-    oracle = QueryOracle(dataset, common_root(p.category for p in dataset.products.values()))
-    kept: list[tuple[Example, str]] = []
-    skipped = 0
-    for ex in dataset.examples("train"):
-        truth = oracle.of_item(ex.target)
-        if truth is None:
-            skipped += 1
-        else:
-            kept.append((ex, truth))
-    random.Random(seed).shuffle(kept)
-    if limit is not None:
-        kept = kept[:limit]
-    pairs = []
-    # Profiles are built only for the kept pairs: the bundled split has 34k examples.
-    for ex, truth in kept:
-        before = target_position(dataset, ex, "train")
-        pairs.append(
-            SFTPair(
-                user_id=ex.user_id,
-                target=ex.target,
-                before=before,
-                truth=truth,
-                prompt=grounded_messages(profile_at(dataset, ex.user_id, before)),
-                completion=completion_messages(truth),
-            )
-        )
-    return pairs, skipped
-
-
-def trajectory_pairs(
-    path: str, home: str | None, *, seed: int = 0, limit: int | None = None
-) -> tuple[list[SFTPair], int]:
-    """SFT pairs from a trajectory file: the draft prompt of the profile each run held, and the
-    query of its target (the outcome of a live run, joined in ``home``).
-
-    Returns:
-        ``(pairs, skipped)``: ``skipped`` counts records whose target has no category query.
-    """
-    from training.outcomes import load_joined
-
-    records, _ = load_joined(path, home, prog="sft")
-    usable = [r for r in records if r.target and r.target.query and r.profile is not None]
-    skipped = len(records) - len(usable)
-    random.Random(seed).shuffle(usable)
-    pairs = []
-    for record in usable[:limit] if limit is not None else usable:
-        assert record.target is not None and record.target.query is not None
-        profile = UserProfile.model_validate(record.profile)
-        pairs.append(
-            SFTPair(
-                user_id=record.user_id,
-                target=record.target.item_id,
-                before=record.before if record.before is not None else profile.n_events,
-                truth=record.target.query,
-                prompt=grounded_messages(profile),
-                completion=completion_messages(record.target.query),
-            )
-        )
-    return pairs, skipped
-
-
-# --------------------------------------------------------------------------- settings
-
-
-@dataclass(kw_only=True)
-class SFTArguments:
-    """This script's own settings (TRL's are in ``QueryAgentSFTConfig``)."""
-
-    data: str = field(metadata={"help": "data-set folder (its training split is used)"})
-    model: str = field(
-        default=BASE_MODEL_ID,
-        metadata={"help": "model to start from: Hugging Face id, folder or adapter folder"},
-    )
-    out: str | None = field(
-        default=None, metadata={"help": "output folder (default: <home>/checkpoints/sft)"}
-    )
-    limit: int | None = field(default=None, metadata={"help": "train on this many shuffled pairs"})
-    full: bool = field(
-        default=False,
-        metadata={"help": f"full fine-tuning instead of a LoRA adapter (r {LORA_R}, {LORA_ALPHA})"},
-    )
-    home: str | None = field(
-        default=None, metadata={"help": "QueryAgent home (default: $QUERYAGENT_HOME)"}
-    )
-    from_trajectories: str | None = field(
-        default=None,
-        metadata={
-            "help": "train on a trajectory file instead of the training split: each run's "
-            "profile -> the query of what the shopper bought next (exported runs' target; "
-            "live-logged runs are joined with the next purchase in --home first, as "
-            "`queryagent-train outcomes` does)"
-        },
-    )
-    resume: bool = field(
-        default=False, metadata={"help": "continue from the last checkpoint in output_dir"}
-    )
-    max_minutes: float | None = field(
-        default=None, metadata={"help": "stop after this many minutes of training (and save)"}
-    )
-
-    def __post_init__(self) -> None:
-        if self.limit is not None and self.limit < 1:
-            raise SFTError(f"--limit must be >= 1, got {self.limit}")
-        if self.max_minutes is not None and not (
-            self.max_minutes > 0 and math.isfinite(self.max_minutes)
-        ):
-            raise SFTError(f"--max_minutes must be a positive number, got {self.max_minutes}")
-
-
-@dataclass
-class QueryAgentSFTConfig(SFTConfig):
-    """TRL's ``SFTConfig`` with this project's defaults (each shown by ``--help``)."""
-
-    learning_rate: float = field(
-        default=2e-4,
-        metadata={"help": "AdamW learning rate: the usual LoRA rate (adapters start at zero)"},
-    )
-    num_train_epochs: float = field(default=1.0, metadata={"help": "passes over the pairs"})
-    per_device_train_batch_size: int = field(default=8, metadata={"help": "pairs per step"})
-    # Bundled-set pairs are ~400 SmolLM2 tokens (median; 658 the longest). Truncation would cut
-    # the completion (TRL keeps the start), so longer pairs are refused instead.
-    max_length: int | None = field(default=1024, metadata={"help": "longest tokenized pair"})
-    completion_only_loss: bool | None = field(
-        default=True, metadata={"help": "loss on the completion tokens only"}
-    )
-    # Short sequences on a 135M model: recomputing activations would only cost time. TRL turns
-    # it on by default; None leaves it off without the deprecation warning an explicit False
-    # draws from transformers 5.2x (where --activation_checkpointing is the new name).
-    gradient_checkpointing: bool | None = field(  # type: ignore[assignment]
-        default=None, metadata={"help": "deprecated name of --activation_checkpointing (off)"}
-    )
-    logging_steps: float = field(default=10, metadata={"help": "log every N steps"})
-    logging_first_step: bool = field(default=True, metadata={"help": "log the first step"})
-    save_steps: float = field(default=200, metadata={"help": "checkpoint every N steps"})
-    save_total_limit: int | None = field(default=1, metadata={"help": "checkpoints kept"})
-    seed: int = field(default=0, metadata={"help": "shuffle and initialization seed"})
-    bf16: bool | None = field(  # type: ignore[assignment]  # None: decided in __post_init__
-        default=None, metadata={"help": "bf16 mixed precision (default: on CUDA with bf16)"}
-    )
-
-    def __post_init__(self) -> None:
-        if self.bf16 is None:
-            self.bf16 = bf16_default()
-        if self.data_seed is None:
-            self.data_seed = self.seed
-        super().__post_init__()
-
-
-# --------------------------------------------------------------------------- training
+from training.sft.config import (
+    LORA_ALPHA,
+    LORA_DROPOUT,
+    LORA_R,
+    QueryAgentSFTConfig,
+    SFTArguments,
+    SFTError,
+)
+from training.sft.pairs import SFTPair, build_pairs, trajectory_pairs
 
 
 def _check_lengths(pairs: list[SFTPair], tokenizer: Any, max_length: int | None) -> int:
@@ -293,7 +90,7 @@ def _lora_config(args: SFTArguments, continuing: bool) -> Any:
     """A fresh LoRA adapter, unless training full weights or an adapter given as ``--model``."""
     if args.full or continuing:
         return None
-    from peft import LoraConfig
+    from peft import LoraConfig  # peft is heavy (torch): loaded when a run starts
 
     return LoraConfig(
         r=LORA_R,
@@ -323,10 +120,8 @@ def _train(
     args: SFTArguments, config: QueryAgentSFTConfig, dataset: Dataset, checkpoint: str | None
 ) -> tuple[_Run, Any]:
     """Build the pairs, load the model, train; returns the run and the tokenizer."""
-    from datasets import Dataset as HFDataset
-    from trl import SFTTrainer
-
-    from training.callbacks import GracefulStop
+    from datasets import Dataset as HFDataset  # heavy (pyarrow): loaded when a run starts
+    from trl import SFTTrainer  # trl's trainer modules are heavy: loaded when a run starts
 
     if args.from_trajectories:
         pairs, skipped = trajectory_pairs(
@@ -366,8 +161,6 @@ def _meta(
     run: _Run, args: SFTArguments, config: QueryAgentSFTConfig, dataset: Dataset, command: str
 ) -> dict[str, Any]:
     """The sidecar: command, settings, data, versions, base model, steps, losses."""
-    from graphs.record import code_version
-
     state, resolved = run.trainer.state, run.resolved
     logged = [(row["step"], row["loss"]) for row in state.log_history if "loss" in row]
     lora = {"r": LORA_R, "alpha": LORA_ALPHA, "dropout": LORA_DROPOUT}
@@ -464,18 +257,12 @@ def run_sft(
     return meta
 
 
-# --------------------------------------------------------------------------- CLI
-
-
 def main(argv: Sequence[str] | None = None, prog: str = "python -m training.sft") -> int:
     """``queryagent-train sft ...`` / ``python -m training.sft ...``: parse, train, report.
 
     User errors (a bad value, a missing data folder, an unloadable model) print one line and
     return 2.
     """
-    from graphs.record import TrajectoryError
-    from memory_store import DataError, HomeError, StoreError, load_dataset
-
     try:
         args, config = parse_command_line((SFTArguments, QueryAgentSFTConfig), argv, prog)
         dataset = load_dataset(args.data)
@@ -492,7 +279,3 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m training.sft"
         why = "--max_minutes" if meta.get("stopped_by_time_budget") else "Ctrl-C"
         print(f"stopped on {why} at step {meta['steps']}: add --resume to continue")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

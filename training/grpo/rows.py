@@ -1,0 +1,131 @@
+"""GRPO's prompt rows: one shopper at one point of their history, the held-out next item as the
+reward's target; from a data set's split, from exported runs, or from live-logged runs joined with
+the purchase recorded after them (``training.outcomes``).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+from typing import Any
+
+from agent.prompts import grounded_messages
+from graphs.offline.runner import profile_at
+from memory_store import Dataset, UserProfile, target_position
+from training.grpo.config import GRPOArguments, GRPOError
+from training.outcomes import load_joined
+from training.queries import QueryOracle, common_root
+
+
+def _row(
+    profile: UserProfile, before: int, target: str, dataset: Dataset, oracle: QueryOracle
+) -> dict[str, Any] | None:
+    query = oracle.of_item(target)
+    if query is None:
+        return None
+    return {
+        "prompt": grounded_messages(profile),
+        "user_id": profile.user_id,
+        "before": before,
+        "target_item": target,
+        "target_query": query,
+        "target_title": dataset.products[target].title,
+    }
+
+
+def logged_records(settings: GRPOArguments) -> tuple[list[Any], bool]:
+    """The ``--from_trajectories`` records, and whether they are live-logged runs
+    (``training.outcomes.load_joined``)."""
+    assert settings.from_trajectories is not None
+    return load_joined(settings.from_trajectories, settings.home, prog="grpo")
+
+
+def _live_rows(records: list[Any]) -> list[dict[str, Any]]:
+    """Rows from joined live runs: the profile the run held, its outcome as the target."""
+    rows = []
+    for record in records:
+        if record.target is None or not record.target.query or record.profile is None:
+            continue
+        profile = UserProfile.model_validate(record.profile)
+        held = (record.run.get("memory") or {}).get("n_events")
+        before = record.before if record.before is not None else held
+        rows.append(
+            {
+                "prompt": grounded_messages(profile),
+                "user_id": record.user_id,
+                "before": int(before if before is not None else profile.n_events),
+                "target_item": record.target.item_id,
+                "target_query": record.target.query,
+                "target_title": record.target.title,
+            }
+        )
+    return rows
+
+
+def build_rows(
+    dataset: Dataset | None, settings: GRPOArguments, seed: int = 0
+) -> list[dict[str, Any]]:
+    """Prompt rows (see ``prompt_rows``)."""
+    return prompt_rows(dataset, settings, seed)[0]
+
+
+def prompt_rows(
+    dataset: Dataset | None, settings: GRPOArguments, seed: int = 0
+) -> tuple[list[dict[str, Any]], bool]:
+    """Prompt rows: one shopper at one position, with the held-out item as the reward's target.
+
+    From the data set's split (the profile is built from the items before the target), or from a
+    trajectory file (its profile snapshots and targets: retraining on what the graph saw): runs
+    exported from a split carry their target, live-logged runs get the shopper's next purchase
+    recorded after them (``logged_records``). Shuffled with ``seed`` (the run's ``--seed``),
+    then cut to ``settings.limit``.
+
+    Returns:
+        ``(rows, live)``: ``live`` when the rows come from live-logged runs (their home is the
+        rollouts' environment).
+    """
+    rows: list[dict[str, Any]] = []
+    if settings.from_trajectories:
+        records, live = logged_records(settings)
+        if live:
+            rows = _live_rows(records)
+            random.Random(seed).shuffle(rows)
+            return (rows[: settings.limit] if settings.limit else rows), True
+    if dataset is None:
+        raise GRPOError("--data is required for rows from a split or from exported runs")
+    oracle = QueryOracle(dataset, common_root(p.category for p in dataset.products.values()))
+    if settings.from_trajectories:
+        for record in records:
+            target = record.target.item_id if record.target else None
+            if (
+                target is None
+                or target not in dataset.products
+                or record.user_id not in dataset.sequences
+            ):
+                continue
+            profile = UserProfile.model_validate(record.profile)
+            before = record.before if record.before is not None else profile.n_events
+            if (row := _row(profile, before, target, dataset, oracle)) is not None:
+                rows.append(row)
+    else:
+        for ex in dataset.examples(settings.split):
+            before = target_position(dataset, ex, settings.split)
+            profile = profile_at(dataset, ex.user_id, before)
+            if (row := _row(profile, before, ex.target, dataset, oracle)) is not None:
+                rows.append(row)
+    random.Random(seed).shuffle(rows)
+    return (rows[: settings.limit] if settings.limit else rows), False
+
+
+def heldout_rows(
+    dataset: Dataset | None, settings: GRPOArguments, seed: int = 0
+) -> list[dict[str, Any]]:
+    """``settings.heldout`` fixed rows of the valid split (the items before each shopper's
+    second-to-last purchase, that purchase the target), for a run on the train split of a data
+    set; none otherwise (live runs and valid-split training have no split held out of them)."""
+    if not settings.heldout or dataset is None or settings.from_trajectories:
+        return []
+    if settings.split != "train":
+        return []
+    valid = replace(settings, split="valid", limit=settings.heldout)
+    return prompt_rows(dataset, valid, seed)[0]
