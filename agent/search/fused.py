@@ -35,6 +35,7 @@ from agent.search.popularity import Popularity
 from agent.search.protocol import DenseScorer
 from memory_store.events import BehaviorEvent
 from memory_store.files import atomic_folder, atomic_write
+from memory_store.fingerprint import data_fingerprint
 from memory_store.products import Product
 from memory_store.queries import catalog_queries, normalize_query
 
@@ -65,12 +66,8 @@ class SearchConfig:
 def _fingerprint(
     products: Iterable[Product], sequences: Mapping[str, Sequence[str]] | None = None
 ) -> str:
-    digest = hashlib.sha256()
-    for product in sorted(products, key=lambda p: p.item_id):
-        digest.update(f"{product.item_id}\t{product.document()}\n".encode())
-    for user in sorted(sequences or {}):
-        digest.update(f"{user}:{','.join((sequences or {})[user])}\n".encode())
-    return digest.hexdigest()[:16]
+    """The products (and sequences) as ``memory_store.fingerprint`` digests every fitted model."""
+    return data_fingerprint({p.item_id: p for p in products}, sequences or {})
 
 
 def search_key(

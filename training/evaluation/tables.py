@@ -216,9 +216,26 @@ def servers_table(bench: dict[str, Any], options: dict[str, str]) -> str:
     return _table(head, rows)
 
 
+def search_calibration_table(bench: dict[str, Any], options: dict[str, str]) -> str:
+    """``bench.search_calibration``'s figures: I_Hit@10 given the right query, per search variant
+    (rows) and split (columns: ``valid`` tunes the fused weights, ``test`` only reports)."""
+    splits = [name for name in ("valid", "test") if name in bench["splits"]]
+
+    def cell(split: str, variant: str) -> str:
+        ci = bench["splits"][split]["i_hit_at_10_given_the_right_query"].get(variant)
+        return "" if ci is None else f"{ci['mean']:.3f} [{ci['low']:.3f}, {ci['high']:.3f}]"
+
+    variants = list(bench["splits"][splits[0]]["i_hit_at_10_given_the_right_query"])
+    head = ["search, given the right query"] + [
+        f"{name} ({bench['splits'][name]['shoppers']:,} shoppers)" for name in splits
+    ]
+    return _table(head, [[v] + [cell(name, v) for name in splits] for v in variants])
+
+
 BENCH_RENDERERS: dict[str, Callable[[dict[str, Any], dict[str, str]], str]] = {
     "recommend.json": recommend_table,
     "servers.json": servers_table,
+    "search_calibration.json": search_calibration_table,
 }
 
 
