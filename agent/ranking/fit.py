@@ -231,7 +231,7 @@ class CatalogModels:
                 # A row whose candidates are all irrelevant (labels all 0) has a top candidate of
                 # relevance 0 at every weight: it counts in the means but never wins or loses,
                 # whatever the model says, so the model is not run on it (zeros stand in).
-                asked = [r for r in rows if any(r["labels"])]  # type: ignore[call-overload]
+                asked = [r for r in rows if any(r["labels"])]  # type: ignore[arg-type]
                 logger.warning(
                     "learning the model's weight in the check on %d held-out rows of this "
                     "catalog, the model scoring the %d with a relevant candidate (once per "
@@ -245,7 +245,7 @@ class CatalogModels:
                     total=len(asked), desc="model weight", unit="row", disable=not progress
                 ) as bar:
                     for r in rows:
-                        if any(r["labels"]):  # type: ignore[call-overload]
+                        if any(r["labels"]):  # type: ignore[arg-type]
                             logprobs = scorer(r["messages"], r["queries"])  # type: ignore[arg-type]
                             bar.update()
                         else:
