@@ -4,7 +4,8 @@
 * ``nextitem``: the next-item model (a compact SASRec);
 * ``candidates``: recall sources (memory, transitions, next-item, popular);
 * ``features`` and ``ranker``: the learned check (LightGBM lambdarank, calibrated);
-* ``fit``: ``fit_catalog`` and ``CatalogModels`` (save/load).
+* ``fit``: ``fit_catalog`` and ``CatalogModels`` (save/load);
+* ``threads``: the fit's CPU threads (``QUERYAGENT_FIT_THREADS``) and OpenMP's wait policy.
 
 ``graphs`` (ingest, the check node) and ``training`` (rewards, evaluation) use it; it imports
 nothing from them.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from agent.ranking.fit import CatalogModels, fit_catalog, fit_key
 from memory_store.paths import queryagent_home
 
 __all__ = [
@@ -40,8 +42,6 @@ def served_dir(home: str | os.PathLike[str] | None = None) -> Path:
 
 def load_served(home: str | os.PathLike[str] | None = None):  # type: ignore[no-untyped-def]
     """The served catalog's ``CatalogModels``; one clear error when ingest has not fitted them."""
-    from agent.ranking.fit import CatalogModels
-
     folder = served_dir(home)
     if not CatalogModels.exists(folder):
         raise RankingMissingError(
@@ -63,8 +63,6 @@ def load_or_fit(  # type: ignore[no-untyped-def]
     sequences with the current ``FitConfig``; else fitted (``fit.fit_catalog``) and stored
     there. Returns ``(models, fitted)``. The one fit-or-reuse step of ingest, the evaluation and
     the offline runs."""
-    from agent.ranking.fit import CatalogModels, fit_catalog, fit_key
-
     folder = Path(folder)
     key = fit_key(products, sequences)
     if not force and CatalogModels.exists(folder):

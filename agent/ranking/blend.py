@@ -88,7 +88,7 @@ def fit_weight(
     """``model``'s weight: the one with the best mean relevance of the top candidate over
     ``rows`` of ``(ranker scores, log-probabilities, relevance labels)`` (the smaller weight on a
     tie), kept only when it beats the ranker alone on significantly more rows than it loses."""
-    from scipy.stats import binomtest
+    from scipy.stats import binomtest  # slow to import (scipy.stats); only this fit needs it
 
     rows = [r for r in rows if len(r[2])]
     top: dict[float, np.ndarray] = {}

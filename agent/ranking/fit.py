@@ -11,7 +11,12 @@ folder it evaluates), so a catalog the project never saw works without a trainin
 4. stage B, for serving: transitions and the next-item model refitted on whole sequences.
 
 Everything is written to one folder with a ``meta.json`` (data fingerprint, sizes, times, ranker
-feature importance). ``CatalogModels.load(folder)`` gives the check what it needs.
+feature importance, threads). ``CatalogModels.load(folder)`` gives the check what it needs. With
+``progress``, each step prints a bar or its time (a fresh ``queryagent ingest`` spends minutes
+here); threads: ``agent.ranking.threads``.
+
+Over 400 lines on purpose: the fitted models (``CatalogModels``) and the one function that fits
+them are kept side by side, since every field ``fit_catalog`` stores is one ``load`` reads back.
 
     queryagent ingest --data DIR --home /tmp/qa   # fits them (agent.ranking.fit_served)
 """
@@ -21,14 +26,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from agent.prompts import grounded_messages
 from agent.ranking.blend import ModelWeight, fit_weight
@@ -36,6 +44,7 @@ from agent.ranking.candidates import Candidate, RecallConfig, recall
 from agent.ranking.features import FEATURES, candidate_features
 from agent.ranking.nextitem import NextItemConfig, NextItemModel
 from agent.ranking.ranker import Ranker, RankerConfig
+from agent.ranking.threads import lightgbm_threads, torch_threads
 from agent.ranking.vocabulary import QueryVocabulary
 from agent.records import RetrievedProduct
 from memory_store.events import events_from_sequence
@@ -195,11 +204,13 @@ class CatalogModels:
     def threshold(self) -> float:
         return self.ranker.threshold if self.ranker is not None else 0.0
 
-    def model_weight(self, model: str, scorer: LogprobScorer) -> ModelWeight:
+    def model_weight(
+        self, model: str, scorer: LogprobScorer, *, progress: bool = True
+    ) -> ModelWeight:
         """The learned weight of the model whose digest is ``model`` in this catalog's check
         (``agent.ranking.blend``): stored, or learned now on the held-out rows, with ``scorer``
         giving the model's log-probabilities of a row's candidate queries after its prompt,
-        and stored beside the models."""
+        and stored beside the models. ``progress``: a bar over the rows the model scores."""
         with self._weights_lock:
             if model in self.model_weights:
                 return self.model_weights[model]
@@ -207,16 +218,29 @@ class CatalogModels:
             if self.ranker is None or not rows:
                 learned = ModelWeight(model, 0.0, 0, {})
             else:
+                # A row whose candidates are all irrelevant (labels all 0) has a top candidate of
+                # relevance 0 at every weight: it counts in the means but never wins or loses,
+                # whatever the model says, so the model is not run on it (zeros stand in).
+                asked = [r for r in rows if any(r["labels"])]  # type: ignore[arg-type]
                 logger.warning(
                     "learning the model's weight in the check on %d held-out rows of this "
-                    "catalog (once per model; about a second a row on a CPU)",
+                    "catalog, the model scoring the %d with a relevant candidate (once per "
+                    "model; about a second a row on a CPU)",
                     len(rows),
+                    len(asked),
                 )
                 t = time.perf_counter()
-                scored = [
-                    (r["raw"], scorer(r["messages"], r["queries"]), r["labels"])  # type: ignore[arg-type]
-                    for r in rows
-                ]
+                scored = []
+                with tqdm(
+                    total=len(asked), desc="model weight", unit="row", disable=not progress
+                ) as bar:
+                    for r in rows:
+                        if any(r["labels"]):  # type: ignore[arg-type]
+                            logprobs = scorer(r["messages"], r["queries"])  # type: ignore[arg-type]
+                            bar.update()
+                        else:
+                            logprobs = [0.0] * len(r["queries"])  # type: ignore[arg-type]
+                        scored.append((r["raw"], logprobs, r["labels"]))
                 learned = fit_weight(model, scored)  # type: ignore[arg-type]
                 logger.warning("model %s; %.0f s", learned.describe(), time.perf_counter() - t)
             self.model_weights[model] = learned
@@ -270,11 +294,16 @@ def ranker_rows(
     models: CatalogModels,
     rows: Sequence[tuple[Sequence[str], str]],
     config: FitConfig,
+    *,
+    progress: bool = False,
+    desc: str = "ranker rows",
 ) -> tuple[list[np.ndarray], list[np.ndarray], list[list[Candidate]]]:
     """Features and relevance of each (history, target) row's recalled candidates."""
     probs = models.next_item_probs([h for h, _ in rows])
     groups, labels, cands = [], [], []
-    for (history, target), p in zip(rows, probs, strict=True):
+    for (history, target), p in tqdm(
+        zip(rows, probs, strict=True), desc=desc, total=len(rows), unit="row", disable=not progress
+    ):
         truth = models.vocab.query_of(target)
         candidates = models.recall(history, p, config=config.recall)
         queries = [c.query for c in candidates]
@@ -286,6 +315,17 @@ def ranker_rows(
         )
         cands.append(candidates)
     return groups, labels, cands
+
+
+@contextmanager
+def _step(what: str, timings: dict[str, float], key: str, progress: bool) -> Iterator[None]:
+    """Time one step of the fit into ``timings[key]``; with ``progress``, print its time (the
+    steps without a bar of their own say how long they took)."""
+    t = time.perf_counter()
+    yield
+    timings[key] = time.perf_counter() - t
+    if progress:
+        print(f"fit: {what}: {timings[key]:.1f} s", file=sys.stderr, flush=True)
 
 
 def fit_catalog(
@@ -304,17 +344,33 @@ def fit_catalog(
             evaluation passes sequences cut before the items it evaluates).
         search_many: ``(queries, k) -> products per query`` from the served catalog (for
             instance ``ChromaCatalog.search_many``).
+        progress: a bar or a time line for each step.
     """
+    with torch_threads() as threads:
+        models = _fit_catalog(products, sequences, search_many, config, progress=progress)
+    models.meta["threads"] = {"torch": threads, "lightgbm": lightgbm_threads()}
+    return models
+
+
+def _fit_catalog(
+    products: Mapping[str, Product],
+    sequences: Mapping[str, Sequence[str]],
+    search_many: SearchMany,
+    config: FitConfig | None,
+    *,
+    progress: bool,
+) -> CatalogModels:
     cfg = config or FitConfig()
     started = time.perf_counter()
-    item_query = catalog_queries(products)
-    queries = sorted(set(item_query.values()))
-    found = search_many(queries, cfg.retrieve_k, exact=cfg.exact_retrieval)
-    retrieved = {
-        q: [p.model_dump(mode="json") for p in ps] for q, ps in zip(queries, found, strict=True)
-    }
+    timings: dict[str, float] = {}
+    with _step("what each catalog query retrieves", timings, "retrieval_s", progress):
+        item_query = catalog_queries(products)
+        queries = sorted(set(item_query.values()))
+        found = search_many(queries, cfg.retrieve_k, exact=cfg.exact_retrieval)
+        retrieved = {
+            q: [p.model_dump(mode="json") for p in ps] for q, ps in zip(queries, found, strict=True)
+        }
     items = sorted(products)
-    timings: dict[str, float] = {"retrieval_s": time.perf_counter() - started}
 
     # Stage A: hold out each shopper's last purchase for the ranker's rows.
     cut = {u: list(s[:-1]) for u, s in sequences.items() if len(s) >= 2}
@@ -328,56 +384,57 @@ def fit_catalog(
     held_users = [u for i, u in enumerate(users) if i in held]
     users = [u for i, u in enumerate(users) if i not in held]
     rows = [(cut[u], sequences[u][-1]) for u in users]
-    t = time.perf_counter()
     nextitem_cfg = replace(cfg.nextitem, seed=cfg.seed)
-    model_a = NextItemModel.fit(cut, items, nextitem_cfg, progress=progress) if cut else None
-    timings["nextitem_a_s"] = time.perf_counter() - t
+    with _step("next-item model (stage A)", timings, "nextitem_a_s", progress):
+        model_a = NextItemModel.fit(cut, items, nextitem_cfg, progress=progress) if cut else None
     stage_a = CatalogModels(
         QueryVocabulary.build(item_query, cut.values(), retrieved), model_a, None
     )
-    t = time.perf_counter()
-    groups, labels, _ = ranker_rows(stage_a, rows, cfg)
-    n_pos = int(sum((y >= 3).any() for y in labels))
-    ranker = (
-        Ranker.fit(groups, labels, FEATURES, cfg.ranker) if n_pos >= 5 and len(rows) >= 50 else None
-    )
-    if ranker is None:
-        logger.warning(
-            "too few training rows to fit the ranker (%d rows, %d with a hit); the check uses "
-            "the next-item mass alone",
-            len(rows),
-            n_pos,
+    with _step("ranker", timings, "ranker_s", progress):
+        groups, labels, _ = ranker_rows(stage_a, rows, cfg, progress=progress)
+        n_pos = int(sum((y >= 3).any() for y in labels))
+        ranker = (
+            Ranker.fit(groups, labels, FEATURES, cfg.ranker, progress=progress)
+            if n_pos >= 5 and len(rows) >= 50
+            else None
         )
-    holdout: list[dict[str, object]] = []
-    if ranker is not None and held_users:
-        h_rows = [(cut[u], sequences[u][-1]) for u in held_users]
-        h_groups, h_labels, h_cands = ranker_rows(stage_a, h_rows, cfg)
-        for u, x, y, cands in zip(held_users, h_groups, h_labels, h_cands, strict=True):
-            profile = build_profile(u, events_from_sequence(u, cut[u], products))
-            holdout.append(
-                {
-                    "user_id": u,
-                    "messages": grounded_messages(profile),
-                    "queries": [c.query for c in cands],
-                    "raw": [round(float(v), 6) for v in ranker.score(x)],
-                    "labels": [int(v) for v in y],
-                }
+        if ranker is None:
+            logger.warning(
+                "too few training rows to fit the ranker (%d rows, %d with a hit); the check "
+                "uses the next-item mass alone",
+                len(rows),
+                n_pos,
             )
-    timings["ranker_s"] = time.perf_counter() - t
+        holdout: list[dict[str, object]] = []
+        if ranker is not None and held_users:
+            h_rows = [(cut[u], sequences[u][-1]) for u in held_users]
+            h_groups, h_labels, h_cands = ranker_rows(
+                stage_a, h_rows, cfg, progress=progress, desc="held-out rows"
+            )
+            for u, x, y, cands in zip(held_users, h_groups, h_labels, h_cands, strict=True):
+                profile = build_profile(u, events_from_sequence(u, cut[u], products))
+                holdout.append(
+                    {
+                        "user_id": u,
+                        "messages": grounded_messages(profile),
+                        "queries": [c.query for c in cands],
+                        "raw": [round(float(v), 6) for v in ranker.score(x)],
+                        "labels": [int(v) for v in y],
+                    }
+                )
 
     # Stage B: serve with everything.
-    t = time.perf_counter()
-    if cfg.refit_for_serving and model_a is not None:
-        model_b: NextItemModel | None = NextItemModel.fit(
-            {u: list(s) for u, s in sequences.items()},
-            items,
-            replace(nextitem_cfg, epochs=cfg.refit_epochs),
-            init=model_a,
-            progress=progress,
-        )
-    else:
-        model_b = model_a
-    timings["nextitem_b_s"] = time.perf_counter() - t
+    with _step("next-item model (stage B, for serving)", timings, "nextitem_b_s", progress):
+        if cfg.refit_for_serving and model_a is not None:
+            model_b: NextItemModel | None = NextItemModel.fit(
+                {u: list(s) for u, s in sequences.items()},
+                items,
+                replace(nextitem_cfg, epochs=cfg.refit_epochs),
+                init=model_a,
+                progress=progress,
+            )
+        else:
+            model_b = model_a
     vocab = QueryVocabulary.build(item_query, sequences.values(), retrieved)
     timings = {k: round(v, 1) for k, v in timings.items()}
     meta: dict[str, object] = {

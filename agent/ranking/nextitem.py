@@ -26,10 +26,10 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    import numpy as np
+import numpy as np
+from tqdm.auto import tqdm
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class NextItemConfig:
 
 
 def _build_module(n_items: int, cfg: NextItemConfig) -> Any:
-    import torch
+    import torch  # heavy: `import agent.ranking` stays fast for Studio and the tests
     from torch import nn
 
     class SASRec(nn.Module):
@@ -137,9 +137,8 @@ class NextItemModel:
                 longer sequences needs a few epochs, not a whole training).
             progress: show a tqdm bar over epochs.
         """
-        import torch
+        import torch  # heavy: only fitting and predicting need it
         import torch.nn.functional as F
-        from tqdm.auto import tqdm
 
         cfg = config or NextItemConfig()
         torch.manual_seed(cfg.seed)
@@ -192,8 +191,7 @@ class NextItemModel:
 
     def predict(self, histories: Sequence[Sequence[str]], batch_size: int = 512) -> np.ndarray:
         """Next-item probabilities, one row per history, columns in ``item_ids`` order."""
-        import numpy as np
-        import torch
+        import torch  # heavy: only fitting and predicting need it
 
         out = np.zeros((len(histories), len(self.item_ids)), dtype=np.float32)
         with torch.inference_mode():
@@ -212,7 +210,7 @@ class NextItemModel:
     # ----------------------------------------------------------------- persistence
 
     def save(self, folder: str | Path) -> None:
-        from safetensors.torch import save_file
+        from safetensors.torch import save_file  # imports torch (heavy)
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -223,7 +221,7 @@ class NextItemModel:
 
     @classmethod
     def load(cls, folder: str | Path) -> NextItemModel:
-        from safetensors.torch import load_file
+        from safetensors.torch import load_file  # imports torch (heavy)
 
         folder = Path(folder)
         meta = json.loads((folder / _CONFIG).read_text())

@@ -22,6 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
+
+from agent.ranking.threads import lightgbm_threads
 
 __all__ = ["Ranker", "RankerConfig"]
 
@@ -60,10 +63,13 @@ class Ranker:
         labels: Sequence[np.ndarray],
         feature_names: Sequence[str],
         config: RankerConfig | None = None,
+        *,
+        progress: bool = False,
     ) -> Ranker:
-        """One group per training row (shopper): its candidates' features and relevance."""
-        import lightgbm as lgb
-        from sklearn.linear_model import LogisticRegression
+        """One group per training row (shopper): its candidates' features and relevance;
+        ``progress``: a bar over the boosting rounds."""
+        import lightgbm as lgb  # heavy (LightGBM and its OpenMP runtime): only a fit needs it
+        from sklearn.linear_model import LogisticRegression  # heavy: only a fit needs it
 
         cfg = config or RankerConfig()
         keep = [i for i, y in enumerate(labels) if len(y)]
@@ -78,13 +84,21 @@ class Ranker:
             min_child_samples=cfg.min_child_samples,
             random_state=cfg.seed,
             # The same trees on every run: LightGBM otherwise picks row- or column-wise histograms
-            # by timing them, and sums in thread order.
+            # by timing them, and sums in thread order. So the trees are also the same at any
+            # thread count (agent.ranking.threads: QUERYAGENT_FIT_THREADS).
             deterministic=True,
             force_row_wise=True,
-            n_jobs=2,
+            n_jobs=lightgbm_threads(),
             verbose=-1,
         )
-        model.fit(x, y, group=sizes, feature_name=list(feature_names))
+        with tqdm(total=cfg.n_estimators, desc="ranker trees", disable=not progress) as bar:
+            model.fit(
+                x,
+                y,
+                group=sizes,
+                feature_name=list(feature_names),
+                callbacks=[lambda _env: bar.update()],  # reads nothing: the trees are the same
+            )
         booster = model.booster_
         raw = np.asarray(booster.predict(x))
         hit = (y >= 3).astype(int)
@@ -137,7 +151,7 @@ class Ranker:
 
     @classmethod
     def load(cls, folder: Path, prefix: str = "") -> Ranker:
-        import lightgbm as lgb
+        import lightgbm as lgb  # heavy: loaded when a catalog's models are, not on import
 
         meta = json.loads((folder / f"{prefix}{_META_FILE}").read_text())
         booster = lgb.Booster(model_file=str(folder / f"{prefix}{_MODEL_FILE}"))

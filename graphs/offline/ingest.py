@@ -1,7 +1,7 @@
 """Ingest: a data set into the catalog, the memory and the catalog statistics, in one function.
 
     queryagent ingest [--data DIR] [--home DIR]      # the CLI calls ``ingest``
-    OfflineRunner.from_dataset(...)                  # and the offline runner (graphs.offline)
+    OfflineRunner.from_dataset(...)                  # so does graphs.offline.runner
 
 One function for both, so an offline run (evaluation, export, GRPO, bench, precompute) and the
 served graph see the same store: the memory's events and the catalog statistics that
@@ -26,6 +26,7 @@ from typing import Any, Protocol, runtime_checkable
 from langgraph.store.base import BaseStore
 
 from agent.nodes import CATALOG_STATS_KEY
+from agent.ranking import fit_served
 from memory_store import Dataset, UserMemory, category_name
 from memory_store.fingerprint import catalog_version
 from memory_store.namespaces import CATALOG_NAMESPACE
@@ -88,8 +89,6 @@ def served_fit(
     (``agent.ranking.fit_served``: skipped when the stored ones match the data) into ``home``."""
 
     def fit(dataset: Dataset, catalog: Any) -> tuple[Any, bool]:
-        from agent.ranking import fit_served
-
         return fit_served(  # type: ignore[no-any-return]
             dataset.products,
             dataset.sequences,

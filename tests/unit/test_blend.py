@@ -136,16 +136,16 @@ def test_fit_holds_out_rows_the_ranker_never_sees(monkeypatch, tmp_path) -> None
     seen: list[tuple[list[str], str]] = []
     real_rows = fitmod.ranker_rows
 
-    def rows_spy(models, rows, config):  # type: ignore[no-untyped-def]
+    def rows_spy(models, rows, config, **kw):  # type: ignore[no-untyped-def]
         seen.append(list(rows))
-        return real_rows(models, rows, config)
+        return real_rows(models, rows, config, **kw)
 
     fitted_on: list[int] = []
     real_fit = fitmod.Ranker.fit
 
-    def fit_spy(groups, labels, names, config=None):  # type: ignore[no-untyped-def]
+    def fit_spy(groups, labels, names, config=None, **kw):  # type: ignore[no-untyped-def]
         fitted_on.append(len(groups))
-        return real_fit(groups, labels, names, config)
+        return real_fit(groups, labels, names, config, **kw)
 
     monkeypatch.setattr(fitmod, "ranker_rows", rows_spy)
     monkeypatch.setattr(fitmod.Ranker, "fit", staticmethod(fit_spy))
@@ -199,15 +199,52 @@ def test_model_weight_is_learned_once_and_kept_beside_the_models(fitted_dir, tmp
         return [0.0 if y else -20.0 for y in row["labels"]]
 
     learned = models.model_weight("digest-a", oracle)
-    assert len(calls) == len(models.holdout)
+    relevant = [r for r in models.holdout if any(r["labels"])]
+    assert len(calls) == len(relevant)  # a row with no relevant candidate is not scored
     assert learned.rows == len(models.holdout)
     # the ranker misses some rows a model that knows the answer gets right: it earns a weight
     assert any(max(r["labels"]) > r["labels"][int(np.argmax(r["raw"]))] for r in models.holdout)
     assert learned.weight > 0
-    assert models.model_weight("digest-a", oracle) == learned and len(calls) == 20  # kept
+    n = len(calls)
+    assert models.model_weight("digest-a", oracle) == learned and len(calls) == n  # kept
     again = CatalogModels.load(tmp_path / "m")
     assert again.model_weights["digest-a"] == learned  # stored beside the models
-    assert again.model_weight("digest-a", oracle) == learned and len(calls) == 20
+    assert again.model_weight("digest-a", oracle) == learned and len(calls) == n
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_model_weight_skipping_irrelevant_rows_learns_what_scoring_all_would(
+    fitted_dir, tmp_path, seed
+) -> None:
+    """Rows whose candidates are all irrelevant are not scored, and the weight, its table and
+    its sign test are those of scoring every row (whatever the model says about those rows)."""
+    models = _models_with_holdout(fitted_dir, tmp_path)
+    rng = random.Random(seed)
+    for row in rng.sample(models.holdout, 8):  # rows whose candidates are all irrelevant
+        row["labels"] = [0] * len(row["labels"])
+    logprobs = {
+        r["user_id"]: [
+            (0.0 if y and rng.random() < 0.6 else -rng.uniform(0, 30)) for y in r["labels"]
+        ]
+        for r in models.holdout
+    }
+    by_messages = {str(r["messages"]): r["user_id"] for r in models.holdout}
+
+    def scorer(messages, queries):  # type: ignore[no-untyped-def]
+        return logprobs[by_messages[str(messages)]]
+
+    every_row = fit_weight(
+        "digest-b",
+        [(r["raw"], logprobs[r["user_id"]], r["labels"]) for r in models.holdout],
+    )
+    asked = []
+
+    def counting(messages, queries):  # type: ignore[no-untyped-def]
+        asked.append(messages)
+        return scorer(messages, queries)
+
+    assert models.model_weight("digest-b", counting, progress=False) == every_row
+    assert len(asked) == sum(1 for r in models.holdout if any(r["labels"])) == 12
 
 
 class _NamedDrafter(ScriptedGroundedDrafter):

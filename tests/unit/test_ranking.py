@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from agent.ranking import fit as fitmod
+from agent.ranking import threads
 from agent.ranking.candidates import merge, recall
 from agent.ranking.features import FEATURES
 from agent.ranking.fit import FitConfig, fit_catalog, relevance
 from agent.ranking.nextitem import NextItemConfig
+from agent.ranking.ranker import Ranker
 from agent.ranking.vocabulary import QueryVocabulary, Transitions
 from tests.helpers.fakes import FakeCatalog
 
@@ -58,10 +62,10 @@ def test_fitting_holds_out_each_shoppers_last_purchase(tiny_dataset, monkeypatch
     rows_seen: list[tuple[list[str], str]] = []
     real_rows = fitmod.ranker_rows
 
-    def rows_spy(models, rows, config):  # type: ignore[no-untyped-def]
+    def rows_spy(models, rows, config, **kw):  # type: ignore[no-untyped-def]
         rows_seen.extend((list(h), t) for h, t in rows)
         # the stage-A transitions hold no transition into a row's target position
-        return real_rows(models, rows, config)
+        return real_rows(models, rows, config, **kw)
 
     monkeypatch.setattr(fitmod.NextItemModel, "fit", staticmethod(spy))
     monkeypatch.setattr(fitmod, "ranker_rows", rows_spy)
@@ -124,3 +128,49 @@ def test_fitted_baselines_on_the_tiny_catalog(tiny_models, tiny_dataset) -> None
     [probs] = tiny_models.next_item_probs([list(examples[0].history)])
     top = tiny_models.item_ids[int(np.argmax(probs))]
     assert SASRecQuery(tiny_models, history_of)(examples[:1]) == [vocab.query_of(top)]
+
+
+def test_fit_threads_come_from_the_environment(monkeypatch, caplog) -> None:
+    """QUERYAGENT_FIT_THREADS sets torch's threads for the fit only, and LightGBM's; a bad
+    value is ignored with one warning; OpenMP's wait policy defaults to passive."""
+    import torch  # heavy: only this test of the module needs it
+
+    assert os.environ["OMP_WAIT_POLICY"]  # set on import unless the user set it
+    monkeypatch.delenv(threads.FIT_THREADS_ENV, raising=False)
+    assert threads.fit_threads() is None
+    assert threads.lightgbm_threads() == threads.DEFAULT_LIGHTGBM_THREADS
+    before = torch.get_num_threads()
+    with threads.torch_threads() as n:
+        assert n == before == torch.get_num_threads()
+    wanted = 1 if before != 1 else 2
+    monkeypatch.setenv(threads.FIT_THREADS_ENV, str(wanted))
+    assert threads.lightgbm_threads() == wanted
+    with threads.torch_threads() as n:
+        assert n == wanted == torch.get_num_threads()
+    assert torch.get_num_threads() == before  # restored
+    for bad in ("0", "-1", "two"):
+        monkeypatch.setenv(threads.FIT_THREADS_ENV, bad)
+        with caplog.at_level("WARNING"):
+            assert threads.fit_threads() is None
+        assert threads.FIT_THREADS_ENV in caplog.text
+
+
+def test_the_rankers_trees_do_not_depend_on_its_thread_count(monkeypatch) -> None:
+    """LightGBM's deterministic mode: the same trees at 1 and 2 threads, so
+    QUERYAGENT_FIT_THREADS can change the ranker's speed and nothing else."""
+    rng = np.random.default_rng(0)
+    groups, labels = [], []
+    for _ in range(300):
+        n = int(rng.integers(5, 20))
+        x = rng.normal(size=(n, 4))
+        y = np.zeros(n, dtype=int)
+        y[int(np.argmax(x[:, 0] + rng.normal(size=n)))] = 3 if rng.random() < 0.4 else 1
+        groups.append(x)
+        labels.append(y)
+    trees = []
+    for n_threads in ("1", "2"):
+        monkeypatch.setenv("QUERYAGENT_FIT_THREADS", n_threads)
+        ranker = Ranker.fit(groups, labels, ["a", "b", "c", "d"])
+        text = ranker.booster.model_to_string()  # type: ignore[attr-defined]
+        trees.append((text[: text.index("parameters:")], ranker.calibration, ranker.threshold))
+    assert trees[0] == trees[1]
