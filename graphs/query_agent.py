@@ -25,7 +25,7 @@ from langgraph.graph import END, START, StateGraph
 from agent import nodes
 from agent.catalog import Catalog, ChromaCatalog
 from agent.context import Context
-from agent.drafting import HFDrafter, QueryDrafter
+from agent.drafting import DrafterError, HFDrafter, QueryDrafter
 from agent.drafting.constrained import GroundedDrafter, GroundedHFDrafter
 from agent.ranking import load_served
 from agent.ranking.fit import CatalogModels
@@ -107,4 +107,28 @@ def default_deps(model: str | None = None, home: str | None = None) -> Deps:
     return Deps(drafter=drafter, catalog=catalog, ranking=ranking)
 
 
-graph = build_graph(default_deps()).compile(name="QueryAgent")
+class _UnavailableDrafter:
+    """Stands in for a drafter that $QUERYAGENT_MODEL / $QUERYAGENT_DTYPE name but that cannot be
+    built: every command imports this module (for ``graph``), so the error is raised when the
+    Studio graph first uses its drafter, and the CLI's own checks report it in one line, instead
+    of a traceback at import time."""
+
+    def __init__(self, error: DrafterError) -> None:
+        self._error = error
+
+    def __getattr__(self, name: str) -> Any:
+        raise self._error
+
+
+def _studio_deps() -> Deps:
+    try:
+        return default_deps()
+    except DrafterError as exc:
+        return Deps(
+            drafter=cast(GroundedDrafter, _UnavailableDrafter(exc)),
+            catalog=_lazy(lambda: ChromaCatalog.from_env()),
+            ranking=_lazy(lambda: load_served(None)),
+        )
+
+
+graph = build_graph(_studio_deps()).compile(name="QueryAgent")
