@@ -1,5 +1,5 @@
 """The fused catalog search (agent.search) on a tiny catalog, with the fake catalog's word-hash
-vectors as the dense side (tests/integration/test_search.py runs real Chroma and MiniLM)."""
+vectors as the dense side (tests/integration/test_search_chroma.py runs real Chroma and MiniLM)."""
 
 from __future__ import annotations
 
