@@ -152,6 +152,13 @@ def appender(path: Path) -> Iterator[Any]:
     append to it at once (a buffered file object flushes at arbitrary byte boundaries, which
     could interleave two shards' lines)."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    cut = False
+    if path.stat().st_size:
+        with path.open("rb") as f:
+            f.seek(-1, os.SEEK_END)
+            cut = f.read(1) != b"\n"
+    if cut:  # a row cut short (a short write when a fatal signal arrives, a power loss): end
+        os.write(fd, b"\n")  # its line, or the next row is glued to it and lost with it
 
     def append(outcomes: Sequence[UserOutcome]) -> None:
         data = "".join(json.dumps(asdict(o)) + "\n" for o in outcomes).encode()
