@@ -51,11 +51,14 @@ TIMINGS = {"wall_s", "latency_s"}  # what differs between two identical runs
 @pytest.fixture(scope="module")
 def ingested(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny set ingested once for the module by ``queryagent ingest`` (Chroma, fitted models),
-    in its own process so no client of this one holds the home's files open when it is copied."""
+    in its own process so no client of this one holds the home's files open when it is copied.
+    ``--no-model``: the jobs below run without a language model, so none is loaded to learn its
+    weight (a third of the time)."""
     tmp = tmp_path_factory.mktemp("faults-jobs-home")
     home = tmp / "home"
     proc = subprocess.run(
-        [sys.executable, "-m", "graphs.cli", "ingest", "--data", str(TINY), "--home", str(home)],
+        [sys.executable, "-m", "graphs.cli", "ingest", "--no-model", "--data", str(TINY),
+         "--home", str(home)],
         cwd=REPO, capture_output=True, text=True, timeout=600,
         env={**os.environ, "QUERYAGENT_HOME": str(tmp / "unused")},
     )  # fmt: skip
