@@ -60,7 +60,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     pre.add_argument(
         "--batch-size",
-        type=positive_int,
+        type=int,  # precompute() refuses < 1 in one line ("--batch-size must be >= 1")
         default=16,
         help="shoppers per model call and per stored chunk",
     )
