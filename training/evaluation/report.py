@@ -10,20 +10,9 @@ from typing import Any
 import numpy as np
 
 from memory_store.files import atomic_path, atomic_write
+from training.evaluation.columns import TABLE_METRICS
 from training.evaluation.metrics import METRICS
 
-TABLE_METRICS = (
-    "q_em",
-    "rouge_l",
-    "i_hit@1",
-    "i_hit@10",
-    "ndcg@10",
-    "cons@1",
-    "cons@10",
-    "format_valid",
-    "refinements",
-    "latency_s",
-)
 CHART_METRICS = ("q_em", "rouge_l", "i_hit@1", "i_hit@10", "ndcg@10", "cons@1", "cons@10")
 
 

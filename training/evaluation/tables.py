@@ -31,26 +31,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from training.evaluation.columns import TABLE_METRICS
+
 ROOT = Path(__file__).resolve().parents[2]
 # A marker, the generated table, the closing marker. The table is everything in between.
 MARKER = re.compile(
     r"^<!-- table: (?P<source>\S+)(?P<options>(?: \S+=\S+)*) -->\n(?P<body>.*?)^<!-- /table -->$",
     re.MULTILINE | re.DOTALL,
 )
-# The columns of the report's own markdown table (training.evaluation.report.TABLE_METRICS).
-REPORT_COLUMNS = (
-    "q_em",
-    "rouge_l",
-    "i_hit@1",
-    "i_hit@10",
-    "ndcg@10",
-    "cons@1",
-    "cons@10",
-    "format_valid",
-    "refinements",
-    "latency_s",
-    "distinct",
-)
+# The columns of the report's own markdown table, then the distinct-queries share.
+REPORT_COLUMNS = (*TABLE_METRICS, "distinct")
 HELDOUT_COLUMNS = ("query_reward", "item_reward", "rank_reward", "distinct_queries")
 HEADERS = {
     "distinct": "distinct queries / users",

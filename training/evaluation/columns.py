@@ -1,0 +1,15 @@
+"""The columns of the evaluation's markdown table, shared by ``report`` (which writes it) and
+``tables`` (which regenerates the docs' tables with the standard library alone)."""
+
+TABLE_METRICS = (
+    "q_em",
+    "rouge_l",
+    "i_hit@1",
+    "i_hit@10",
+    "ndcg@10",
+    "cons@1",
+    "cons@10",
+    "format_valid",
+    "refinements",
+    "latency_s",
+)
