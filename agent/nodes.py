@@ -35,7 +35,6 @@ from agent.attempts import (
     grounded_drafter,
     model_logprobs,
 )
-from agent.catalog import Catalog
 from agent.context import Context
 from agent.drafting.protocol import GroundedDrafter
 from agent.drafting.trie import QueryTrie
@@ -48,6 +47,7 @@ from agent.prompts import (
 from agent.ranking.blend import ModelWeight, combine
 from agent.ranking.fit import CatalogModels
 from agent.records import FitCheck, QueryAttempt, RetrievedProduct
+from agent.search.protocol import Search
 from agent.state import State
 from memory_store import UnknownUserError, UserMemory, UserProfile
 from memory_store.namespaces import CATALOG_NAMESPACE
@@ -137,10 +137,11 @@ def recall_candidates(
 
 
 def retrieve_products(
-    state: State, runtime: Runtime[Context], *, catalog: Catalog, ranking: CatalogModels
+    state: State, runtime: Runtime[Context], *, search: Search, ranking: CatalogModels
 ) -> dict[str, Any]:
-    """What each pending candidate retrieves: the ingest-time cache for vocabulary queries, one
-    batched catalog search for the rest (nothing for a completion that did not parse)."""
+    """What each pending candidate retrieves: the ingest-time cache for vocabulary queries (the
+    catalog's search's results, kept by the fit), one batched search for the rest (nothing for a
+    completion that did not parse)."""
     ctx = _context(runtime)
     pending = list(state.pending)
     missing: list[int] = []  # positions of the queries the cache does not hold
@@ -152,7 +153,7 @@ def retrieve_products(
             missing.append(i)
     if missing:
         queries = [pending[i].query or "" for i in missing]
-        found = catalog.search_many(queries, k=ctx.top_k)
+        found = search.search_many(queries, k=ctx.top_k)
         for i, products in zip(missing, found, strict=True):
             pending[i] = pending[i].model_copy(update={"products": list(products)})
     return {"pending": pending}
@@ -323,7 +324,7 @@ def refine_query(
 
 
 def finalize(
-    state: State, runtime: Runtime[Context], *, catalog: Catalog, ranking: CatalogModels
+    state: State, runtime: Runtime[Context], *, search: Search, ranking: CatalogModels
 ) -> dict[str, Any]:
     """Recommend the best-scored attempt, its products searched in the catalog; with no
     candidate at all, the catalog's most purchased query."""
@@ -341,5 +342,5 @@ def finalize(
         source, fit = "fallback", None
     products = _cached_products(ranking, query, ctx.top_k)
     if products is None:
-        products = catalog.search(query, k=ctx.top_k)
+        products = search.search(query, k=ctx.top_k)
     return {"query": query or None, "products": products, "fit": fit, "source": source}

@@ -29,6 +29,7 @@ from agent.drafting import DrafterError, HFDrafter, QueryDrafter
 from agent.drafting.constrained import GroundedDrafter, GroundedHFDrafter
 from agent.ranking import load_served
 from agent.ranking.fit import CatalogModels
+from agent.search import Search, search_of
 from agent.state import InputState, OutputState, State
 
 T = TypeVar("T")
@@ -41,12 +42,15 @@ class Deps:
     ``drafter`` is a ``GroundedDrafter`` for constrained drafting (a plain ``QueryDrafter``
     drafts freely; ``None`` runs recall and the check alone, the ``ranker`` ablation);
     ``ranking`` the catalog's fitted models (``agent.ranking``: ``CatalogModels``, the type the
-    nodes take; there is no narrower protocol of it).
+    nodes take; there is no narrower protocol of it); ``search`` the store's search the
+    products come from (``agent.search``: ``None`` is the catalog's own dense search; use the
+    one the ranking models were fitted with, ``served_search``, which is what ``None`` means).
     """
 
     drafter: GroundedDrafter | QueryDrafter | None
     catalog: Catalog
     ranking: CatalogModels
+    search: Search | None = None
 
 
 def build_graph(deps: Deps) -> StateGraph[Any, Context, Any, Any]:
@@ -54,14 +58,21 @@ def build_graph(deps: Deps) -> StateGraph[Any, Context, Any, Any]:
     builder = StateGraph(
         State, input_schema=InputState, output_schema=OutputState, context_schema=Context
     )
-    d, c, r = deps.drafter, deps.catalog, deps.ranking
+    d, r = deps.drafter, deps.ranking
+    # Without a search given: the one the ranking models were fitted with, resolved on first use
+    # (Studio's graph is built at import, before any model or catalog opens).
+    c: Search = (
+        deps.search
+        if deps.search is not None
+        else _lazy(lambda: served_search(deps.catalog, deps.ranking))
+    )
     builder.add_node("recall_memory", nodes.recall_memory)
     builder.add_node("draft_query", partial(nodes.draft_query, drafter=d, ranking=r))
     builder.add_node("recall_candidates", partial(nodes.recall_candidates, ranking=r))
-    builder.add_node("retrieve_products", partial(nodes.retrieve_products, catalog=c, ranking=r))
+    builder.add_node("retrieve_products", partial(nodes.retrieve_products, search=c, ranking=r))
     builder.add_node("check_consistency", partial(nodes.check_consistency, ranking=r, drafter=d))
     builder.add_node("refine_query", partial(nodes.refine_query, drafter=d, ranking=r))
-    builder.add_node("finalize", partial(nodes.finalize, catalog=c, ranking=r))
+    builder.add_node("finalize", partial(nodes.finalize, search=c, ranking=r))
     builder.add_edge(START, "recall_memory")
     builder.add_edge("recall_memory", "draft_query")
     builder.add_edge("draft_query", "recall_candidates")
@@ -96,15 +107,29 @@ def _lazy(factory: Callable[[], T]) -> T:
     return cast(T, _Lazy(factory))
 
 
-def default_deps(model: str | None = None, home: str | None = None) -> Deps:
+def served_search(catalog: Catalog, ranking: CatalogModels) -> Search:
+    """The search ``ranking`` was fitted with (``queryagent ingest --search``), as its meta names
+    it; models that name none (fitted before the fused search, or fakes) used the dense one."""
+    return search_of(getattr(ranking, "meta", {}), getattr(ranking, "folder", None), catalog)
+
+
+def default_deps(
+    model: str | None = None,
+    home: str | None = None,
+    *,
+    drafter: GroundedDrafter | QueryDrafter | None = None,
+) -> Deps:
     """The real drafter (``model`` resolved by ``agent.drafting.resolve_model``: ``None`` is
-    ``$QUERYAGENT_MODEL``, else the shipped trained adapter) and the Chroma catalog in the
-    QueryAgent home (or the server named by ``$QUERYAGENT_CHROMA_HOST``)."""
-    # Lazy: the model loads on the first call, the catalog and its fitted models on first use.
-    drafter = GroundedHFDrafter(HFDrafter(model, home=home))
+    ``$QUERYAGENT_MODEL``, else the shipped trained adapter; or the ``drafter`` given), the
+    Chroma catalog in the QueryAgent home (or the server named by ``$QUERYAGENT_CHROMA_HOST``),
+    its fitted models and its search."""
+    # Lazy: the model loads on the first call, the catalog, its models and search on first use.
+    if drafter is None:
+        drafter = GroundedHFDrafter(HFDrafter(model, home=home))
     catalog: Catalog = _lazy(lambda: ChromaCatalog.from_env(home=home))
     ranking: CatalogModels = _lazy(lambda: load_served(home))
-    return Deps(drafter=drafter, catalog=catalog, ranking=ranking)
+    search: Search = _lazy(lambda: served_search(catalog, ranking))
+    return Deps(drafter=drafter, catalog=catalog, ranking=ranking, search=search)
 
 
 class _UnavailableDrafter:
@@ -124,11 +149,7 @@ def _studio_deps() -> Deps:
     try:
         return default_deps()
     except DrafterError as exc:
-        return Deps(
-            drafter=cast(GroundedDrafter, _UnavailableDrafter(exc)),
-            catalog=_lazy(lambda: ChromaCatalog.from_env()),
-            ranking=_lazy(lambda: load_served(None)),
-        )
+        return default_deps(drafter=cast(GroundedDrafter, _UnavailableDrafter(exc)))
 
 
 graph = build_graph(_studio_deps()).compile(name="QueryAgent")

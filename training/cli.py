@@ -29,6 +29,7 @@ from typing import Any
 from agent.catalog import CatalogError
 from agent.drafting import DrafterError, resolve_model
 from agent.model_identity import ModelSourceError, check_model
+from agent.search import DEFAULT_SEARCH, SEARCH_MODES
 from graphs.record import TrajectoryError, code_version, load_trajectories, write_trajectories
 from graphs.validators import (
     OneLineArgumentParser,
@@ -223,6 +224,14 @@ def _add_eval_parser(sub: Any) -> None:
         type=non_negative_int,
         default=2,
         help="refinement budget of the full agent",
+    )
+    ev.add_argument(
+        "--search",
+        choices=SEARCH_MODES,
+        default=DEFAULT_SEARCH,
+        help="the catalog search every method's products come from: 'fused' (the default, "
+        "fitted on the purchases before the split's targets) or 'dense' (MiniLM alone, the "
+        "earlier search)",
     )
     ev.add_argument(
         "--out",

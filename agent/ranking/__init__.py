@@ -56,20 +56,36 @@ def load_or_fit(  # type: ignore[no-untyped-def]
     sequences,
     search_many,
     *,
+    search: str = "dense",
+    search_folder: str | os.PathLike[str] | None = None,
     force: bool = False,
     progress: bool = True,
 ):
     """The catalog models stored in ``folder`` when they were fitted on these products and
-    sequences with the current ``FitConfig``; else fitted (``fit.fit_catalog``) and stored
-    there. Returns ``(models, fitted)``. The one fit-or-reuse step of ingest, the evaluation and
-    the offline runs."""
+    sequences, with the current ``FitConfig``, from this search's results; else fitted
+    (``fit.fit_catalog``) and stored there. Returns ``(models, fitted)``. The one fit-or-reuse
+    step of ingest, the evaluation and the offline runs.
+
+    ``search_many`` is the search the fit learns from and caches per vocabulary query;
+    ``search`` names it for the key and the stored meta: ``"dense"`` (the catalog's own), or
+    ``"fused:<key>"`` (``agent.search.search_id``), kept in ``search_folder``. The models
+    name it in their meta (``"search"``, and ``"search_dir"`` relative to ``folder``), so the
+    graph serves with the search they were fitted with (``agent.search.search_of``).
+    """
     folder = Path(folder)
-    key = fit_key(products, sequences)
+    key = fit_key(products, sequences, search)
     if not force and CatalogModels.exists(folder):
         models = CatalogModels.load(folder)
         if models.meta.get("key") == key:
             return models, False
     models = fit_catalog(products, sequences, search_many, progress=progress)
+    models.meta["key"] = key
+    models.meta["search"] = search.partition(":")[0]
+    models.meta["search_id"] = search
+    if search_folder is not None:
+        models.meta["search_dir"] = os.path.relpath(
+            Path(search_folder).absolute(), folder.absolute()
+        )
     models.save(folder)
     return models, True
 
@@ -80,11 +96,20 @@ def fit_served(  # type: ignore[no-untyped-def]
     search_many,
     home: str | os.PathLike[str] | None = None,
     *,
+    search: str = "dense",
+    search_folder: str | os.PathLike[str] | None = None,
     force: bool = False,
     progress: bool = True,
 ):
     """Fit the served catalog's models at ingest into the home (``load_or_fit``: skipped when
-    the stored ones match the data). Returns ``(models, fitted)``."""
+    the stored ones match the data and the search). Returns ``(models, fitted)``."""
     return load_or_fit(
-        served_dir(home), products, sequences, search_many, force=force, progress=progress
+        served_dir(home),
+        products,
+        sequences,
+        search_many,
+        search=search,
+        search_folder=search_folder,
+        force=force,
+        progress=progress,
     )

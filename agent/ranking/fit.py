@@ -109,12 +109,17 @@ class FitConfig:
     seed: int = 0
 
 
-def fit_key(products: Mapping[str, Product], sequences: Mapping[str, Sequence[str]]) -> str:
-    """What a fit depends on: the data's fingerprint and the fitting configuration."""
+def fit_key(
+    products: Mapping[str, Product], sequences: Mapping[str, Sequence[str]], search: str = "dense"
+) -> str:
+    """What a fit depends on: the data's fingerprint, the fitting configuration and the search
+    whose results it learns from (``search``: ``"dense"``, or the fused search's name and key;
+    the dense search keeps the digest it always had)."""
     config = json.dumps(asdict(FitConfig()), sort_keys=True, default=str)
-    return hashlib.sha256((data_fingerprint(products, sequences) + config).encode()).hexdigest()[
-        :16
-    ]
+    suffix = "" if search == "dense" else f":search={search}"
+    return hashlib.sha256(
+        (data_fingerprint(products, sequences) + config + suffix).encode()
+    ).hexdigest()[:16]
 
 
 def relevance(query: str, truth: str | None, target: str, retrieved: Sequence[str]) -> int:

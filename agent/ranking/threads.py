@@ -10,7 +10,8 @@ Two environment variables, read when a fit starts:
   model fitted with another count differs in its last bits, and so may a recommendation: each
   count is reproducible, and the fitted count is written to the models' ``meta.json``.
 * ``OMP_WAIT_POLICY`` (OpenMP's own): how a thread waits for the others between two parallel
-  steps. Importing this module sets it to ``PASSIVE`` (sleep at once) unless it is set already.
+  steps. Importing the ``agent`` package sets it to ``PASSIVE`` (sleep at once) unless it is set
+  already.
   OpenMP's default spins first, which is fine on free cores but ruinous when a core is taken:
   the spinning thread burns the time slice its partner needs. Measured on the 2-core development
   machine under a load of 9-14, one epoch of the next-item model on 1,500 shoppers took 73-113 s
@@ -18,7 +19,7 @@ Two environment variables, read when a fit starts:
   the ranker's LightGBM fit 225-364 s by default at 2 threads, 45 s with ``PASSIVE`` and 41-68 s
   at 1 thread. The wait policy changes no number: the fitted weights and trees were
   byte-identical with and without it. OpenMP reads it once, when torch (or LightGBM) is first
-  imported, so it only takes effect in a process that imports this module first (``queryagent``
+  imported, so it only takes effect in a process that imports ``agent`` first (``queryagent``
   does; ``make demo`` also sets it in the environment).
 """
 
@@ -42,10 +43,6 @@ logger = logging.getLogger(__name__)
 FIT_THREADS_ENV = "QUERYAGENT_FIT_THREADS"
 # LightGBM's threads when QUERYAGENT_FIT_THREADS is unset (the value the ranker always used).
 DEFAULT_LIGHTGBM_THREADS = 2
-
-# Before torch and LightGBM load their OpenMP runtime (see the module doc); a value the user set
-# is kept.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def fit_threads() -> int | None:

@@ -48,7 +48,10 @@ __all__ = [
     "fit_search",
     "load_or_fit_search",
     "open_search",
+    "prepare_search",
     "search_dir",
+    "search_id",
+    "search_of",
     "search_key",
 ]
 
@@ -124,3 +127,60 @@ def load_or_fit_search(
     search = fit_search(catalog, sequences, dense, config)
     search.save(folder)
     return search, True
+
+
+def search_id(search: Search) -> str:
+    """What a fit that learned from ``search``'s results depends on (``agent.ranking``'s key):
+    ``"dense"``, or ``"fused:<key>"`` with the fused search's own fit key."""
+    if search.name == "dense":
+        return "dense"
+    key = getattr(search, "meta", {}).get("key")
+    return f"{search.name}:{key}" if key else search.name
+
+
+def prepare_search(
+    mode: str,
+    catalog: Catalog,
+    folder: str | os.PathLike[str],
+    products: Mapping[str, Product] | Iterable[Product],
+    sequences: Mapping[str, Sequence[str]],
+    *,
+    force: bool = False,
+) -> Search:
+    """The named search over ``catalog``, fitted on ``sequences`` where it needs a fit (the
+    fused one, kept in ``folder`` and reused while the data match): what ingest and the
+    evaluation call before fitting the ranking models on its results.
+
+    Raises:
+        SearchError: an unknown name.
+    """
+    if mode == "dense":
+        return DenseSearch(catalog)
+    if mode != "fused":
+        raise SearchError(f"unknown search {mode!r}; choose one of {', '.join(SEARCH_MODES)}")
+    search, _ = load_or_fit_search(
+        folder, products, sequences, CatalogDenseScorer(catalog), force=force
+    )
+    return search
+
+
+def search_of(
+    meta: Mapping[str, object], folder: str | os.PathLike[str] | None, catalog: Catalog
+) -> Search:
+    """The search that fitted ranking models (``agent.ranking``) learned from, as their
+    ``meta`` names it (``"search"``, and ``"search_dir"`` relative to their ``folder``); models
+    that name none were fitted on the dense search.
+
+    Raises:
+        SearchMissingError: the models name a fused search that is not where they say.
+    """
+    mode = str(meta.get("search") or "dense")
+    if mode == "dense":
+        return DenseSearch(catalog)
+    relative = meta.get("search_dir")
+    if not relative or folder is None:
+        raise SearchMissingError(
+            f"the catalog's models were fitted on the {mode} search but do not say where it is "
+            "kept: run `queryagent ingest --refit`"
+        )
+    return open_search(catalog, mode, folder=Path(folder) / str(relative))

@@ -265,6 +265,25 @@ class FusedSearch:
         atomic_write(folder / META_FILE, json.dumps(self.meta, indent=2, sort_keys=True))
 
     @staticmethod
+    def count_purchases(folder: str | os.PathLike[str], item_ids: Iterable[str]) -> int:
+        """Count purchases into the prior of the search saved in ``folder`` without loading it
+        (``queryagent events add``): under a file lock every process sees, so concurrent adds
+        all count, and each file is swapped atomically. A process that holds the search loaded
+        sees the new counts when it loads it again. Returns the new total."""
+        from filelock import FileLock  # only the events command writes a saved search's prior
+
+        folder = Path(folder)
+        with FileLock(str(folder) + ".lock"):
+            counts: dict[str, int] = json.loads((folder / POPULARITY_FILE).read_text())
+            for item in item_ids:
+                counts[item] = counts.get(item, 0) + 1
+            atomic_write(folder / POPULARITY_FILE, json.dumps(counts))
+            meta = json.loads((folder / META_FILE).read_text())
+            meta["purchases"] = sum(counts.values())
+            atomic_write(folder / META_FILE, json.dumps(meta, indent=2, sort_keys=True))
+            return int(meta["purchases"])
+
+    @staticmethod
     def exists(folder: str | os.PathLike[str]) -> bool:
         return (Path(folder) / META_FILE).is_file()
 

@@ -20,7 +20,15 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-__all__ = ["COMPONENTS", "DEFAULT_GRID", "FusionWeights", "hits_at_k", "top_k", "tune_weights"]
+__all__ = [
+    "COMPONENTS",
+    "DEFAULT_GRID",
+    "FusionWeights",
+    "hits_at_k",
+    "shown_targets",
+    "top_k",
+    "tune_weights",
+]
 
 COMPONENTS = ("category", "title", "brand", "dense", "popularity")
 
@@ -101,6 +109,27 @@ def top_k(scores: np.ndarray, k: int) -> list[np.ndarray]:
     return out
 
 
+def shown_targets(scores: np.ndarray, rows: np.ndarray, cols: np.ndarray, k: int) -> np.ndarray:
+    """Whether each target (``scores[rows[i], cols[i]]``) is in its row's top ``k`` as ``top_k``
+    orders it (equal scores to the smaller column), without ordering any row: the tuning asks
+    this of thousands of rows for each blend it tries, so it is vectorized (a target above its
+    row's k-th best value is shown; one equal to it, when fewer than ``k`` columns score
+    higher plus equal columns before it)."""
+    n = scores.shape[1]
+    if n == 0 or len(rows) == 0:
+        return np.zeros(len(rows), dtype=bool)
+    k = min(k, n)
+    kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1]
+    value, threshold = scores[rows, cols], kth[rows]
+    shown = value > threshold
+    for i in np.flatnonzero(value == threshold):  # ties at the k-th value: few
+        row = scores[rows[i]]
+        above = int(np.count_nonzero(row > threshold[i]))
+        before = int(np.count_nonzero(row[: cols[i]] == threshold[i]))
+        shown[i] = above + before < k
+    return shown
+
+
 def hits_at_k(scores: np.ndarray, targets: Sequence[Sequence[int]], k: int) -> int:
     """How many of the targets (per row, column indices; a column may repeat) are in their row's
     top ``k``."""
@@ -151,13 +180,13 @@ def tune_weights(
     for kind, row_targets in zip(kinds, targets, strict=True):
         totals[kind] += len(row_targets)
 
+    # Every (row, column) target once, flat: ``shown_targets`` scores them all at once.
+    target_rows = np.array([r for r, ts in enumerate(targets) for _ in ts], dtype=np.int64)
+    target_cols = np.array([t for ts in targets for t in ts], dtype=np.int64)
+
     def evaluate(weights: FusionWeights) -> dict[str, float]:
-        shown = [0] * len(targets)
-        for row, (top, row_targets) in enumerate(
-            zip(top_k(weights.fuse(parts), k), targets, strict=True)
-        ):
-            members = set(top.tolist())
-            shown[row] = sum(1 for t in row_targets if t in members)
+        hit = shown_targets(weights.fuse(parts), target_rows, target_cols, k)
+        shown = np.bincount(target_rows[hit], minlength=len(targets)).tolist()
         rates = {kind: 0.0 for kind in totals}
         for kind, hits in zip(kinds, shown, strict=True):
             rates[kind] += hits / (totals[kind] or 1)

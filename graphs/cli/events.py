@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from agent.catalog import ChromaCatalog
+from agent.search import FusedSearch, search_dir
 from graphs.cli.common import CliError
 from graphs.serving.events import EventLine, add_purchases, read_events
 from memory_store import open_store
@@ -55,6 +56,12 @@ def run(args: argparse.Namespace) -> int:
     catalog.check()
     t0 = time.perf_counter()
     result = add_purchases(store, catalog, lines)
+    # The fused search's popularity prior counts the new purchases (queries the ingest did not
+    # cache see them at once; the cached vocabulary pages and the ranking models at the next
+    # ingest).
+    folder = search_dir(args.home, catalog.collection_name)
+    if FusedSearch.exists(folder):
+        FusedSearch.count_purchases(folder, [line.item_id for _, line in lines])
     print(
         f"recorded {result.events} purchases of {result.shoppers} shoppers "
         f"({result.new_shoppers} new; {time.perf_counter() - t0:.1f} s); "

@@ -10,6 +10,7 @@ from typing import Any
 from agent.catalog import ChromaCatalog
 from agent.model_identity import check_model
 from agent.nodes import learned_model_weight
+from agent.search import DEFAULT_SEARCH, SEARCH_MODES
 from graphs.cli.common import BUNDLED_DATA
 from graphs.offline.ingest import ingest, served_fit
 from graphs.query_agent import default_deps
@@ -38,6 +39,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--refit",
         action="store_true",
         help="refit the catalog's ranking models even when the data did not change",
+    )
+    ingest.add_argument(
+        "--search",
+        choices=SEARCH_MODES,
+        default=DEFAULT_SEARCH,
+        help="the catalog's search: 'fused' (BM25 over category, title and brand + MiniLM + a "
+        "popularity prior, fitted now; the default) or 'dense' (MiniLM alone, the earlier "
+        "search); recommendations and the ranking models use it",
     )
     ingest.add_argument(
         "--model",
@@ -72,7 +81,10 @@ def run(args: argparse.Namespace) -> int:
     # its query vocabulary and what each query retrieves, transitions, the next-item model and
     # the ranker.
     result = ingest(
-        dataset, open_store(args.home), catalog, fit=served_fit(args.home, force=args.refit)
+        dataset,
+        open_store(args.home),
+        catalog,
+        fit=served_fit(args.home, force=args.refit, search=args.search),
     )
     weight_note = ""
     if not args.no_model:
@@ -81,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         f"ingested {dataset.name}: {result.products} products in the catalog "
         f"({result.products_written} new or changed, {result.catalog_s:.1f} s), "
         f"{result.users} shoppers and {result.events} events into memory; "
-        f"{len(result.models.vocab.queries)} catalog queries, ranking models "
+        f"{len(result.models.vocab.queries)} catalog queries, {args.search} search, ranking models "
         f"{'fitted' if result.fitted else 'unchanged'} ({result.fit_s:.1f} s); "
         f"{result.seconds:.1f} s in all; home {queryagent_home(args.home)}"
     )

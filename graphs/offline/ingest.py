@@ -25,8 +25,10 @@ from typing import Any, Protocol, runtime_checkable
 
 from langgraph.store.base import BaseStore
 
+from agent.catalog import DEFAULT_COLLECTION
 from agent.nodes import CATALOG_STATS_KEY
 from agent.ranking import fit_served
+from agent.search import DEFAULT_SEARCH, prepare_search, search_dir, search_id
 from memory_store import Dataset, UserMemory, category_name
 from memory_store.fingerprint import catalog_version
 from memory_store.namespaces import CATALOG_NAMESPACE
@@ -83,17 +85,38 @@ def _query_of(category: str) -> str:
 
 
 def served_fit(
-    home: str | os.PathLike[str] | None = None, *, force: bool = False, progress: bool = True
+    home: str | os.PathLike[str] | None = None,
+    *,
+    force: bool = False,
+    progress: bool = True,
+    search: str = DEFAULT_SEARCH,
 ) -> FitHook:
-    """The fit hook of ``queryagent ingest``: fit the served catalog's ranking models
-    (``agent.ranking.fit_served``: skipped when the stored ones match the data) into ``home``."""
+    """The fit hook of ``queryagent ingest``: fit the served catalog's search (``search``:
+    ``"fused"`` is fitted and kept beside the catalog, ``"dense"`` is the catalog's own), then
+    its ranking models on that search's results (``agent.ranking.fit_served``); each skipped when
+    the stored one matches the data."""
 
     def fit(dataset: Dataset, catalog: Any) -> tuple[Any, bool]:
+        collection = getattr(catalog, "collection_name", DEFAULT_COLLECTION)
+        folder = search_dir(home, collection)
+        t0 = time.perf_counter()
+        served_search = prepare_search(
+            search,
+            catalog,
+            folder,
+            dataset.products,
+            dataset.sequences,
+            force=force,
+        )
+        if progress and search != "dense":
+            print(f"search: {search} fitted in {time.perf_counter() - t0:.0f} s", flush=True)
         return fit_served(  # type: ignore[no-any-return]
             dataset.products,
             dataset.sequences,
-            catalog.search_many,
+            served_search.search_many,
             home,
+            search=search_id(served_search),
+            search_folder=folder if search != "dense" else None,
             force=force,
             progress=progress,
         )

@@ -41,6 +41,7 @@ from agent.drafting.batching import micro_batched
 from agent.prompts import draft_messages
 from agent.ranking import RANKING_DIR, load_or_fit
 from agent.ranking.fit import CatalogModels
+from agent.search import DEFAULT_SEARCH, SEARCH_DIR, Search, prepare_search, search_id
 from agent.state import output_json
 from graphs.offline.ingest import ingest
 from graphs.query_agent import Deps, build_graph
@@ -105,17 +106,30 @@ def offline_ranking(
     split: str,
     home: str | os.PathLike[str] | None = None,
     *,
+    search: str = DEFAULT_SEARCH,
     progress: bool = False,
 ) -> CatalogModels:
-    """The catalog's fitted models (``agent.ranking``) for an offline run over ``split``: fitted
-    on ``fit_sequences`` once, kept in the home (``ranking/offline-<data>-<split>-<digest>``)."""
+    """The catalog's fitted models (``agent.ranking``) for an offline run over ``split``: the
+    search (``"fused"`` or ``"dense"``) and the models fitted on ``fit_sequences`` once, kept in
+    the home (``search/offline-<data>-<split>-<digest>``, ``ranking/offline-...``). The models
+    name their search, so a runner built on them (``OfflineRunner``) serves with it."""
     sequences = fit_sequences(dataset, split)
     digest = data_fingerprint(dataset.products, sequences)
+    name = f"offline-{dataset.name.lower()}-{split}-{digest}"
+    search_folder = queryagent_home(home) / SEARCH_DIR / name
+    found = prepare_search(search, catalog, search_folder, dataset.products, sequences)
+    # Per search, so switching between them does not refit the other's models.
     folder = (
-        queryagent_home(home) / RANKING_DIR / f"offline-{dataset.name.lower()}-{split}-{digest}"
+        queryagent_home(home) / RANKING_DIR / (name if search == "dense" else f"{name}-{search}")
     )
     models, _ = load_or_fit(
-        folder, dataset.products, sequences, catalog.search_many, progress=progress
+        folder,
+        dataset.products,
+        sequences,
+        found.search_many,
+        search=search_id(found),
+        search_folder=search_folder if search != "dense" else None,
+        progress=progress,
     )
     return models
 
@@ -141,6 +155,8 @@ class OfflineRunner:
             share model calls (free generation and constrained beams alike); ``None`` runs
             recall and the check alone.
         ranking: the catalog's fitted models (``agent.ranking``) the nodes use.
+        search: the search the products come from (``agent.search``; default: the catalog's
+            own dense search). Give the one ``ranking`` was fitted with.
         context: the default run context (``run`` may pass another).
         model: the model id written into trajectory records (default: the drafter's ``name``).
         batch_size: the most prompts per model call, and the concurrency of ``graph.batch``.
@@ -153,6 +169,7 @@ class OfflineRunner:
         catalog: Catalog,
         drafter: Any,
         ranking: Any = None,
+        search: Search | None = None,
         context: Context | None = None,
         model: str | None = None,
         batch_size: int = 16,
@@ -164,11 +181,12 @@ class OfflineRunner:
         self.batch_size = batch_size
         self.drafter = None if drafter is None else micro_batched(drafter, max_batch=batch_size)
         self.ranking = ranking
+        self.search = search
         self.context = context or Context()
         inner = getattr(self.drafter, "drafter", drafter)
         self.model = model or getattr(inner, "name", None) or getattr(drafter, "name", None)
         self.graph = build_graph(
-            Deps(drafter=self.drafter, catalog=catalog, ranking=ranking)
+            Deps(drafter=self.drafter, catalog=catalog, ranking=ranking, search=search)
         ).compile(store=store, name="QueryAgent")
 
     @classmethod

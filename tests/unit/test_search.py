@@ -279,3 +279,20 @@ def test_a_batch_is_scored_in_chunks_with_the_same_results(monkeypatch: pytest.M
     monkeypatch.setattr(fused, "QUERIES_PER_CHUNK", 2)
     assert search.search_many(queries, k=4) == whole
     assert whole == [search.search(q, k=4) for q in queries]
+
+
+def test_shown_targets_agrees_with_top_k_ties_included() -> None:
+    """The tuning's vectorized membership test says what ``top_k``'s page shows, ties too."""
+    import numpy as np
+
+    from agent.search.fusion import shown_targets
+
+    rng = np.random.default_rng(0)
+    # Few distinct values, so many rows tie at their k-th best score.
+    scores = rng.integers(0, 4, size=(60, 40)).astype(np.float32)
+    rows = np.repeat(np.arange(60), 40)
+    cols = np.tile(np.arange(40), 60)
+    for k in (1, 3, 10, 40, 50):
+        pages = top_k(scores, k)
+        expected = np.array([c in set(pages[r].tolist()) for r, c in zip(rows, cols)])
+        assert (shown_targets(scores, rows, cols, k) == expected).all(), k

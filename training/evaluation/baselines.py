@@ -58,6 +58,19 @@ class Popular:
         return [self.query for _ in examples]
 
 
+class OracleQuery:
+    """The target's own ground-truth query: not a recommender but the search's reference row
+    (Q_EM 1 by construction, so its I_Hit@10 is the search's figure given the right query)."""
+
+    name = "oracle-query"
+
+    def __init__(self, oracle: QueryOracle) -> None:
+        self.oracle = oracle
+
+    def __call__(self, examples: Sequence[Example]) -> list[str | None]:
+        return [self.oracle.of_item(ex.target) for ex in examples]
+
+
 class LastCategory:
     name = "last-category"
 

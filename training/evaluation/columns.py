@@ -9,6 +9,7 @@ TABLE_METRICS = (
     "ndcg@10",
     "cons@1",
     "cons@10",
+    "i_hit@10_right",
     "format_valid",
     "refinements",
     "latency_s",

@@ -29,6 +29,9 @@ METRICS = (
     "ndcg@10",
     "cons@1",
     "cons@10",
+    # I_Hit@10 on the shoppers whose query was right (Cons@10 / Q_EM): the search's share of
+    # Cons@10, apart from the query's. NaN in a per-user row whose query was wrong.
+    "i_hit@10_right",
     "format_valid",
     "refinements",
     "latency_s",
@@ -94,6 +97,7 @@ def score_outcomes(outcomes: Sequence[UserOutcome]) -> list[dict[str, float]]:
                 **r,
                 "cons@1": em * r["i_hit@1"],
                 "cons@10": em * r["i_hit@10"],
+                "i_hit@10_right": r["i_hit@10"] if em else float("nan"),
                 "format_valid": float(o.format_valid),
                 "refinements": float(o.refinements),
                 "latency_s": float(o.latency_s),
@@ -112,11 +116,13 @@ def distinct_ratio(outcomes: Sequence[UserOutcome]) -> float:
 def aggregate(
     rows: Sequence[dict[str, float]], *, seed: int = 0, resamples: int = 1000
 ) -> dict[str, dict[str, float]]:
-    """Mean and 95% percentile-bootstrap interval of every metric over users."""
+    """Mean and 95% percentile-bootstrap interval of every metric over users (a metric that is
+    NaN for some users, ``i_hit@10_right``, over the users it is defined for)."""
     summary: dict[str, dict[str, float]] = {}
     rng = np.random.default_rng(seed)
     for name in METRICS:
-        values = np.array([row[name] for row in rows], dtype=float)
+        values = np.array([row.get(name, float("nan")) for row in rows], dtype=float)
+        values = values[~np.isnan(values)]
         mean = float(values.mean()) if len(values) else float("nan")
         if len(values) > 1 and np.ptp(values) > 0:
             ci = bootstrap(

@@ -28,6 +28,7 @@ from agent.parsing import parse_query
 from agent.prompts import STOP, prompt_fingerprint
 from agent.ranking import RANKING_DIR, load_or_fit
 from agent.ranking.fit import fit_key
+from agent.search import SEARCH_DIR, Search, prepare_search, search_key
 from graphs.offline.runner import OfflineRunner, draft_prompt_at, fit_sequences
 from memory_store import Dataset, Example
 from memory_store.paths import queryagent_home
@@ -35,6 +36,7 @@ from training.evaluation.baselines import (
     DenseQuery,
     LastCategory,
     Markov,
+    OracleQuery,
     Popular,
     QueryOracle,
     RankerOnly,
@@ -114,6 +116,7 @@ class Evaluator:
         self._store: Any = None
         self._runners: dict[str | None, Any] = {}  # graphs.offline.runner.OfflineRunner per model
         self._models: Any = None
+        self._search: Search | None = None
 
     # -- the cache key: what a method's results depend on -------------------------------------
     def _cache_key(self, spec: MethodSpec) -> dict[str, Any]:
@@ -133,6 +136,10 @@ class Evaluator:
             # Methods using the fitted catalog models depend on what was fitted.
             "ranking": self._ranking_key() if spec.method in FITTED else None,
         }
+        if self.config.search != "dense":
+            # Every method's products come from the search (the dense search's rows keep the
+            # keys they had before there was a choice).
+            key["search"] = self._search_id()
         if model_methods:
             # ... and on the dtype the model runs in (bfloat16 scores differ from float32's).
             key["dtype"] = inference_dtype_name()
@@ -157,28 +164,56 @@ class Evaluator:
             self._agent_drafters[model] = GroundedHFDrafter(base) if hf else base
         return self._agent_drafters[model]
 
-    # -- the catalog's fitted models (agent.ranking), fitted on what precedes the targets --------
+    # -- the search and the catalog's fitted models, fitted on what precedes the targets -------
     @functools.cached_property
     def _fit_data(self) -> tuple[dict[str, list[str]], str]:
         """Every sequence cut before its target in the evaluated split
-        (``graphs.offline.runner``), so nothing fitted has seen a target, and the key of a fit on
-        them (computed once)."""
+        (``graphs.offline.runner``), so nothing fitted has seen a target (the fused search's
+        popularity prior included), and the key of a ranking fit on them (computed once)."""
         sequences = fit_sequences(self.dataset, self.config.split)
-        return sequences, fit_key(self.dataset.products, sequences)
+        return sequences, fit_key(self.dataset.products, sequences, self._search_id(sequences))
+
+    def _search_id(self, sequences: dict[str, list[str]] | None = None) -> str:
+        """The search's identity (``agent.search.search_id``), known before it is fitted."""
+        if self.config.search == "dense":
+            return "dense"
+        if sequences is None:
+            sequences = self._fit_data[0]
+        return f"{self.config.search}:{search_key(self.dataset.products.values(), sequences)}"
 
     def _ranking_key(self) -> str:
         return self._fit_data[1]
 
+    def _fit_name(self) -> str:
+        name = f"eval-{self.dataset.name.lower()}-{self.config.split}"
+        return name if self.config.search == "dense" else f"{name}-{self.config.search}"
+
+    def search(self) -> Search:
+        """The search every method's products come from (``EvalConfig.search``; the fused one
+        fitted on the sequences cut before the split's targets, once, kept in the home)."""
+        if self._search is None:
+            folder = queryagent_home(self.config.home) / SEARCH_DIR / self._fit_name()
+            self._search = prepare_search(
+                self.config.search, self.catalog, folder, self.dataset.products, self._fit_data[0]
+            )
+        return self._search
+
     def ranking(self) -> Any:
-        """The fitted ``CatalogModels`` for this split (fitted once, kept in the home)."""
+        """The fitted ``CatalogModels`` for this split, fitted on the search's results (once,
+        kept in the home)."""
         if self._models is None:
             folder = (
                 queryagent_home(self.config.home)
                 / RANKING_DIR
-                / f"eval-{self.dataset.name.lower()}-{self.config.split}-{self._ranking_key()}"
+                / f"{self._fit_name()}-{self._ranking_key()}"
             )
+            search = self.search()
             self._models, _ = load_or_fit(
-                folder, self.dataset.products, self._fit_data[0], self.catalog.search_many
+                folder,
+                self.dataset.products,
+                self._fit_data[0],
+                search.search_many,
+                search=self._search_id(),
             )
         return self._models
 
@@ -253,7 +288,7 @@ class Evaluator:
         else:
             queries, valid, refinements = self._agent(spec, examples)
         per_user = (time.perf_counter() - t0) / max(len(examples), 1)
-        retrieved = self.catalog.search_many([q or "" for q in queries], k=RETRIEVE_K)
+        retrieved = self.search().search_many([q or "" for q in queries], k=RETRIEVE_K)
         return [
             UserOutcome(
                 user_id=ex.user_id,
@@ -275,6 +310,7 @@ class Evaluator:
             popular = Popular(self.oracle)
             last = LastCategory(self.oracle, popular)
             builders = {
+                "oracle-query": lambda: OracleQuery(self.oracle),
                 "popular": lambda: popular,
                 "last-category": lambda: last,
                 "swing": lambda: Swing(self.oracle, last),
@@ -331,6 +367,7 @@ class Evaluator:
                 "catalog": self.catalog,
                 "drafter": self._agent_drafter(spec.model),
                 "ranking": self.ranking(),
+                "search": self.search(),
                 "batch_size": self.config.batch_size,
             }
             if self._store is None:  # ingested once (as `queryagent ingest` does), shared

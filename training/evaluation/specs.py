@@ -12,6 +12,9 @@ from agent.context import Context
 from training.evaluation.metrics import UserOutcome
 
 BASELINES = (
+    # The ground-truth query itself: Q_EM is 1 by construction, so its I_Hit@10 is the search's
+    # own figure given the right query (a reference row, not a recommender).
+    "oracle-query",
     "popular",
     "last-category",
     "swing",
@@ -74,6 +77,7 @@ class EvalConfig:
     batch_size: int = 16
     max_refinements: int = Context.max_refinements
     home: str | None = None
+    search: str = "fused"  # agent.search.SEARCH_MODES: every method's products come from it
 
     @classmethod
     def from_args(cls, args: Any) -> Self:
@@ -87,6 +91,7 @@ class EvalConfig:
             batch_size=args.batch_size,
             max_refinements=args.max_refinements,
             home=str(args.home) if args.home else None,
+            search=getattr(args, "search", None) or "fused",
         )
 
 

@@ -45,6 +45,7 @@ HELDOUT_COLUMNS = ("query_reward", "item_reward", "rank_reward", "distinct_queri
 HEADERS = {
     "distinct": "distinct queries / users",
     "latency_s": "s / shopper",
+    "i_hit@10_right": "I_Hit@10 where Q_EM",
     "query_reward": "query reward",
     "item_reward": "item reward",
     "rank_reward": "rank reward",
