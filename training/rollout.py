@@ -16,6 +16,15 @@ KL see only the tokens where the policy chose.
 ``GraphRollout`` is that ``rollout_func``: the prompt copies of one step run through
 ``graphs.offline.runner.OfflineRunner`` (one ``graph.batch``, outputs in input order), and each
 output's trajectory record (``graphs.record.record_from_output``) is rendered here.
+
+A grounded run's turns form a tree, not a line: every refinement is asked from the draft prompt,
+the model's best draft and the check's verdict on everything tried so far
+(``agent.prompts.grounded_refine_messages``), so turn 2's prompt extends the draft's reply, not
+turn 1's. One token sequence can hold only one path of that tree with each turn under the very
+prompt it was sampled from, so the rollout renders the path from the draft to the last turn
+(``conversation_path``: the last refinement's prompt already lists what the earlier ones tried
+and how they fitted) and leaves the turns off that path out of the loss, counted per step in
+``rollout/turns_left_out``.
 """
 
 from __future__ import annotations
@@ -118,6 +127,32 @@ def render_conversation(
         completion_ids += model_ids
         env_mask += [0] * len(env_ids) + own(model_ids)
     return RenderedRollout(prompt_ids, completion_ids, env_mask, spans)
+
+
+def conversation_path(steps: Sequence[dict[str, Any]], tokenizer: Any) -> list[int]:
+    """The turns (indices into ``steps``, in turn order) that one conversation can hold: from the
+    draft to the last turn asked in the draft's conversation, each turn's parent the latest
+    earlier turn its prompt continues. A free run (each refinement continues the previous turn)
+    keeps every turn; a grounded run (each refinement continues the draft) keeps the draft and
+    its last refinement. ``render_conversation`` of the kept turns reproduces each one's prompt.
+    """
+    if not steps:
+        raise RolloutError("a trajectory needs at least one step")
+    prompts = [_render(tokenizer, step["messages"]) for step in steps]
+    parent: dict[int, int | None] = {0: None}
+    for i in range(1, len(steps)):
+        for j in sorted(parent, reverse=True):
+            # turn i was asked after turn j: its prompt is j's prompt, then j's reply, then more
+            said = prompts[i][len(prompts[j]) :] if prompts[i].startswith(prompts[j]) else None
+            if said is not None and said.startswith(steps[j]["completion"]):
+                parent[i] = j
+                break
+    path: list[int] = []
+    node: int | None = max(parent)
+    while node is not None:
+        path.append(node)
+        node = parent[node]
+    return path[::-1]
 
 
 def model_turns(steps: Sequence[Any]) -> list[dict[str, Any]]:
@@ -246,13 +281,18 @@ class GraphRollout:
             trie = drafter.trie(self.ranking.vocab.queries)
         rendered = []
         written: dict[tuple[int, ...], tuple[list[tuple[int, int]], list[Any]]] = {}
+        left_out = 0
         for rec in records:
             turns = model_turns(rec.steps)
+            path = conversation_path(turns, tokenizer)
+            left_out += len(turns) - len(path)
+            kept = [turns[i] for i in path]
             if trie is None:
-                rendered.append(render_conversation(turns, tokenizer))
+                rendered.append(render_conversation(kept, tokenizer))
                 continue
-            tries = turn_tries(trie, rec.steps, turns)
-            out = render_conversation(turns, tokenizer, [t.choices for t in tries])
+            every = turn_tries(trie, rec.steps, turns)
+            tries = [every[i] for i in path]
+            out = render_conversation(kept, tokenizer, [t.choices for t in tries])
             written[tuple(out.completion_ids)] = (out.spans, tries)
             rendered.append(out)
         with self._lock:
@@ -267,6 +307,8 @@ class GraphRollout:
                     / len(records),
                     "rollout/distinct_queries": len(set(queries)) / len(queries),
                     "rollout/parsed_final": sum(q is not None for q in queries) / len(queries),
+                    # model turns off the rendered conversation's path (conversation_path)
+                    "rollout/turns_left_out": left_out / len(records),
                 }
             )
         return {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.helpers.tiny_models import build_tiny_tokenizer
-from training.rollout import RolloutError, render_conversation
+from training.rollout import RolloutError, conversation_path, render_conversation
 
 SYSTEM = {"role": "system", "content": "you are a shopping assistant"}
 USER = {"role": "user", "content": "write a search query for the yoga mat"}
@@ -113,3 +113,41 @@ def test_inconsistent_turns_are_refused(tok) -> None:
         render_conversation([draft, other], tok)
     with pytest.raises(RolloutError):
         render_conversation([], tok)
+
+
+def test_grounded_refinements_render_the_path_to_the_last_turn(tok) -> None:
+    """A grounded run asks every refinement after the draft (``grounded_refine_messages``):
+    turn 2's prompt extends the draft's reply, not turn 1's. The rendered conversation is the
+    draft and turn 2, each under the very prompt it was sampled from."""
+    draft = step(tok, [SYSTEM, USER], "yoga mat", 0)
+    asked = [SYSTEM, USER, {"role": "assistant", "content": "yoga mat"}]
+    first = step(tok, [*asked, {"role": "user", "content": FEEDBACK}], "running shoes", 1)
+    second = step(tok, [*asked, {"role": "user", "content": "none fit: yoga mat, shoes"}], "x", 2)
+    with pytest.raises(RolloutError, match="turn 2: its prompt does not extend"):
+        render_conversation([draft, first, second], tok)  # the issue's traceback
+
+    assert conversation_path([draft, first, second], tok) == [0, 2]
+    out = render_conversation([draft, second], tok)
+    start, end = out.spans[1]
+    assert out.prompt_ids + out.completion_ids[:start] == second["prompt_token_ids"]
+    assert out.completion_ids[start:end] == second["completion_token_ids"]
+    assert out.turns == 2
+
+
+def test_a_free_run_keeps_every_turn_and_a_stray_turn_is_left_out(tok) -> None:
+    draft, refine = two_turns(tok)
+    again = step(
+        tok,
+        [
+            *REFINE_MESSAGES,
+            {"role": "assistant", "content": "running shoes women"},
+            {"role": "user", "content": "still not it"},
+        ],
+        "trail shoes",
+        2,
+    )
+    assert conversation_path([draft, refine, again], tok) == [0, 1, 2]
+    stray = step(tok, [SYSTEM, {"role": "user", "content": "gift ideas"}], "x", 1)
+    assert conversation_path([draft, stray], tok) == [0]
+    with pytest.raises(RolloutError):
+        conversation_path([], tok)

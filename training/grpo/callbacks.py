@@ -23,7 +23,8 @@ def metrics_callback(path: Path, rollout: GraphRollout) -> Any:
 
     class MetricsFile(TrainerCallback):
         """Appends TRL's per-step logs (reward terms' mean/std, zero-spread groups, KL, loss)
-        and the rollouts' own figures (mean refinements, distinct queries) to a JSONL file."""
+        and the rollouts' own figures (mean refinements, distinct queries, turns left out of
+        the rendered conversation) to a JSONL file."""
 
         def on_log(
             self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any

@@ -33,7 +33,12 @@ def plot_metrics(path: Path, out: Path) -> None:
         ("groups with zero reward spread", ["frac_reward_zero_std"]),
         (
             "rollouts",
-            ["rollout/mean_refinements", "rollout/distinct_queries", "rollout/parsed_final"],
+            [
+                "rollout/mean_refinements",
+                "rollout/distinct_queries",
+                "rollout/parsed_final",
+                "rollout/turns_left_out",
+            ],
         ),
     ]
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.5))

@@ -9,7 +9,9 @@ import random
 from dataclasses import replace
 from typing import Any
 
-from agent.prompts import grounded_messages
+from pydantic import ValidationError
+
+from agent.prompts import draft_messages, grounded_messages
 from graphs.offline.runner import profile_at
 from memory_store import Dataset, UserProfile, target_position
 from training.grpo.config import GRPOArguments, GRPOError
@@ -40,13 +42,41 @@ def logged_records(settings: GRPOArguments) -> tuple[list[Any], bool]:
     return load_joined(settings.from_trajectories, settings.home, prog="grpo")
 
 
-def _live_rows(records: list[Any]) -> list[dict[str, Any]]:
-    """Rows from joined live runs: the profile the run held, its outcome as the target."""
+def _same_prompts(record: Any, profile: UserProfile) -> bool:
+    """The run's draft prompt is the one this code writes for its profile (grounded or free);
+    a run without a model turn (``--no-model``) has none to differ. A cold-start shopper's memory
+    shows the store's popular categories, which the record does not keep: only the messages
+    before the memory are compared for them."""
+    logged = next((s.messages for s in record.steps if s.turn == 0 and s.messages), None)
+    if logged is None:
+        return True
+    cut = None if profile.n_events else -1
+    return any(
+        logged[:cut] == current[:cut]
+        for current in (grounded_messages(profile), draft_messages(profile))
+    )
+
+
+def _live_rows(records: list[Any], prog: str = "grpo") -> list[dict[str, Any]]:
+    """Rows from joined live runs: the profile the run held, its outcome as the target.
+
+    A run the rollout cannot replay as it ran is skipped, and each reason counted in one
+    ``{prog}: ...`` line: its profile snapshot is not this version's ``UserProfile``, or its
+    draft prompt is not the one this code writes (logged by another prompt version).
+    """
     rows = []
+    unreadable = other_prompts = 0
     for record in records:
         if record.target is None or not record.target.query or record.profile is None:
             continue
-        profile = UserProfile.model_validate(record.profile)
+        try:
+            profile = UserProfile.model_validate(record.profile)
+        except ValidationError:
+            unreadable += 1
+            continue
+        if not _same_prompts(record, profile):
+            other_prompts += 1
+            continue
         held = (record.run.get("memory") or {}).get("n_events")
         before = record.before if record.before is not None else held
         rows.append(
@@ -59,6 +89,12 @@ def _live_rows(records: list[Any]) -> list[dict[str, Any]]:
                 "target_title": record.target.title,
             }
         )
+    for n, why in (
+        (unreadable, "their profile snapshot is not this version's"),
+        (other_prompts, "logged by another prompt version: their draft prompt is not this code's"),
+    ):
+        if n:
+            print(f"{prog}: {n} of {len(records)} runs cannot be replayed ({why}); skipped")
     return rows
 
 

@@ -74,8 +74,9 @@ def run_grpo(
     rows, live = prompt_rows(dataset, args, seed=config.seed)
     if not rows:
         raise GRPOError(
-            "no prompt rows: no logged run has a later purchase with a category yet (record "
-            "purchases with `queryagent events add`, then see `queryagent-train outcomes`)"
+            "no prompt rows: no logged run both can be replayed and has a later purchase with a "
+            "category yet (record purchases with `queryagent events add`, then see "
+            "`queryagent-train outcomes`)"
             if live
             else "no prompt rows: no example has a target with a category"
         )
