@@ -174,3 +174,71 @@ def test_the_rankers_trees_do_not_depend_on_its_thread_count(monkeypatch) -> Non
         text = ranker.booster.model_to_string()  # type: ignore[attr-defined]
         trees.append((text[: text.index("parameters:")], ranker.calibration, ranker.threshold))
     assert trees[0] == trees[1]
+
+
+def _synthetic_rows(seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Shoppers of 6 candidates with FEATURES columns: the right query (relevance >= 1) has a
+    higher feature 2; among right queries, the ones whose products hold the item (3) have a
+    high mass_hit / mass_category share."""
+    rng = np.random.default_rng(seed)
+    groups, labels = [], []
+    hit_col, cat_col = FEATURES.index("mass_hit"), FEATURES.index("mass_category")
+    for _ in range(400):
+        x = rng.random((6, len(FEATURES)))
+        y = np.zeros(6, dtype=int)
+        right = int(rng.integers(6))
+        x[right, 2] += 1.0
+        y[right] = 3 if rng.random() < 0.5 else 1
+        x[:, cat_col] = 0.5
+        x[right, hit_col] = 0.45 if y[right] == 3 else 0.05
+        groups.append(x)
+        labels.append(y)
+    return groups, labels
+
+
+def test_the_factorized_check_adds_g_log_p_hit_to_the_rankers_score(tmp_path) -> None:
+    from agent.ranking.ranker import RankerConfig
+
+    groups, labels = _synthetic_rows()
+    plain = Ranker.fit(groups, labels, list(FEATURES), RankerConfig(hit_gain=0.0))
+    factorized = Ranker.fit(groups, labels, list(FEATURES), RankerConfig(hit_gain=0.25))
+    assert plain.hit_booster is None and factorized.hit_booster is not None
+    x = np.concatenate(groups[:20])
+    p = factorized.hit_probability(x)
+    assert ((p > 0) & (p < 1)).all()
+    raw = np.asarray(factorized.booster.predict(x))  # type: ignore[attr-defined]
+    assert np.allclose(factorized.score(x), raw + 0.25 * np.log(p))
+    # The second model learned the share: among right queries, those that hold the item score
+    # a higher chance.
+    right = np.concatenate([y for y in labels[:20]]) >= 1
+    held = np.concatenate([y for y in labels[:20]]) == 3
+    assert p[right & held].mean() > p[right & ~held].mean() + 0.3
+    factorized.save(tmp_path)
+    loaded = Ranker.load(tmp_path)
+    assert loaded.hit_gain == 0.25 and np.allclose(loaded.score(x), factorized.score(x))
+
+
+def test_the_factorized_check_is_off_with_too_few_right_query_rows() -> None:
+    from agent.ranking.ranker import RankerConfig
+
+    groups, labels = _synthetic_rows()
+    ranker = Ranker.fit(groups[:60], labels[:60], list(FEATURES), RankerConfig(hit_min_rows=50))
+    assert ranker.hit_booster is None and ranker.hit_gain == 0.0
+
+
+def test_the_checks_features_come_from_the_history_before_the_target(
+    tiny_models, tiny_dataset
+) -> None:
+    """A ranker row's features (the factorized check's second model reads the same) depend on
+    the history before the target only: another target changes the labels, never a feature."""
+    history = list(tiny_dataset.sequences["A1TINYUSER01"][:3])  # filament, filament, beakers
+    # A target of the history's own category (its query is recalled from memory: a label of 1
+    # or 3) and targets of other categories.
+    targets = [history[-1], *sorted(set(tiny_models.item_ids) - set(history))[:3]]
+    groups, labels, _ = fitmod.ranker_rows(
+        tiny_models, [(history, t) for t in targets], FitConfig()
+    )
+    for x in groups[1:]:
+        assert np.array_equal(x, groups[0])
+    assert labels[0].max() >= 1
+    assert any(not np.array_equal(y, labels[0]) for y in labels[1:])
