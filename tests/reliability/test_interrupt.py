@@ -81,8 +81,8 @@ def test_repeated_ctrl_c_during_eval_agent_is_one_line_130_and_the_cache_stays_w
         time.sleep(1.0)
     _, rest = proc.communicate(timeout=120)
     text = (err + rest).decode(errors="replace")
-    assert "terminate called" not in text and "Traceback" not in text, text[-3000:]
     assert proc.returncode == 130, (proc.returncode, text[-3000:])
+    assert "terminate called" not in text and "Traceback" not in text, text[-3000:]
     assert text.count("queryagent-train:") == 1 and LINE + "\n" in text, text[-3000:]
     for cache in out.with_suffix(".cache").glob("*.jsonl"):
         for row in cache.read_text().splitlines():
