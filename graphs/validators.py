@@ -175,12 +175,14 @@ def unix_time(seconds: float, what: str) -> datetime:
 def leave_process(code: int) -> NoReturn:
     """End the process now with ``code``, skipping the interpreter's shutdown.
 
-    For a command interrupted while native threads work (the drafter's batching thread inside a
-    torch forward pass): at shutdown Python ends daemon threads with ``pthread_exit``, whose
-    forced unwinding through a C++ ``noexcept`` frame aborts the process ("terminate called
-    without an active exception", exit 134) after the one-line message was printed. Everything
-    the command keeps (the evaluation cache) is written by whole appends and renames, so there
-    is nothing left to flush but the standard streams.
+    For a command interrupted while native threads work (``queryagent-train eval``'s graph
+    threads and the drafter's batching thread inside a torch forward pass): the shutdown joins
+    the thread pool's threads, a further Ctrl-C ends that join, and Python then ends the
+    threads still running with ``pthread_exit``, whose forced unwinding through a C++
+    ``noexcept`` frame aborts the process ("terminate called without an active exception", exit
+    134) after the one-line message was printed (``tests/reliability/test_interrupt.py``).
+    Everything the command keeps (the evaluation cache) is written by whole appends and renames,
+    so there is nothing left to flush but the standard streams.
     """
     import os
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -381,10 +382,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"queryagent-train: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
+        if standalone:  # a further Ctrl-C while leaving would break the one line (a traceback)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         hint = "; the shoppers done so far are cached: the same command resumes"
         print(f"queryagent-train: interrupted{hint if args.func is _eval else ''}", file=sys.stderr)
-        if standalone:  # native threads may still run: no interpreter shutdown (134 otherwise)
-            leave_process(EXIT_INTERRUPTED)
+        if standalone:  # the graphs' threads and the drafter's may still run: no interpreter
+            leave_process(EXIT_INTERRUPTED)  # shutdown, whose join a Ctrl-C ends (134 otherwise)
         return EXIT_INTERRUPTED
 
 

@@ -141,52 +141,7 @@ def test_prompts_are_bounded_whatever_the_memory_holds() -> None:
     assert len(memory.encode()) <= MEMORY_BYTES
 
 
-# --------------------------------------------------------------- 5: Ctrl-C during eval's agent
-
-
-@pytest.mark.slow
-@pytest.mark.integration
-def test_ctrl_c_during_eval_agent_is_one_line_130_and_the_cache_stays_whole(
-    tmp_path: Path, tiny_recbole_dir: Path, tiny_model_dir: Path
-) -> None:
-    """A real SIGINT while the agent's drafter thread is inside native code. Before, Python's
-    shutdown ended that daemon thread with pthread_exit inside a C++ frame: "terminate called
-    without an active exception", exit 134, after the one-line message."""
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    out = tmp_path / "report.json"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.reliability.workers", "slow-eval", "eval",
-         "--data", str(tiny_recbole_dir), "--methods", f"agent@{tiny_model_dir}",
-         "--out", str(out), "--batch-size", "2", "--home", str(tmp_path / "home")],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    err = b""
-    deadline = time.monotonic() + 300
-    assert proc.stderr is not None
-    import os as _os
-
-    _os.set_blocking(proc.stderr.fileno(), False)
-    while b"agent@" not in err and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-        err += proc.stderr.read() or b""
-    time.sleep(1.5)  # inside a drafter batch: the batching thread is in torch
-    proc.send_signal(signal.SIGINT)
-    rest_out, rest_err = proc.communicate(timeout=120)
-    text = (err + rest_err).decode(errors="replace")
-    assert "terminate called" not in text and "Traceback" not in text, text[-2000:]
-    assert proc.returncode == 130, text[-2000:]
-    line = (
-        "queryagent-train: interrupted; the shoppers done so far are cached: the same command "
-        "resumes\n"
-    )
-    assert text.count("queryagent-train:") == 1 and line in text, text[-2000:]
-    for cache in out.with_suffix(".cache").glob("*.jsonl"):
-        for line in cache.read_text().splitlines():
-            json.loads(line)  # whole lines only
+# --------------------------------------------------------------- 5: Ctrl-C: test_interrupt.py
 
 
 # --------------------------------------------------------------- 6: the low ones
