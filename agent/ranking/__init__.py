@@ -58,18 +58,23 @@ def load_or_fit(  # type: ignore[no-untyped-def]
     *,
     force: bool = False,
     progress: bool = True,
+    item_vectors=None,
 ):
     """The catalog models stored in ``folder`` when they were fitted on these products and
-    sequences with the current ``FitConfig``; else fitted (``fit.fit_catalog``) and stored
-    there. Returns ``(models, fitted)``. The one fit-or-reuse step of ingest, the evaluation and
-    the offline runs."""
+    sequences with the current ``FitConfig`` (and with text vectors or without, as asked); else
+    fitted (``fit.fit_catalog``; ``item_vectors``: its text start of the next-item model) and
+    stored there. Returns ``(models, fitted)``. The one fit-or-reuse step of ingest, the
+    evaluation and the offline runs."""
     folder = Path(folder)
     key = fit_key(products, sequences)
     if not force and CatalogModels.exists(folder):
         models = CatalogModels.load(folder)
-        if models.meta.get("key") == key:
+        text_init = bool(models.meta.get("nextitem_text_init", False))
+        if models.meta.get("key") == key and text_init == (item_vectors is not None):
             return models, False
-    models = fit_catalog(products, sequences, search_many, progress=progress)
+    models = fit_catalog(
+        products, sequences, search_many, progress=progress, item_vectors=item_vectors
+    )
     models.save(folder)
     return models, True
 
@@ -82,9 +87,16 @@ def fit_served(  # type: ignore[no-untyped-def]
     *,
     force: bool = False,
     progress: bool = True,
+    item_vectors=None,
 ):
     """Fit the served catalog's models at ingest into the home (``load_or_fit``: skipped when
     the stored ones match the data). Returns ``(models, fitted)``."""
     return load_or_fit(
-        served_dir(home), products, sequences, search_many, force=force, progress=progress
+        served_dir(home),
+        products,
+        sequences,
+        search_many,
+        force=force,
+        progress=progress,
+        item_vectors=item_vectors,
     )

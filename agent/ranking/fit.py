@@ -82,6 +82,8 @@ class SearchMany(Protocol):
     ) -> list[list[RetrievedProduct]]: ...
 
 
+# item ids -> their text vectors, one row each (zeros for an id without one)
+ItemVectors = Callable[[Sequence[str]], np.ndarray]
 # (prompt messages, candidate queries) -> the model's log-probability of each query
 LogprobScorer = Callable[[list[dict[str, str]], list[str]], Sequence[float]]
 
@@ -335,6 +337,7 @@ def fit_catalog(
     config: FitConfig | None = None,
     *,
     progress: bool = False,
+    item_vectors: ItemVectors | None = None,
 ) -> CatalogModels:
     """Fit the vocabulary, next-item model and ranker of one catalog (see the module doc).
 
@@ -345,9 +348,14 @@ def fit_catalog(
         search_many: ``(queries, k) -> products per query`` from the served catalog (for
             instance ``ChromaCatalog.search_many``).
         progress: a bar or a time line for each step.
+        item_vectors: the catalog's text vectors of the given item ids (for instance
+            ``agent.search.CatalogDenseScorer(catalog).item_matrix``): the next-item model's item
+            embeddings start from them (``NextItemModel.fit``); None: a random start.
     """
     with torch_threads() as threads:
-        models = _fit_catalog(products, sequences, search_many, config, progress=progress)
+        models = _fit_catalog(
+            products, sequences, search_many, config, progress=progress, item_vectors=item_vectors
+        )
     models.meta["threads"] = {"torch": threads, "lightgbm": lightgbm_threads()}
     return models
 
@@ -359,6 +367,7 @@ def _fit_catalog(
     config: FitConfig | None,
     *,
     progress: bool,
+    item_vectors: ItemVectors | None = None,
 ) -> CatalogModels:
     cfg = config or FitConfig()
     started = time.perf_counter()
@@ -386,7 +395,12 @@ def _fit_catalog(
     rows = [(cut[u], sequences[u][-1]) for u in users]
     nextitem_cfg = replace(cfg.nextitem, seed=cfg.seed)
     with _step("next-item model (stage A)", timings, "nextitem_a_s", progress):
-        model_a = NextItemModel.fit(cut, items, nextitem_cfg, progress=progress) if cut else None
+        vectors = item_vectors(items) if item_vectors is not None and cut else None
+        model_a = (
+            NextItemModel.fit(cut, items, nextitem_cfg, item_vectors=vectors, progress=progress)
+            if cut
+            else None
+        )
     stage_a = CatalogModels(
         QueryVocabulary.build(item_query, cut.values(), retrieved), model_a, None
     )
@@ -448,6 +462,7 @@ def _fit_catalog(
         "holdout_rows": len(holdout),
         "ranker_rows_with_hit": n_pos,
         "config": asdict(cfg),
+        "nextitem_text_init": vectors is not None,
         "seconds": round(time.perf_counter() - started, 1),
         "timings": timings,
         "importance": ranker.importance() if ranker else {},

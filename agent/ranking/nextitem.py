@@ -10,7 +10,8 @@ releases and drags in its own data pipeline and config system for a 60-line mode
 The check uses it for one number per candidate query: the probability mass the model puts on the
 products the query retrieves, i.e. the chance that the shopper's next purchase is among them.
 
-    model = NextItemModel.fit(sequences, epochs=40)          # {user: [item_id, ...]}, oldest first
+    model = NextItemModel.fit(sequences, item_ids, config)   # {user: [item_id, ...]}, oldest first
+    model = NextItemModel.fit(sequences, item_ids, config, item_vectors=vectors)  # text init
     probs = model.predict([["B00TNNWMXI", "B00IBZE2EQ"]])   # [n, n_items] next-item probabilities
     model.save(folder); NextItemModel.load(folder)
 
@@ -23,7 +24,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from tqdm.auto import tqdm
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["NextItemConfig", "NextItemModel"]
+__all__ = ["NextItemConfig", "NextItemModel", "text_init"]
 
 _WEIGHTS = "nextitem.safetensors"
 _CONFIG = "nextitem.json"
@@ -55,6 +56,26 @@ class NextItemConfig:
     batch_size: int = 32
     epochs: int = 40
     seed: int = 0
+
+
+def text_init(vectors: np.ndarray, dim: int, scale: float) -> np.ndarray:
+    """Item embeddings from the text encoder's product vectors (``[n_items, d]``, e.g. MiniLM's
+    384-d): centred, reduced to ``dim`` by PCA (numpy's SVD; a fitted projection, no trained
+    layer) and scaled so the rows' mean norm is ``scale``, the random init's. Items whose vector
+    is all zeros (the catalog lacks one) get zero rows here; the caller keeps their random init.
+    Fewer than ``dim`` input dimensions (or items) leave the remaining columns zero."""
+    x = np.asarray(vectors, dtype=np.float64)
+    known = np.abs(x).sum(axis=1) > 0
+    out = np.zeros((len(x), dim))
+    if known.sum() < 2:
+        return out.astype(np.float32)
+    centred = x[known] - x[known].mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    k = min(dim, vt.shape[0])
+    reduced = centred @ vt[:k].T
+    norm = float(np.linalg.norm(reduced, axis=1).mean())
+    out[known, :k] = reduced * (scale / max(norm, 1e-12))
+    return out.astype(np.float32)
 
 
 def _build_module(n_items: int, cfg: NextItemConfig) -> Any:
@@ -124,7 +145,9 @@ class NextItemModel:
         config: NextItemConfig | None = None,
         *,
         init: NextItemModel | None = None,
+        item_vectors: np.ndarray | None = None,
         progress: bool = False,
+        on_epoch: Callable[[int, NextItemModel], None] | None = None,
     ) -> NextItemModel:
         """Train on every sequence (each position predicts the next item).
 
@@ -135,7 +158,12 @@ class NextItemModel:
             config: hyper-parameters.
             init: a model fitted on the same items to start from (warm start: a refit on
                 longer sequences needs a few epochs, not a whole training).
+            item_vectors: the text encoder's product vectors, one row per ``item_ids`` entry
+                (zeros for an item without one): the item embeddings start from them
+                (``text_init``) instead of at random, unless ``init`` is given.
             progress: show a tqdm bar over epochs.
+            on_epoch: called after each epoch with its number (1-based) and the model, in
+                eval mode (a benchmark's learning curve); training resumes after it.
         """
         import torch  # heavy: only fitting and predicting need it
         import torch.nn.functional as F
@@ -145,6 +173,16 @@ class NextItemModel:
         module = _build_module(len(item_ids), cfg)
         if init is not None and init.item_ids == list(item_ids):
             module.load_state_dict(init.module.state_dict())
+        elif item_vectors is not None:
+            if len(item_vectors) != len(item_ids):
+                raise ValueError(
+                    f"item_vectors has {len(item_vectors)} rows for {len(item_ids)} items"
+                )
+            weight = module.items.weight.data  # row 0 is padding
+            scale = float(weight[1:].norm(dim=1).mean())
+            start = torch.from_numpy(text_init(item_vectors, cfg.dim, scale))
+            known = start.abs().sum(dim=1) > 0
+            weight[1:][known] = start[known]
         model = cls(item_ids, cfg, module)
         rows = []
         for seq in sequences.values():
@@ -166,7 +204,7 @@ class NextItemModel:
         generator = torch.Generator().manual_seed(cfg.seed)
         started = time.perf_counter()
         module.train()
-        for _epoch in tqdm(range(cfg.epochs), desc="next-item model", disable=not progress):
+        for epoch in tqdm(range(cfg.epochs), desc="next-item model", disable=not progress):
             order = torch.randperm(len(rows), generator=generator)
             for start in range(0, len(rows), cfg.batch_size):
                 picked = order[start : start + cfg.batch_size]
@@ -178,6 +216,10 @@ class NextItemModel:
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
+            if on_epoch is not None:
+                module.eval()
+                on_epoch(epoch + 1, model)
+                module.train()
         module.eval()
         logger.info(
             "next-item model: %d windows, %d epochs, %.1f s",
