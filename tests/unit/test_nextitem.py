@@ -92,3 +92,20 @@ def test_save_and_load_keep_the_predictions(tmp_path) -> None:
     np.testing.assert_array_equal(loaded.predict(histories), model.predict(histories))
     # no known history: uniform
     assert np.allclose(loaded.predict([["unknown"]])[0], 1 / len(ITEMS))
+
+
+def test_a_prediction_does_not_depend_on_the_other_histories_of_its_batch() -> None:
+    """Batches are cut to their longest history and padding is masked: a short history scores
+    the same alone, beside a long one, and padded to ``max_len`` by hand."""
+    import torch  # heavy: the hand-padded forward pass below
+
+    model = NextItemModel.fit(
+        CYCLE, ITEMS, NextItemConfig(**{**SMALL.__dict__, "blocks": 2, "epochs": 3})
+    )
+    alone = model.predict([["I1", "I2"]])[0]
+    beside = model.predict([["I1", "I2"], ["I3", "I4"] * 4])[0]
+    with torch.inference_mode():
+        seq = torch.tensor([model._encode(["I1", "I2"])])  # padded to max_len
+        full = torch.softmax(model.module.logits(model.module(seq)[:, -1]), dim=-1)[0].numpy()
+    np.testing.assert_allclose(alone, beside, atol=1e-6)
+    np.testing.assert_allclose(alone, full, atol=1e-6)
