@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -100,6 +101,21 @@ def valid_rows(dataset: Dataset) -> list[tuple[str, list[str], str]]:
     return out
 
 
+def code_version() -> str:
+    """The checkout's commit (``git describe --always --dirty``), or "unknown" outside git."""
+    try:
+        done = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except OSError:
+        return "unknown"
+    return done.stdout.strip() or "unknown"
+
+
 def load() -> list[float]:
     return [round(v, 2) for v in os.getloadavg()]
 
@@ -141,6 +157,7 @@ def run_variant(
     )
     fit_b = time.perf_counter() - t
     result = {
+        "code": code_version(),
         "config": asdict(cfg),
         "refit_epochs": refit_epochs,
         "text_init": text,
@@ -226,7 +243,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         result["command"] = "python -m bench.next_item " + " ".join(
             sys.argv[1:] if argv is None else argv
         )
-        report["variants"][name] = result
+        # Merged into the file as it is now (another run may have added variants meanwhile).
+        stored = json.loads(args.out.read_text()) if args.out.is_file() else {}
+        report["variants"] = {**stored.get("variants", {}), name: result}
         atomic_write(args.out, json.dumps(report, indent=2) + "\n")  # after each variant
     print(f"-> {args.out}")
     return 0

@@ -5,7 +5,11 @@ embeddings, causal self-attention blocks, and the next item scored by a dot prod
 embeddings. Trained here with a full softmax over the catalog (cross-entropy at every position),
 which on catalogs of a few thousand items converges faster than the paper's sampled binary loss.
 Written as a small torch module rather than taken from RecBole: RecBole pins old numpy/torch
-releases and drags in its own data pipeline and config system for a 60-line model.
+releases and drags in its own data pipeline and config system for a 60-line model. RecTools'
+SASRec (0.19.0, the maintained one the issue names) was checked too: its wheel requires
+numpy < 2, pandas < 3 and attrs < 24 on this Python (the project runs numpy 2.4, pandas 3.1,
+attrs 26), plus pytorch-lightning and pm-implicit, for a model this module already matches
+(full softmax over the catalog, as RecTools' default loss), so the hand-written module stays.
 
 The check uses it for one number per candidate query: the probability mass the model puts on the
 products the query retrieves, i.e. the chance that the shopper's next purchase is among them.
