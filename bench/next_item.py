@@ -130,7 +130,7 @@ def run_variant(
 ) -> dict[str, Any]:
     overrides, refit_epochs, text = parse_variant(name)
     cfg = replace(NextItemConfig(), **overrides)
-    load_start = load()
+    load_start, code = load(), code_version()
     cut = {u: list(s[:-1]) for u, s in sequences.items() if len(s) >= 2}  # as fit.py's stage A
     points: dict[int, dict[str, float]] = {}
     evaluating = [0.0]
@@ -157,7 +157,7 @@ def run_variant(
     )
     fit_b = time.perf_counter() - t
     result = {
-        "code": code_version(),
+        "code": code,
         "config": asdict(cfg),
         "refit_epochs": refit_epochs,
         "text_init": text,
