@@ -53,8 +53,10 @@ class NextItemConfig:
     blocks: int = 2
     heads: int = 1
     dropout: float = 0.3
-    # Small batches and a higher rate: on the bundled set (8k short sequences) batch 32 at 2e-3
-    # reached HR@10 0.072 on valid after 20 epochs, batch 128 at 1e-3 0.030 (bench: README).
+    # From a random start: small batches and a higher rate (on the bundled set, 8k short
+    # sequences, batch 32 at 2e-3 reached HR@10 0.072 on valid after 20 epochs, batch 128 at 1e-3
+    # 0.030). From the text vectors, FitConfig.nextitem's shorter schedule at batch 128 does
+    # better (bench/next_item.py).
     lr: float = 2e-3
     weight_decay: float = 0.0
     batch_size: int = 32
