@@ -109,3 +109,25 @@ def test_a_prediction_does_not_depend_on_the_other_histories_of_its_batch() -> N
         full = torch.softmax(model.module.logits(model.module(seq)[:, -1]), dim=-1)[0].numpy()
     np.testing.assert_allclose(alone, beside, atol=1e-6)
     np.testing.assert_allclose(alone, full, atol=1e-6)
+
+
+def test_load_or_fit_starts_from_the_text_vectors_and_refits_without_them(
+    tiny_dataset, tmp_path
+) -> None:
+    from agent.ranking import load_or_fit
+    from tests.helpers.fakes import FakeCatalog
+
+    catalog = FakeCatalog(tiny_dataset.products.values())
+    asked: list[list[str]] = []
+
+    def vectors(ids):  # type: ignore[no-untyped-def]
+        asked.append(list(ids))
+        return np.random.default_rng(0).normal(size=(len(ids), 24))
+
+    args = (tmp_path / "m", tiny_dataset.products, tiny_dataset.sequences, catalog.search_many)
+    models, fitted = load_or_fit(*args, progress=False, item_vectors=vectors)
+    assert fitted and models.meta["nextitem_text_init"] is True
+    assert asked == [sorted(tiny_dataset.products)]  # once, in the model's item order
+    assert load_or_fit(*args, progress=False, item_vectors=vectors)[1] is False  # reused
+    models, fitted = load_or_fit(*args, progress=False)  # no vectors: not the same fit
+    assert fitted and models.meta["nextitem_text_init"] is False
