@@ -363,6 +363,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return EXIT_INTERRUPTED
     args = build_parser().parse_args(argv)
+    if standalone and args.func is _eval:
+        # Leave at the first Ctrl-C: a KeyboardInterrupt would first wait, silently, for the
+        # running chunk's graphs (minutes on the bundled data). The cache is appended whole
+        # lines per write, so what was written stays, and the same command resumes.
+        signal.signal(signal.SIGINT, _leave_eval)
     try:
         # Every subcommand's --model is checked before its data loads or a model does.
         check_model(getattr(args, "model", None))
@@ -389,6 +394,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if standalone:  # the graphs' threads and the drafter's may still run: no interpreter
             leave_process(EXIT_INTERRUPTED)  # shutdown, whose join a Ctrl-C ends (134 otherwise)
         return EXIT_INTERRUPTED
+
+
+def _leave_eval(_signum: int, _frame: Any) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a further Ctrl-C must not break the line
+    print(
+        "queryagent-train: interrupted; the shoppers done so far are cached: the same command "
+        "resumes",
+        file=sys.stderr,
+    )
+    leave_process(EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":

@@ -60,11 +60,13 @@ def load_or_fit(  # type: ignore[no-untyped-def]
     search_folder: str | os.PathLike[str] | None = None,
     force: bool = False,
     progress: bool = True,
+    item_vectors=None,
 ):
     """The catalog models stored in ``folder`` when they were fitted on these products and
-    sequences, with the current ``FitConfig``, from this search's results; else fitted
-    (``fit.fit_catalog``) and stored there. Returns ``(models, fitted)``. The one fit-or-reuse
-    step of ingest, the evaluation and the offline runs.
+    sequences, with the current ``FitConfig``, from this search's results (and with text
+    vectors or without, as asked); else fitted (``fit.fit_catalog``; ``item_vectors``: the text
+    start of the next-item model) and stored there. Returns ``(models, fitted)``. The one
+    fit-or-reuse step of ingest, the evaluation and the offline runs.
 
     ``search_many`` is the search the fit learns from and caches per vocabulary query;
     ``search`` names it for the key and the stored meta: ``"dense"`` (the catalog's own), or
@@ -76,9 +78,12 @@ def load_or_fit(  # type: ignore[no-untyped-def]
     key = fit_key(products, sequences, search)
     if not force and CatalogModels.exists(folder):
         models = CatalogModels.load(folder)
-        if models.meta.get("key") == key:
+        text_init = bool(models.meta.get("nextitem_text_init", False))
+        if models.meta.get("key") == key and text_init == (item_vectors is not None):
             return models, False
-    models = fit_catalog(products, sequences, search_many, progress=progress)
+    models = fit_catalog(
+        products, sequences, search_many, progress=progress, item_vectors=item_vectors
+    )
     models.meta["key"] = key
     models.meta["search"] = search.partition(":")[0]
     models.meta["search_id"] = search
@@ -100,6 +105,7 @@ def fit_served(  # type: ignore[no-untyped-def]
     search_folder: str | os.PathLike[str] | None = None,
     force: bool = False,
     progress: bool = True,
+    item_vectors=None,
 ):
     """Fit the served catalog's models at ingest into the home (``load_or_fit``: skipped when
     the stored ones match the data and the search). Returns ``(models, fitted)``."""
@@ -112,4 +118,5 @@ def fit_served(  # type: ignore[no-untyped-def]
         search_folder=search_folder,
         force=force,
         progress=progress,
+        item_vectors=item_vectors,
     )

@@ -82,6 +82,8 @@ class SearchMany(Protocol):
     ) -> list[list[RetrievedProduct]]: ...
 
 
+# item ids -> their text vectors, one row each (zeros for an id without one)
+ItemVectors = Callable[[Sequence[str]], np.ndarray]
 # (prompt messages, candidate queries) -> the model's log-probability of each query
 LogprobScorer = Callable[[list[dict[str, str]], list[str]], Sequence[float]]
 
@@ -95,11 +97,18 @@ class FitConfig:
     # the approximate index's top 10 differed for 2 of 756 queries between two fresh homes, and
     # the fitted ranker with them (a held-out relevance of 0.217 to 0.247 across four homes).
     exact_retrieval: bool = True
-    # The next-item model (40 epochs: about 3-7 s each on 2 cores for 8k shoppers; HR@10 on the
-    # bundled valid split rose from 0.035 at 10 epochs to 0.100 at 40 and 0.102 at 45).
-    nextitem: NextItemConfig = field(default_factory=lambda: NextItemConfig(epochs=40))
+    # The next-item model, its item embeddings started from the catalog's text vectors
+    # (``item_vectors``). bench/next_item.py (bench/results/next_item.json), bundled valid split,
+    # one torch thread of a shared 2-core VM: 20 epochs at batch 128, lr 5e-3, and a 2-epoch
+    # refit reach HR@10 0.127, NDCG@10 0.066 in 90 s (load average 4.5-6.6), against 0.0995 /
+    # 0.059 in 1,341 s (load 7.5-8.5) for the schedule before (random start, batch 32, lr 2e-3,
+    # 40 + 5 epochs, every batch padded to 50 items). 10 epochs: 0.117 in 80 s (load 8); dim 128:
+    # 0.126 in 125 s. The schedule needs the text start: from a random one, 0.057 (20 + 2 epochs).
+    nextitem: NextItemConfig = field(
+        default_factory=lambda: NextItemConfig(epochs=20, batch_size=128, lr=5e-3)
+    )
     refit_for_serving: bool = True  # stage B; False serves with the stage-A model
-    refit_epochs: int = 5  # stage B starts from the stage-A weights
+    refit_epochs: int = 2  # stage B starts from the stage-A weights
     max_rows: int = 10_000  # ranker training rows (shoppers), a seeded sample beyond that
     recall: RecallConfig = field(default_factory=RecallConfig)
     ranker: RankerConfig = field(default_factory=RankerConfig)
@@ -340,6 +349,7 @@ def fit_catalog(
     config: FitConfig | None = None,
     *,
     progress: bool = False,
+    item_vectors: ItemVectors | None = None,
 ) -> CatalogModels:
     """Fit the vocabulary, next-item model and ranker of one catalog (see the module doc).
 
@@ -350,9 +360,14 @@ def fit_catalog(
         search_many: ``(queries, k) -> products per query`` from the served catalog (for
             instance ``ChromaCatalog.search_many``).
         progress: a bar or a time line for each step.
+        item_vectors: the catalog's text vectors of the given item ids (for instance
+            ``agent.search.CatalogDenseScorer(catalog).item_matrix``): the next-item model's item
+            embeddings start from them (``NextItemModel.fit``); None: a random start.
     """
     with torch_threads() as threads:
-        models = _fit_catalog(products, sequences, search_many, config, progress=progress)
+        models = _fit_catalog(
+            products, sequences, search_many, config, progress=progress, item_vectors=item_vectors
+        )
     models.meta["threads"] = {"torch": threads, "lightgbm": lightgbm_threads()}
     return models
 
@@ -364,6 +379,7 @@ def _fit_catalog(
     config: FitConfig | None,
     *,
     progress: bool,
+    item_vectors: ItemVectors | None = None,
 ) -> CatalogModels:
     cfg = config or FitConfig()
     started = time.perf_counter()
@@ -391,7 +407,18 @@ def _fit_catalog(
     rows = [(cut[u], sequences[u][-1]) for u in users]
     nextitem_cfg = replace(cfg.nextitem, seed=cfg.seed)
     with _step("next-item model (stage A)", timings, "nextitem_a_s", progress):
-        model_a = NextItemModel.fit(cut, items, nextitem_cfg, progress=progress) if cut else None
+        vectors = item_vectors(items) if item_vectors is not None and cut else None
+        if vectors is None and cut:
+            logger.warning(
+                "no text vectors for the next-item model: it starts at random, and "
+                "FitConfig.nextitem's schedule is sized for a start from them (fit_catalog's "
+                "item_vectors)"
+            )
+        model_a = (
+            NextItemModel.fit(cut, items, nextitem_cfg, item_vectors=vectors, progress=progress)
+            if cut
+            else None
+        )
     stage_a = CatalogModels(
         QueryVocabulary.build(item_query, cut.values(), retrieved), model_a, None
     )
@@ -453,6 +480,7 @@ def _fit_catalog(
         "holdout_rows": len(holdout),
         "ranker_rows_with_hit": n_pos,
         "config": asdict(cfg),
+        "nextitem_text_init": vectors is not None,
         "seconds": round(time.perf_counter() - started, 1),
         "timings": timings,
         "importance": ranker.importance() if ranker else {},

@@ -5,12 +5,17 @@ embeddings, causal self-attention blocks, and the next item scored by a dot prod
 embeddings. Trained here with a full softmax over the catalog (cross-entropy at every position),
 which on catalogs of a few thousand items converges faster than the paper's sampled binary loss.
 Written as a small torch module rather than taken from RecBole: RecBole pins old numpy/torch
-releases and drags in its own data pipeline and config system for a 60-line model.
+releases and drags in its own data pipeline and config system for a 60-line model. RecTools'
+SASRec (0.19.0, the maintained one the issue names) was checked too: its wheel requires
+numpy < 2, pandas < 3 and attrs < 24 on this Python (the project runs numpy 2.4, pandas 3.1,
+attrs 26), plus pytorch-lightning and pm-implicit, for a model this module already matches
+(full softmax over the catalog, as RecTools' default loss), so the hand-written module stays.
 
 The check uses it for one number per candidate query: the probability mass the model puts on the
 products the query retrieves, i.e. the chance that the shopper's next purchase is among them.
 
-    model = NextItemModel.fit(sequences, epochs=40)          # {user: [item_id, ...]}, oldest first
+    model = NextItemModel.fit(sequences, item_ids, config)   # {user: [item_id, ...]}, oldest first
+    model = NextItemModel.fit(sequences, item_ids, config, item_vectors=vectors)  # text init
     probs = model.predict([["B00TNNWMXI", "B00IBZE2EQ"]])   # [n, n_items] next-item probabilities
     model.save(folder); NextItemModel.load(folder)
 
@@ -23,7 +28,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +38,7 @@ from tqdm.auto import tqdm
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["NextItemConfig", "NextItemModel"]
+__all__ = ["NextItemConfig", "NextItemModel", "text_init"]
 
 _WEIGHTS = "nextitem.safetensors"
 _CONFIG = "nextitem.json"
@@ -48,13 +53,35 @@ class NextItemConfig:
     blocks: int = 2
     heads: int = 1
     dropout: float = 0.3
-    # Small batches and a higher rate: on the bundled set (8k short sequences) batch 32 at 2e-3
-    # reached HR@10 0.072 on valid after 20 epochs, batch 128 at 1e-3 0.030 (bench: README).
+    # From a random start: small batches and a higher rate (on the bundled set, 8k short
+    # sequences, batch 32 at 2e-3 reached HR@10 0.072 on valid after 20 epochs, batch 128 at 1e-3
+    # 0.030). From the text vectors, FitConfig.nextitem's shorter schedule at batch 128 does
+    # better (bench/next_item.py).
     lr: float = 2e-3
     weight_decay: float = 0.0
     batch_size: int = 32
     epochs: int = 40
     seed: int = 0
+
+
+def text_init(vectors: np.ndarray, dim: int, scale: float) -> np.ndarray:
+    """Item embeddings from the text encoder's product vectors (``[n_items, d]``, e.g. MiniLM's
+    384-d): centred, reduced to ``dim`` by PCA (numpy's SVD; a fitted projection, no trained
+    layer) and scaled so the rows' mean norm is ``scale``, the random init's. Items whose vector
+    is all zeros (the catalog lacks one) get zero rows here; the caller keeps their random init.
+    Fewer than ``dim`` input dimensions (or items) leave the remaining columns zero."""
+    x = np.asarray(vectors, dtype=np.float64)
+    known = np.abs(x).sum(axis=1) > 0
+    out = np.zeros((len(x), dim))
+    if known.sum() < 2:
+        return out.astype(np.float32)
+    centred = x[known] - x[known].mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    k = min(dim, vt.shape[0])
+    reduced = centred @ vt[:k].T
+    norm = float(np.linalg.norm(reduced, axis=1).mean())
+    out[known, :k] = reduced * (scale / max(norm, 1e-12))
+    return out.astype(np.float32)
 
 
 def _build_module(n_items: int, cfg: NextItemConfig) -> Any:
@@ -80,15 +107,23 @@ def _build_module(n_items: int, cfg: NextItemConfig) -> Any:
             self.norm = nn.LayerNorm(cfg.dim)
 
         def forward(self, seq: torch.Tensor) -> torch.Tensor:
-            """``seq`` [b, L] (left-padded with 0) -> hidden states [b, L, dim]."""
+            """``seq`` [b, L] (left-padded with 0, L <= max_len) -> hidden states [b, L, dim].
+
+            Positions count back from the last item (it is always at ``max_len - 1``), and no
+            position attends to padding, so a batch cut to its longest history gives the same
+            states as one padded to ``max_len``: the fit and ``predict`` cut every batch.
+            """
             length = seq.shape[1]
-            pos = torch.arange(length, device=seq.device).unsqueeze(0)
+            pos = torch.arange(cfg.max_len - length, cfg.max_len, device=seq.device).unsqueeze(0)
             x = self.items(seq) * math.sqrt(cfg.dim) + self.positions(pos)
-            x = self.dropout(x) * (seq > 0).unsqueeze(-1)
-            causal = torch.triu(
-                torch.ones(length, length, dtype=torch.bool, device=seq.device), diagonal=1
-            )
-            h = self.encoder(x, mask=causal)
+            pad = seq == 0
+            x = self.dropout(x) * (~pad).unsqueeze(-1)
+            square = torch.ones(length, length, dtype=torch.bool, device=seq.device)
+            # True = not attended: later positions and padding; each position always sees
+            # itself, so a padding position's row is never all masked (no NaN).
+            blocked = torch.triu(square, diagonal=1) | pad.unsqueeze(1)
+            blocked &= ~torch.eye(length, dtype=torch.bool, device=seq.device)
+            h = self.encoder(x, mask=blocked.repeat_interleave(cfg.heads, dim=0))
             return self.norm(h)
 
         def logits(self, h: torch.Tensor) -> torch.Tensor:
@@ -124,7 +159,9 @@ class NextItemModel:
         config: NextItemConfig | None = None,
         *,
         init: NextItemModel | None = None,
+        item_vectors: np.ndarray | None = None,
         progress: bool = False,
+        on_epoch: Callable[[int, NextItemModel], None] | None = None,
     ) -> NextItemModel:
         """Train on every sequence (each position predicts the next item).
 
@@ -135,7 +172,12 @@ class NextItemModel:
             config: hyper-parameters.
             init: a model fitted on the same items to start from (warm start: a refit on
                 longer sequences needs a few epochs, not a whole training).
+            item_vectors: the text encoder's product vectors, one row per ``item_ids`` entry
+                (zeros for an item without one): the item embeddings start from them
+                (``text_init``) instead of at random, unless ``init`` is given.
             progress: show a tqdm bar over epochs.
+            on_epoch: called after each epoch with its number (1-based) and the model, in
+                eval mode (a benchmark's learning curve); training resumes after it.
         """
         import torch  # heavy: only fitting and predicting need it
         import torch.nn.functional as F
@@ -145,6 +187,16 @@ class NextItemModel:
         module = _build_module(len(item_ids), cfg)
         if init is not None and init.item_ids == list(item_ids):
             module.load_state_dict(init.module.state_dict())
+        elif item_vectors is not None:
+            if len(item_vectors) != len(item_ids):
+                raise ValueError(
+                    f"item_vectors has {len(item_vectors)} rows for {len(item_ids)} items"
+                )
+            weight = module.items.weight.data  # row 0 is padding
+            scale = float(weight[1:].norm(dim=1).mean())
+            start = torch.from_numpy(text_init(item_vectors, cfg.dim, scale))
+            known = start.abs().sum(dim=1) > 0
+            weight[1:][known] = start[known]
         model = cls(item_ids, cfg, module)
         rows = []
         for seq in sequences.values():
@@ -162,15 +214,22 @@ class NextItemModel:
             return model
         inputs = torch.tensor([r[0] for r in rows])
         targets = torch.tensor([r[1] for r in rows])
+        lengths = (inputs > 0).sum(dim=1)
         optimizer = torch.optim.Adam(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         generator = torch.Generator().manual_seed(cfg.seed)
         started = time.perf_counter()
         module.train()
-        for _epoch in tqdm(range(cfg.epochs), desc="next-item model", disable=not progress):
-            order = torch.randperm(len(rows), generator=generator)
-            for start in range(0, len(rows), cfg.batch_size):
-                picked = order[start : start + cfg.batch_size]
-                batch_in, batch_out = inputs[picked], targets[picked]
+        for epoch in tqdm(range(cfg.epochs), desc="next-item model", disable=not progress):
+            # Batches of windows of about one length, in random order, each cut to its longest
+            # window: most histories are short (7 items on average on the bundled set, against
+            # a max_len of 50), so this is several times faster than padding every batch to
+            # max_len, and the same model (``forward`` masks padding).
+            noise = torch.rand(len(rows), generator=generator)
+            batches = torch.split(torch.argsort(lengths + noise), cfg.batch_size)
+            for b in torch.randperm(len(batches), generator=generator).tolist():
+                picked = batches[b]
+                width = int(lengths[picked].max())
+                batch_in, batch_out = inputs[picked, -width:], targets[picked, -width:]
                 h = module(batch_in)
                 mask = batch_out > 0
                 logits = module.logits(h[mask])
@@ -178,6 +237,10 @@ class NextItemModel:
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
+            if on_epoch is not None:
+                module.eval()
+                on_epoch(epoch + 1, model)
+                module.train()
         module.eval()
         logger.info(
             "next-item model: %d windows, %d epochs, %.1f s",
@@ -198,7 +261,8 @@ class NextItemModel:
             for start in range(0, len(histories), batch_size):
                 chunk = histories[start : start + batch_size]
                 seq = torch.tensor([self._encode(h) for h in chunk])
-                h = self.module(seq)[:, -1, :]
+                width = max(1, int((seq > 0).sum(dim=1).max()))
+                h = self.module(seq[:, -width:])[:, -1, :]  # cut to the longest (``forward``)
                 probs = torch.softmax(self.module.logits(h), dim=-1)
                 empty = (seq > 0).sum(dim=1) == 0
                 if bool(empty.any()):

@@ -19,8 +19,10 @@ Two searches, chosen by name (``SEARCH_MODES``):
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+
+import numpy as np
 
 from agent.catalog import DEFAULT_COLLECTION, Catalog
 from agent.search.dense import CatalogDenseScorer, DenseSearch
@@ -52,6 +54,7 @@ __all__ = [
     "search_dir",
     "search_id",
     "search_of",
+    "text_vectors",
     "search_key",
 ]
 
@@ -184,3 +187,12 @@ def search_of(
             "kept: run `queryagent ingest --refit`"
         )
     return open_search(catalog, mode, folder=Path(folder) / str(relative))
+
+
+def text_vectors(search: Search, catalog: Catalog) -> Callable[[Sequence[str]], np.ndarray]:
+    """The catalog's stored MiniLM vectors of given item ids (L2-normalized; zeros for an id it
+    lacks): the next-item model's text start (``agent.ranking.fit``'s ``item_vectors``). Read
+    through the fused search's dense scorer when it has one, so they are read once."""
+    dense = getattr(search, "dense", None)
+    scorer = dense if isinstance(dense, CatalogDenseScorer) else CatalogDenseScorer(catalog)
+    return scorer.item_matrix

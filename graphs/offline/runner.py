@@ -41,7 +41,14 @@ from agent.drafting.batching import micro_batched
 from agent.prompts import draft_messages
 from agent.ranking import RANKING_DIR, load_or_fit
 from agent.ranking.fit import CatalogModels
-from agent.search import DEFAULT_SEARCH, SEARCH_DIR, Search, prepare_search, search_id
+from agent.search import (
+    DEFAULT_SEARCH,
+    SEARCH_DIR,
+    Search,
+    prepare_search,
+    search_id,
+    text_vectors,
+)
 from agent.state import output_json
 from graphs.offline.ingest import ingest
 from graphs.query_agent import Deps, build_graph
@@ -129,6 +136,7 @@ def offline_ranking(
         found.search_many,
         search=search_id(found),
         search_folder=search_folder if search != "dense" else None,
+        item_vectors=text_vectors(found, catalog),
         progress=progress,
     )
     return models

@@ -28,7 +28,7 @@ from agent.parsing import parse_query
 from agent.prompts import STOP, prompt_fingerprint
 from agent.ranking import RANKING_DIR, load_or_fit
 from agent.ranking.fit import fit_key
-from agent.search import SEARCH_DIR, Search, prepare_search, search_key
+from agent.search import SEARCH_DIR, Search, prepare_search, search_key, text_vectors
 from graphs.offline.runner import OfflineRunner, draft_prompt_at, fit_sequences
 from memory_store import Dataset, Example
 from memory_store.paths import queryagent_home
@@ -214,6 +214,7 @@ class Evaluator:
                 self._fit_data[0],
                 search.search_many,
                 search=self._search_id(),
+                item_vectors=text_vectors(search, self.catalog),
             )
         return self._models
 
