@@ -77,14 +77,14 @@ def _synthetic(
     return products, sequences
 
 
-def _fit(products: dict[str, Product], sequences: dict) -> CatalogModels:
-    """The synthetic catalog's models, 20 ranker rows held out."""
+def _fit(products: dict[str, Product], sequences: dict, holdout: int = 20) -> CatalogModels:
+    """The synthetic catalog's models, ``holdout`` ranker rows held out."""
     catalog = FakeCatalog(products.values())
     return fit_catalog(
         products,
         sequences,
         catalog.search_many,
-        FitConfig(nextitem=NextItemConfig(epochs=2), holdout_rows=20),
+        FitConfig(nextitem=NextItemConfig(epochs=2), holdout_rows=holdout),
     )
 
 
@@ -173,8 +173,10 @@ def test_fit_holds_out_rows_the_ranker_never_sees(monkeypatch, tmp_path) -> None
 
 @pytest.fixture(scope="module")
 def fitted_dir(tmp_path_factory):  # type: ignore[no-untyped-def]
-    """The synthetic catalog's models with 20 held-out rows, fitted once, saved."""
-    models = _fit(*_synthetic())
+    """The synthetic catalog's models with 40 held-out rows, fitted once, saved: enough rows
+    that a model which knows the answer beats the ranker on more of them than a sign test
+    calls chance."""
+    models = _fit(*_synthetic(), holdout=40)
     folder = tmp_path_factory.mktemp("blend") / "m"
     models.save(folder)
     return folder
@@ -244,7 +246,8 @@ def test_model_weight_skipping_irrelevant_rows_learns_what_scoring_all_would(
         return scorer(messages, queries)
 
     assert models.model_weight("digest-b", counting, progress=False) == every_row
-    assert len(asked) == sum(1 for r in models.holdout if any(r["labels"])) == 12
+    relevant = sum(1 for r in models.holdout if any(r["labels"]))
+    assert len(asked) == relevant <= len(models.holdout) - 8  # the 8 zeroed rows were skipped
 
 
 class _NamedDrafter(ScriptedGroundedDrafter):
