@@ -223,7 +223,43 @@ def search_calibration_table(bench: dict[str, Any], options: dict[str, str]) -> 
     return _table(head, [[v] + [cell(name, v) for name in splits] for v in variants])
 
 
+def next_item_table(bench: dict[str, Any], options: dict[str, str]) -> str:
+    """``bench.next_item``'s runs: HR@10 and NDCG@10 on ``valid`` and the fit's time, one row per
+    configuration; the one ``FitConfig`` ships is marked (default), the first run is today's
+    before the change (before)."""
+    default = bench.get("default_fit", {})
+    rows = []
+    for label, run in bench["variants"].items():
+        cfg = run["config"]
+        name = "before" if label == "before" else ""
+        if (
+            cfg == default.get("nextitem")
+            and run.get("refit_epochs") == default.get("refit_epochs")
+            and run.get("text_init")
+            and "(" not in label  # a run of an earlier code state keeps its note in the label
+        ):
+            name = "default"
+        if "(" in label:  # "(<commit>: padding attended, ...)": a run before padding was masked
+            name = "padding attended"
+        rows.append(
+            [
+                name,
+                "yes" if run.get("text_init") else "no",
+                f"{cfg['epochs']} + {run.get('refit_epochs')}",
+                str(cfg["batch_size"]),
+                f"{cfg['lr']:g}",
+                str(cfg["dim"]),
+                f"{run['hr@10']:.3f}",
+                f"{run['ndcg@10']:.3f}",
+                f"{run['fit_s']:.0f}",
+            ]
+        )
+    head = ["run", "text start", "epochs (fit + refit)", "batch", "lr", "dim", "HR@10", "NDCG@10"]
+    return _table([*head, "fit s"], rows)
+
+
 BENCH_RENDERERS: dict[str, Callable[[dict[str, Any], dict[str, str]], str]] = {
+    "next_item.json": next_item_table,
     "recommend.json": recommend_table,
     "servers.json": servers_table,
     "search_calibration.json": search_calibration_table,
