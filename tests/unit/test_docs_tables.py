@@ -126,9 +126,9 @@ def test_reports_from_before_the_query_text_still_render() -> None:
     old = json.loads((ROOT / "reports/scientific-test.json").read_text(encoding="utf-8"))
     label = next(iter(old["methods"]))
     assert "text_words" not in old["methods"][label]["metrics"]
-    assert tables.report_table(old, {"columns": "q_em,cons@10"}).count("\n") == len(
-        old["methods"]
-    ) + 2
+    assert (
+        tables.report_table(old, {"columns": "q_em,cons@10"}).count("\n") == len(old["methods"]) + 2
+    )
     table = tables.report_table(old, {"columns": "q_em,text_words,text_differs"})
     assert table.splitlines()[2].endswith("| n/a | n/a |")
     assert "| n/a | n/a |" in markdown_table(old["methods"])

@@ -8,6 +8,8 @@ category: a text that finds that category fits, one that finds another drifts.""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from agent.context import Context
 from agent.records import RetrievedProduct, TextCheck, WrittenText
 from agent.writing import page_check, text_fits
@@ -97,7 +99,7 @@ def test_no_rewrite_when_the_first_text_fits_and_none_beyond_the_budget(
     out, drafter = filament_intent(tiny_dataset, store, tiny_models, ["Query: filament"])
     assert len(drafter.written) == 1 and out["rewrites"] == 0
     drafter = ScriptedWritingDrafter([[BEAKERS]], ["Query: duct tape"])
-    out = run(tiny_dataset, store, tiny_models, drafter, Context(**{**CTX.__dict__, "max_rewrites": 0}))
+    out = run(tiny_dataset, store, tiny_models, drafter, replace(CTX, max_rewrites=0))
     assert len(drafter.written) == 1 and out["text_source"] == "intent"
 
 
@@ -143,7 +145,7 @@ def test_no_model_call_without_a_writer_or_with_writing_off(
     assert out["texts"] == [] and out["rewrites"] == 0
 
     drafter = ScriptedWritingDrafter([[BEAKERS]], ["Query: pla filament"])
-    off = Context(**{**CTX.__dict__, "write_query": False})
+    off = replace(CTX, write_query=False)
     out = run(tiny_dataset, store, tiny_models, drafter, off)
     assert drafter.written == [] and out["query_text"] == out["query"] == FILAMENT
     assert out["text_source"] == "intent" and len(out["products"]) == 3
