@@ -76,7 +76,9 @@ def run(args: argparse.Namespace) -> int:
             "run `queryagent ingest` first)"
         )
     try:
-        context = Context(max_refinements=args.max_refinements, seed=args.seed)
+        context = Context(
+            max_refinements=args.max_refinements, seed=args.seed, write_query=not args.no_write
+        )
     except ValueError as exc:
         raise CliError(str(exc)) from exc
     if args.log is not None:

@@ -164,3 +164,9 @@ def test_recommend_shows_the_intent_and_the_written_query(
     assert main(args) == 0
     text = capsys.readouterr().out
     assert "recommended query: " in text and f"intent: '{out['query']}'" in text
+
+    # --no-write: no model call for the text; the intent is shown.
+    assert main([*args, "--json", "--no-write"]) == 0
+    quiet = json.loads(capsys.readouterr().out)
+    assert quiet["query"] == out["query"] and quiet["texts"] == []
+    assert quiet["query_text"] == quiet["query"] and quiet["text_source"] == "intent"
