@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from training.evaluation.runner import EvalConfig, Evaluator, MethodSpec
 from tests.helpers.fakes import FakeCatalog, ScriptedWritingDrafter
+from training.evaluation.runner import EvalConfig, Evaluator, MethodSpec
 
 
 def test_the_agents_metrics_come_from_its_written_text(tiny_dataset, tmp_path: Path) -> None:
