@@ -130,7 +130,7 @@ def write_query(
     no model call) when this run does not write (``can_write``) or there is no intent."""
     ctx = _context(runtime)
     if not state.query or state.profile is None or not can_write(drafter, ranking, ctx):
-        return {}
+        return {"texts": []}  # an update all the same: Studio shows a null one as missing
     share, mass = page_check(state.products, state.query, ranking, state.history)
     intent = TextCheck(share=share, mass=mass)
     messages = write_messages(state.profile, state.query, state.popular_categories)
@@ -144,7 +144,7 @@ def check_text(
     products against the intent's page (``text_fits``)."""
     ctx = _context(runtime)
     if not state.texts or state.texts[-1].check is not None or state.intent_check is None:
-        return {}
+        return {"texts": []}
     last = state.texts[-1]
     intent = state.intent_check
     if last.text is None:
