@@ -79,6 +79,30 @@ class Context:
             "best-fitting attempt is recommended either way."
         },
     )
+    write_query: bool = field(
+        default=True,
+        metadata={
+            "description": "After the check picks the intent (a catalog query), have the model "
+            "write the query text the shopper sees (short, natural, with the specifics the "
+            "history supports), checked on what it retrieves. Off, or without a model that "
+            "writes (the `ranker` ablation, free drafting): no model call, the text is the "
+            "intent."
+        },
+    )
+    max_rewrites: int = field(
+        default=1,
+        metadata={
+            "description": "Most rewrites of the query text after the first when its products "
+            "drift from the intent's and the shopper's (0 = write once)."
+        },
+    )
+    text_min_share: float = field(
+        default=0.5,
+        metadata={
+            "description": "Share (0-1) of the written text's products that must be in the "
+            "intent's category (or the intent's own share, when lower) for the text to fit."
+        },
+    )
     top_p: float = field(default=1.0, metadata={"description": "Drafter nucleus sampling mass."})
     max_new_tokens: int = field(
         default=16, metadata={"description": "Most tokens the drafter writes per query."}
@@ -106,6 +130,10 @@ class Context:
             raise ValueError(
                 f"need temperature >= 0 and 0 < top_p <= 1, got {self.temperature}, {self.top_p}"
             )
+        if self.max_rewrites < 0:
+            raise ValueError(f"max_rewrites must be >= 0, got {self.max_rewrites}")
+        if not 0.0 <= self.text_min_share <= 1.0:
+            raise ValueError(f"text_min_share is a share in [0, 1], got {self.text_min_share}")
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
 

@@ -13,7 +13,8 @@
   whose ``fit`` is the chance that the shopper's next purchase is among its products;
 * ``refine_query``: when the best chance is below the learned threshold, the model sees the
   verdict and proposes new candidates;
-* ``finalize``: the best-scored attempt, with its products searched in the catalog.
+* ``finalize``: the best-scored attempt (the recommendation's intent), with its products
+  searched in the catalog; ``agent.writing``'s nodes then write the query text the shopper sees.
 
 Each node is ``(state, runtime)`` plus the dependency it needs as a keyword argument that
 ``graphs.query_agent.build_graph`` binds. Memory is read through ``runtime.store``. A model

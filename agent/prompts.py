@@ -177,3 +177,84 @@ def grounded_refine_messages(
         {"role": "assistant", "content": f"Query: {best_query}"},
         {"role": "user", "content": "\n".join(lines)},
     ]
+
+
+# --------------------------------------------------------------------------- the query text
+
+# After the check picks the intent (a catalog query: a category path), the model writes the
+# query text the shopper sees (``agent.writing``): free generation, so two worked turns show the
+# form (as ``FEW_SHOT`` does for free drafting; the shoppers are made up).
+WRITE_SYSTEM_PROMPT = (
+    "You are a shopping assistant. Given the store category a shopper will search next and "
+    "their memory, write the search query they would type for it: 2 to 6 words, natural, with "
+    "the brand, size or material their purchases point to. Reply with one line: Query: <words>"
+)
+WRITE_FEW_SHOT: tuple[tuple[str, str, str], ...] = (
+    (
+        "lab scientific products glassware labware beakers",
+        FEW_SHOT[0][0],
+        "Query: pyrex glass beaker 250 ml",
+    ),
+    (
+        "additive manufacturing products 3d printing supplies filament",
+        FEW_SHOT[1][0],
+        "Query: hatchbox pla filament 1.75 mm",
+    ),
+)
+
+
+def writing_fingerprint() -> str:
+    """A short hash of the query text's prompts: an evaluation's cached agent results (whose
+    products come from the text) are only reused for the same prompts."""
+    text = repr((WRITE_SYSTEM_PROMPT, WRITE_FEW_SHOT, STOP, FEEDBACK_PRODUCTS, TITLE_CHARS))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _write_turn(intent: str, memory: str) -> str:
+    return f"Category: {intent}\n{memory}"
+
+
+def write_messages(
+    profile: UserProfile, intent: str, popular_categories: Sequence[str] = ()
+) -> list[dict[str, str]]:
+    """The query text's prompt: the intent (the catalog query the check picked) and the
+    shopper's memory, after two worked turns."""
+    messages = [{"role": "system", "content": WRITE_SYSTEM_PROMPT}]
+    for category, shopper, answer in WRITE_FEW_SHOT:
+        messages += [
+            {"role": "user", "content": _write_turn(category, shopper)},
+            {"role": "assistant", "content": answer},
+        ]
+    memory = memory_text(profile, popular_categories)
+    messages.append({"role": "user", "content": bounded_memory(_write_turn(intent, memory))})
+    return messages
+
+
+def rewrite_messages(
+    previous: Sequence[dict[str, str]],
+    completion: str,
+    text: str | None,
+    intent: str,
+    products: Sequence[RetrievedProduct],
+    feedback: str,
+) -> list[dict[str, str]]:
+    """The rewrite turn: the previous conversation, the model's last reply, and what its text
+    retrieved with the check's verdict (its products drifted from the intent's or the
+    shopper's)."""
+    if text is None:
+        lines = ["That reply was not a search query."]
+    else:
+        lines = [f'The query "{text}" retrieved:']
+        for product in products[:FEEDBACK_PRODUCTS]:
+            lines.append(f"{product.rank}. {product.title[:TITLE_CHARS]}")
+        if feedback:
+            lines.append(feedback)
+    lines.append(
+        f'Write a query that finds the category "{intent}" for this shopper. '
+        "Reply with one line: Query: <words>"
+    )
+    return [
+        *previous,
+        {"role": "assistant", "content": completion},
+        {"role": "user", "content": "\n".join(lines)},
+    ]

@@ -20,6 +20,8 @@ __all__ = [
     "Product",
     "QueryAttempt",
     "RetrievedProduct",
+    "TextCheck",
+    "WrittenText",
 ]
 
 
@@ -86,3 +88,39 @@ class QueryAttempt(BaseModel):
     # The learned check's ranking score (higher is better; ``check.fit`` is its calibrated
     # chance that the next purchase is among ``products``).
     rank_score: float | None = None
+
+
+class TextCheck(BaseModel):
+    """The check of a query text (``agent.writing``): how its products fit the intent and the
+    shopper. ``share``: the share of its products in the intent's category; ``mass``: the
+    next-item model's probability that the shopper's next purchase is among them (0 without a
+    next-item model); ``fits``: at least as good as the intent's own page (see
+    ``agent.writing.text_fits``); ``feedback``: the sentence a rewrite prompt shows the model."""
+
+    model_config = ConfigDict(frozen=True)
+
+    share: float
+    mass: float
+    fits: bool = True
+    feedback: str = ""
+
+
+class WrittenText(BaseModel):
+    """One query text the model wrote for the recommendation's intent (``agent.writing``):
+    the prompt and completion as generated, the parsed text (None with ``error`` when the
+    completion is not a query), what it retrieves and the check's verdict. Frozen, like
+    ``QueryAttempt``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    turn: int = Field(ge=0, description="0 for the first text, then 1, 2, ... for rewrites")
+    kind: Literal["write", "rewrite"]
+    messages: list[dict[str, str]] = Field(default_factory=list)
+    completion: str = ""
+    prompt_token_ids: list[int] = Field(default_factory=list)
+    completion_token_ids: list[int] = Field(default_factory=list)
+    text: str | None = None
+    error: str | None = None
+    products: list[RetrievedProduct] = Field(default_factory=list)
+    # None until ``check_text`` has seen the text.
+    check: TextCheck | None = None

@@ -18,10 +18,24 @@ from typing import Annotated, Any
 
 from pydantic_core import to_jsonable_python
 
-from agent.records import QueryAttempt, RetrievedProduct
+from agent.records import QueryAttempt, RetrievedProduct, TextCheck, WrittenText
 from memory_store import UserProfile
 
-__all__ = ["InputState", "OutputState", "State", "output_json"]
+__all__ = ["InputState", "OutputState", "State", "merge_texts", "output_json"]
+
+
+def merge_texts(left: list[WrittenText], right: list[WrittenText]) -> list[WrittenText]:
+    """The ``texts`` channel's reducer: a text of a turn already there replaces it (the check
+    fills a text in), any other is appended."""
+    out = list(left)
+    turns = {t.turn: i for i, t in enumerate(out)}
+    for text in right:
+        if text.turn in turns:
+            out[turns[text.turn]] = text
+        else:
+            turns[text.turn] = len(out)
+            out.append(text)
+    return out
 
 
 @dataclass(kw_only=True)
@@ -60,6 +74,16 @@ class State(InputState):
     # purchase is among ``products`` (None for a fallback).
     fit: float | None = None
     source: str | None = None
+    # The query text the shopper sees (``agent.writing``): ``query`` is the intent (the catalog
+    # query the check picked, what Q_EM is taken on); ``query_text`` the model's text for it when
+    # its products fit, else the intent (``text_source`` "model" or "intent"); ``products`` are
+    # the shown text's. ``texts`` are the written texts with their checks, ``intent_check`` the
+    # check of the intent's own page they are compared with, ``rewrites`` the rewrites made.
+    query_text: str | None = None
+    text_source: str | None = None
+    texts: Annotated[list[WrittenText], merge_texts] = field(default_factory=list)
+    intent_check: TextCheck | None = None
+    rewrites: Annotated[int, operator.add] = 0
 
 
 @dataclass(kw_only=True)
@@ -67,7 +91,12 @@ class OutputState:
     """What a caller gets back."""
 
     user_id: str
+    # The intent: the catalog query the check picked (see ``State.query_text``).
     query: str | None = None
+    # The query text the shopper sees, and who wrote it ("model", or "intent": the intent's own).
+    query_text: str | None = None
+    text_source: str | None = None
+    # The products the shown text retrieves.
     products: list[RetrievedProduct] = field(default_factory=list)
     # The check's fit of the recommended attempt (see ``State.fit``).
     fit: float | None = None
@@ -85,6 +114,10 @@ class OutputState:
     pending: list[QueryAttempt] = field(default_factory=list)
     can_refine: bool = False
     threshold: float = 0.0
+    # The query text's steps (``agent.writing``), for Studio and the trajectory.
+    texts: list[WrittenText] = field(default_factory=list)
+    intent_check: TextCheck | None = None
+    rewrites: int = 0
 
 
 def output_json(output: Mapping[str, Any]) -> dict[str, Any]:

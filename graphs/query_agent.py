@@ -2,6 +2,10 @@
 
     recall_memory -> draft_query -> recall_candidates -> retrieve_products -> check_consistency
         -> (refine_query -> retrieve_products -> check_consistency)* -> finalize
+        -> write_query -> check_text -> (rewrite_query -> check_text)* -> choose_text
+
+``finalize`` recommends the intent (the catalog query the check picked); the last four nodes
+(``agent.writing``) write the query text the shopper sees and check what it retrieves.
 
 ``build_graph(deps)`` returns the uncompiled builder (tests compile it with their own store,
 checkpointer and fakes). ``graph`` is the module-level compiled graph that ``langgraph.json``
@@ -22,7 +26,7 @@ from typing import Any, Generic, TypeVar, cast
 
 from langgraph.graph import END, START, StateGraph
 
-from agent import nodes
+from agent import nodes, writing
 from agent.catalog import Catalog, ChromaCatalog
 from agent.context import Context
 from agent.drafting import DrafterError, HFDrafter, QueryDrafter
@@ -73,6 +77,10 @@ def build_graph(deps: Deps) -> StateGraph[Any, Context, Any, Any]:
     builder.add_node("check_consistency", partial(nodes.check_consistency, ranking=r, drafter=d))
     builder.add_node("refine_query", partial(nodes.refine_query, drafter=d, ranking=r))
     builder.add_node("finalize", partial(nodes.finalize, search=c, ranking=r))
+    builder.add_node("write_query", partial(writing.write_query, drafter=d, ranking=r))
+    builder.add_node("check_text", partial(writing.check_text, search=c, ranking=r))
+    builder.add_node("rewrite_query", partial(writing.rewrite_query, drafter=d, ranking=r))
+    builder.add_node("choose_text", writing.choose_text)
     builder.add_edge(START, "recall_memory")
     builder.add_edge("recall_memory", "draft_query")
     builder.add_edge("draft_query", "recall_candidates")
@@ -80,7 +88,11 @@ def build_graph(deps: Deps) -> StateGraph[Any, Context, Any, Any]:
     builder.add_edge("retrieve_products", "check_consistency")
     builder.add_conditional_edges("check_consistency", nodes.route_after_check)
     builder.add_edge("refine_query", "retrieve_products")
-    builder.add_edge("finalize", END)
+    builder.add_edge("finalize", "write_query")
+    builder.add_edge("write_query", "check_text")
+    builder.add_conditional_edges("check_text", writing.route_after_text_check)
+    builder.add_edge("rewrite_query", "check_text")
+    builder.add_edge("choose_text", END)
     return builder
 
 

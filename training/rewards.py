@@ -377,3 +377,47 @@ def optimiser_kwargs(name: Literal["gdpo", "grpo"] = "gdpo") -> dict[str, Any]:
     if name not in aggregation:
         raise ValueError(f"optimiser must be 'gdpo' or 'grpo', got {name!r}")
     return {"multi_objective_aggregation": aggregation[name]}
+
+
+# --------------------------------------------------------------------------- the query text
+
+# The query text's reward terms (issue 27's first role: the model writes the text the shopper
+# sees for the intent the check picked, ``agent.writing``). Pure functions of what the written
+# text retrieved, for a GRPO group of texts: each in [0, 1], dense and cheap (one search per
+# text). Not wired into ``training.grpo`` yet.
+TEXT_BEST_WORDS = (2, 6)  # the prompt's "2 to 6 words"
+TEXT_MAX_WORDS = 10  # ``memory_store.queries.MAX_QUERY_WORDS``: longer does not parse
+
+
+def text_rank_reward(target: str, retrieved: Sequence[str], depth: int = 100) -> float:
+    """1 / log2(1 + rank) of the shopper's next item among the text's results (ids, best
+    first): 1 at rank 1, 0.5 at rank 3; 0 when it is not in the first ``depth``."""
+    for rank, item in enumerate(list(retrieved)[:depth], start=1):
+        if item == target:
+            return 1.0 / math.log2(1 + rank)
+    return 0.0
+
+
+def text_category_share(
+    retrieved: Sequence[str], intent: str, item_query: Mapping[str, str], k: int = 10
+) -> float:
+    """The share of the text's top ``k`` results whose category query is the intent
+    (``QueryVocabulary.item_query``); 0 for no results."""
+    top = list(retrieved)[:k]
+    if not top:
+        return 0.0
+    return sum(item_query.get(item) == intent for item in top) / len(top)
+
+
+def text_brevity(text: str | None) -> float:
+    """1 for a text of 2 to 6 words, falling linearly to 0 at 10 words (and 0.5 for one word);
+    0 for no text."""
+    n = len((text or "").split())
+    low, high = TEXT_BEST_WORDS
+    if n == 0 or n > TEXT_MAX_WORDS:
+        return 0.0
+    if n < low:
+        return 0.5
+    if n <= high:
+        return 1.0
+    return (TEXT_MAX_WORDS - n) / (TEXT_MAX_WORDS - high)

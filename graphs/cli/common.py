@@ -39,4 +39,9 @@ def agent_options() -> argparse.ArgumentParser:
         help="most refine rounds (0 = single turn)",
     )
     run.add_argument("--seed", type=int, default=None, help="sampling seed")
+    run.add_argument(
+        "--no-write",
+        action="store_true",
+        help="show the intent (the catalog query) as the query text: no model call to write it",
+    )
     return run

@@ -88,7 +88,9 @@ def run(args: argparse.Namespace) -> int:
     users = read_users_file(args.users) if args.users is not None else None
     since = parse_since(args.since) if args.since is not None else None
     try:
-        context = Context(max_refinements=args.max_refinements, seed=args.seed)
+        context = Context(
+            max_refinements=args.max_refinements, seed=args.seed, write_query=not args.no_write
+        )
     except ValueError as exc:
         raise CliError(str(exc)) from exc
     home = str(args.home) if args.home is not None else None

@@ -76,7 +76,9 @@ def run(args: argparse.Namespace) -> int:
             "run `queryagent ingest` first)"
         )
     try:
-        context = Context(max_refinements=args.max_refinements, seed=args.seed)
+        context = Context(
+            max_refinements=args.max_refinements, seed=args.seed, write_query=not args.no_write
+        )
     except ValueError as exc:
         raise CliError(str(exc)) from exc
     if args.log is not None:
@@ -204,10 +206,17 @@ def _print_text(result: dict[str, Any], profile: Any) -> None:
     print(f"shopper {safe(result['user_id'])}: {safe(profile.latent_identity)}")
     fit = result.get("fit")
     fit_text = f"{fit:.2f}" if fit is not None else "n/a"
+    # The query the shopper sees (the model's text, or the intent's own); results stored before
+    # the text existed have the intent alone.
+    text = result.get("query_text") or result.get("query")
     print(
-        f"  recommended query: {result.get('query')!r}  (fit {fit_text}, "
-        f"{result.get('refinements', 0)} refinements, source {result.get('source')}, "
-        f"{result['latency_s']:.1f} s)"
+        f"  recommended query: {safe(repr(text))}  (written by "
+        f"{safe(result.get('text_source') or 'intent')}, "
+        f"{result.get('rewrites', 0)} rewrites, {result['latency_s']:.1f} s)"
+    )
+    print(
+        f"  intent: {safe(repr(result.get('query')))}  (fit {fit_text}, "
+        f"{result.get('refinements', 0)} refinements, source {safe(result.get('source'))})"
     )
     for p in result.get("products", [])[:5]:
         title, brand = safe(p["title"][:80]), safe(p["brand"] or "-")

@@ -75,6 +75,9 @@ def _result_value(
     return {
         "user_id": output["user_id"],
         "query": output.get("query"),
+        "query_text": output.get("query_text"),
+        "text_source": output.get("text_source"),
+        "rewrites": int(output.get("rewrites") or 0),
         "source": output.get("source"),
         "fit": output.get("fit"),
         "refinements": int(output.get("refinements") or 0),

@@ -105,6 +105,27 @@ class ScriptedGroundedDrafter:
         return [[-float(len(ids)) for ids in c] for c in completions]
 
 
+class ScriptedWritingDrafter(ScriptedGroundedDrafter):
+    """A ``ScriptedGroundedDrafter`` that also generates freely (as ``GroundedHFDrafter`` does),
+    so the graph writes query texts: each ``generate`` call answers with the next of ``texts``
+    (the last one repeated when they run out); its prompts go to ``written``."""
+
+    def __init__(self, script: Sequence[Sequence[str]], texts: Sequence[str]) -> None:
+        super().__init__(script)
+        self.texts = list(texts)
+        self.written: list[list[dict[str, str]]] = []
+
+    def generate(self, prompts, **options):  # type: ignore[no-untyped-def]
+        from agent.records import Generation
+
+        out = []
+        for messages in prompts:
+            self.written.append([dict(m) for m in messages])
+            text = self.texts.pop(0) if len(self.texts) > 1 else self.texts[0]
+            out.append(Generation(text=text, prompt_token_ids=[1], completion_token_ids=[2]))
+        return out
+
+
 class WordTokenizer:
     """A whitespace tokenizer with a growing vocabulary (enough to build a ``QueryTrie``)."""
 

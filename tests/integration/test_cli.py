@@ -129,3 +129,44 @@ def test_recommend_on_a_home_without_fitted_models_is_one_line(
     code = main(["recommend", "--user", "A1TINYUSER01", "--home", str(home)])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "run `queryagent ingest`" in err, err
+
+
+def test_recommend_shows_the_intent_and_the_written_query(
+    ingested_home: Path, tiny_model_dir: Path, capsys
+) -> None:
+    """The recommendation's intent (``query``, a catalog query) and the query text the shopper
+    sees (``query_text``: the tiny LM's when its products fit, else the intent's own), with
+    the products the shown text retrieves through the served search."""
+    from agent.ranking import load_served
+    from graphs.query_agent import served_search
+
+    args = ["recommend", "--user", "A1TINYUSER01", "--model", str(tiny_model_dir)]
+    args += ["--home", str(ingested_home), "--max-refinements", "0"]
+    assert main([*args, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    ranking = load_served(ingested_home)
+    assert out["query"] in set(ranking.vocab.queries)  # the intent
+    assert out["text_source"] in {"model", "intent"}
+    # The model wrote (a grounded drafter that generates): its text is checked on its products.
+    assert out["texts"] and out["texts"][0]["kind"] == "write"
+    assert out["texts"][0]["completion_token_ids"] and out["intent_check"] is not None
+    assert out["rewrites"] <= 1 and len(out["texts"]) == 1 + out["rewrites"]
+    if out["text_source"] == "intent":
+        assert out["query_text"] == out["query"]
+        assert not any(t["check"] and t["check"]["fits"] for t in out["texts"])
+    else:
+        fitting = [t for t in out["texts"] if t["check"]["fits"]]
+        assert out["query_text"] in [t["text"] for t in fitting]
+    search = served_search(ChromaCatalog(home=ingested_home), ranking)
+    shown = search.search(out["query_text"], k=10)
+    assert [p["item_id"] for p in out["products"]] == [p.item_id for p in shown]
+
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "recommended query: " in text and f"intent: '{out['query']}'" in text
+
+    # --no-write: no model call for the text; the intent is shown.
+    assert main([*args, "--json", "--no-write"]) == 0
+    quiet = json.loads(capsys.readouterr().out)
+    assert quiet["query"] == out["query"] and quiet["texts"] == []
+    assert quiet["query_text"] == quiet["query"] and quiet["text_source"] == "intent"

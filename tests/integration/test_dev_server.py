@@ -115,6 +115,7 @@ def test_run_through_the_server_api_matches_in_process(
 
     assert served["query"], served
     assert served["query"] == local["query"]
+    assert served["query_text"] == local["query_text"] and served["query_text"]
     assert [p["item_id"] for p in served["products"]] == [p["item_id"] for p in local["products"]]
     assert [a["completion"] for a in served["attempts"]] == [
         a["completion"] for a in local["attempts"]
@@ -152,6 +153,9 @@ def test_updates_stream_shows_every_nodes_update(server: str) -> None:
         "retrieve_products",
         "check_consistency",
         "finalize",
+        "write_query",
+        "check_text",
+        "choose_text",
     )
     for node in nodes:
         assert node in updates, sorted(updates)
@@ -161,3 +165,6 @@ def test_updates_stream_shows_every_nodes_update(server: str) -> None:
     checked = updates["check_consistency"][0]["attempts"]  # type: ignore[index]
     assert all(0 <= a["check"]["fit"] <= 1 for a in checked)
     assert isinstance(updates["finalize"][0]["products"][0]["item_id"], str)  # type: ignore[index]
+    # the intent (finalize's query) and the text the shopper sees (choose_text's)
+    assert updates["choose_text"][0]["text_source"] in {"model", "intent"}  # type: ignore[index]
+    assert updates["choose_text"][0]["query_text"]  # type: ignore[index]

@@ -36,11 +36,12 @@ def test_ingest_serves_the_fused_search_by_default(
     assert isinstance(search, FusedSearch) and FusedSearch.exists(search_dir(ingested_home))
     out = _recommend(ingested_home, tiny_model_dir, capsys)
     shown = [p["item_id"] for p in out["products"]]
-    # What recommend shows is the fused search's page for the recommended query...
-    assert shown == [p.item_id for p in search.search(out["query"], k=len(shown))]
+    # What recommend shows is the fused search's page for the query it shows (``query_text``:
+    # the model's text, or the intent)...
+    assert shown == [p.item_id for p in search.search(out["query_text"], k=len(shown))]
     # ... which is not the dense search's page for it on this catalog (else this test could not
     # tell them apart).
-    dense = [p.item_id for p in catalog.search(out["query"], k=len(shown))]
+    dense = [p.item_id for p in catalog.search(out["query_text"], k=len(shown))]
     assert shown != dense
 
 
@@ -55,7 +56,7 @@ def test_ingest_search_dense_keeps_the_earlier_search(
     assert not FusedSearch.exists(search_dir(home))
     out = _recommend(home, tiny_model_dir, capsys)
     shown = [p["item_id"] for p in out["products"]]
-    dense = ChromaCatalog(home=home).search(out["query"], k=len(shown))
+    dense = ChromaCatalog(home=home).search(out["query_text"], k=len(shown))
     assert shown == [p.item_id for p in dense]
     # Switching back refits the ranking models on the fused search's results.
     assert main([*argv, "--search", "fused"]) == 0

@@ -113,3 +113,29 @@ def test_relative_links_resolve(page: Path) -> None:
         elif anchor and (file.suffix != ".md" or anchor not in _anchors(file)):
             broken.append(target)
     assert not broken, f"{page.name}: links that point nowhere: {broken}"
+
+
+def test_reports_from_before_the_query_text_still_render() -> None:
+    """The query text's metrics (text_words, text_differs) are new: a report without them renders
+    its default table as before, and shows them as n/a when a table asks for them; a new report
+    shows them."""
+    import json
+
+    from training.evaluation.report import markdown_table
+
+    old = json.loads((ROOT / "reports/scientific-test.json").read_text(encoding="utf-8"))
+    label = next(iter(old["methods"]))
+    assert "text_words" not in old["methods"][label]["metrics"]
+    assert (
+        tables.report_table(old, {"columns": "q_em,cons@10"}).count("\n") == len(old["methods"]) + 2
+    )
+    table = tables.report_table(old, {"columns": "q_em,text_words,text_differs"})
+    assert table.splitlines()[2].endswith("| n/a | n/a |")
+    assert "| n/a | n/a |" in markdown_table(old["methods"])
+    new = {"methods": {label: json.loads(json.dumps(old["methods"][label]))}}
+    metrics = new["methods"][label]["metrics"]
+    metrics["text_words"] = {"mean": 3.25, "low": 3.0, "high": 3.5}
+    metrics["text_differs"] = {"mean": 0.5, "low": 0.4, "high": 0.6}
+    table = tables.report_table(new, {"columns": "text_words,text_differs"})
+    assert table.splitlines()[0] == "| method | text words | text differs from intent |"
+    assert table.splitlines()[2] == f"| {label} | 3.25 | 0.500 [0.400, 0.600] |"

@@ -72,3 +72,30 @@ def test_distinct_ratio_counts_normalized_queries() -> None:
         outcome("c", "glue", "x", []),
     ]
     assert distinct_ratio(outs) == pytest.approx(2 / 3)
+
+
+def test_the_text_the_shopper_sees_is_scored_apart_from_the_intent() -> None:
+    """Q_EM and ROUGE-L on the intent; I_Hit/NDCG/Cons from what the text retrieved (the
+    caller retrieves for the text); the text's length in words and whether it differs."""
+    rows = score_outcomes(
+        [
+            # right intent, its text's page holds the target second: Cons@10 1, Cons@1 0
+            outcome("a", "duct tape", "duct tape", ["X", "T"], text="gorilla duct tape"),
+            # wrong intent, the text's page holds the target: a hit, but no Cons
+            outcome("b", "glass beakers", "duct tape", ["T"], text="beaker set"),
+            # a baseline: no text, so the intent is shown
+            outcome("c", "duct tape", "duct tape", ["T"]),
+            # a text equal to the intent (after normalization) does not differ
+            outcome("d", "duct tape", "duct tape", [], text="Duct Tape"),
+        ]
+    )
+    a, b, c, d = rows
+    assert a["q_em"] == 1 and a["rouge_l"] == pytest.approx(1.0)
+    assert a["i_hit@1"] == 0 and a["cons@10"] == 1 and a["cons@1"] == 0
+    assert a["text_words"] == 3 and a["text_differs"] == 1
+    assert b["q_em"] == 0 and b["i_hit@1"] == 1 and b["cons@10"] == 0 and b["text_differs"] == 1
+    assert c["text_words"] == 2 and c["text_differs"] == 0
+    assert d["text_differs"] == 0 and d["text_words"] == 2
+    summary = aggregate(rows, seed=0)
+    assert summary["text_differs"]["mean"] == pytest.approx(0.5)
+    assert summary["text_words"]["mean"] == pytest.approx(2.25)

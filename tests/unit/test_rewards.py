@@ -393,3 +393,35 @@ def test_training_rewards_add_the_rank_term_on_a_catalog() -> None:
     assert names == [*(f.__name__ for f in REWARD_TERMS), "rank_reward"]
     assert training_rewards(catalog, rank_depth=0) == REWARD_TERMS
     assert training_rewards(None) == REWARD_TERMS
+
+
+# ------------------------------------------------------------------ the query text's terms
+
+
+def test_text_rank_reward_is_the_next_items_discounted_rank() -> None:
+    from training.rewards import text_rank_reward
+
+    assert text_rank_reward("T", ["T", "X"]) == 1.0
+    assert text_rank_reward("T", ["X", "Y", "T"]) == pytest.approx(0.5)
+    assert text_rank_reward("T", ["X", "Y"]) == 0.0
+    assert text_rank_reward("T", ["X", "Y", "T"], depth=2) == 0.0
+    assert text_rank_reward("T", []) == 0.0
+
+
+def test_text_category_share_counts_the_intents_items_in_the_top_k() -> None:
+    from training.rewards import text_category_share
+
+    item_query = {"a": "duct tape", "b": "duct tape", "c": "glass beakers"}
+    assert text_category_share(["a", "c", "b", "z"], "duct tape", item_query) == 0.5
+    assert text_category_share(["a", "c", "b"], "duct tape", item_query, k=1) == 1.0
+    assert text_category_share([], "duct tape", item_query) == 0.0
+
+
+def test_text_brevity_prefers_two_to_six_words() -> None:
+    from training.rewards import text_brevity
+
+    assert text_brevity("gorilla duct tape") == 1.0
+    assert text_brevity("tape") == 0.5
+    assert text_brevity("a b c d e f g h") == pytest.approx(0.5)
+    assert text_brevity(" ".join("w" * 11)) == 0.0
+    assert text_brevity(None) == 0.0 and text_brevity("") == 0.0

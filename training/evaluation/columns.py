@@ -14,3 +14,7 @@ TABLE_METRICS = (
     "refinements",
     "latency_s",
 )
+
+# The query text's columns (``agent.writing``): reports written before it lack them, so the docs'
+# tables show them only when asked (``columns=...``), as "n/a" for such a report.
+TEXT_METRICS = ("text_words", "text_differs")

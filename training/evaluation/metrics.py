@@ -32,6 +32,10 @@ METRICS = (
     # I_Hit@10 on the shoppers whose query was right (Cons@10 / Q_EM): the search's share of
     # Cons@10, apart from the query's. NaN in a per-user row whose query was wrong.
     "i_hit@10_right",
+    # The query text the shopper sees (``agent.writing``): its length in words, and whether it
+    # differs from the intent (a baseline's text is its intent).
+    "text_words",
+    "text_differs",
     "format_valid",
     "refinements",
     "latency_s",
@@ -42,7 +46,9 @@ _ROUGE = rouge_scorer.RougeScorer(["rougeL"])
 
 @dataclass
 class UserOutcome:
-    """What one method did for one user: its query and what the shared retrieval returned."""
+    """What one method did for one user: its query (the intent, which Q_EM and ROUGE-L are
+    taken on), the text it shows (``text``; None: the intent itself, as a baseline's) and what
+    the shared retrieval returned for that text (I_Hit@K, NDCG@10 and Cons@K come from it)."""
 
     user_id: str
     target: str
@@ -52,6 +58,12 @@ class UserOutcome:
     format_valid: bool = True
     refinements: int = 0
     latency_s: float = 0.0
+    text: str | None = None
+
+    @property
+    def shown(self) -> str:
+        """The text the shopper sees: ``text``, else the intent."""
+        return self.text if self.text is not None else (self.query or "")
 
 
 def rouge_l(prediction: str, reference: str) -> float:
@@ -90,6 +102,7 @@ def score_outcomes(outcomes: Sequence[UserOutcome]) -> list[dict[str, float]]:
         query = normalize_query(o.query or "")
         em = float(bool(query) and query == o.truth)
         r = ranks[o.user_id]
+        shown = normalize_query(o.shown)
         rows.append(
             {
                 "q_em": em,
@@ -98,6 +111,8 @@ def score_outcomes(outcomes: Sequence[UserOutcome]) -> list[dict[str, float]]:
                 "cons@1": em * r["i_hit@1"],
                 "cons@10": em * r["i_hit@10"],
                 "i_hit@10_right": r["i_hit@10"] if em else float("nan"),
+                "text_words": float(len(shown.split())),
+                "text_differs": float(shown != query),
                 "format_valid": float(o.format_valid),
                 "refinements": float(o.refinements),
                 "latency_s": float(o.latency_s),

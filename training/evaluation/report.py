@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from memory_store.files import atomic_path, atomic_write
-from training.evaluation.columns import TABLE_METRICS
+from training.evaluation.columns import TABLE_METRICS, TEXT_METRICS
 from training.evaluation.metrics import METRICS
 
 CHART_METRICS = ("q_em", "rouge_l", "i_hit@1", "i_hit@10", "ndcg@10", "cons@1", "cons@10")
@@ -18,16 +18,19 @@ CHART_METRICS = ("q_em", "rouge_l", "i_hit@1", "i_hit@10", "ndcg@10", "cons@1", 
 
 def markdown_table(methods: dict[str, dict[str, Any]]) -> str:
     """Mean with the 95% bootstrap interval under it, one row per method."""
-    head = "| method | " + " | ".join(TABLE_METRICS) + " | distinct queries / users |"
-    rule = "|---|" + "---|" * (len(TABLE_METRICS) + 1)
+    columns = (*TABLE_METRICS, *TEXT_METRICS)
+    head = "| method | " + " | ".join(columns) + " | distinct queries / users |"
+    rule = "|---|" + "---|" * (len(columns) + 1)
     rows = [head, rule]
     for label, result in methods.items():
         cells = []
-        for name in TABLE_METRICS:
-            m = result["metrics"][name]
-            if name == "latency_s":
+        for name in columns:
+            m = result["metrics"].get(name)
+            if m is None:  # a text metric of a report written before the query text
+                cells.append("n/a")
+            elif name == "latency_s":
                 cells.append(f"{m['mean']:.3f}")
-            elif name == "refinements":
+            elif name in ("refinements", "text_words"):
                 cells.append(f"{m['mean']:.2f}")
             else:
                 cells.append(f"{m['mean']:.3f} [{m['low']:.3f}, {m['high']:.3f}]")

@@ -25,7 +25,7 @@ from agent.drafting.hf import inference_dtype_name
 from agent.model_identity import model_digest
 from agent.nodes import learned_model_weight
 from agent.parsing import parse_query
-from agent.prompts import STOP, prompt_fingerprint
+from agent.prompts import STOP, prompt_fingerprint, writing_fingerprint
 from agent.ranking import RANKING_DIR, load_or_fit
 from agent.ranking.fit import fit_key
 from agent.search import SEARCH_DIR, Search, prepare_search, search_key, text_vectors
@@ -146,6 +146,8 @@ class Evaluator:
         if spec.method in ("agent", "agent-single-turn"):
             # ... and on the model's learned weight in the check (agent.ranking.blend).
             key["model_weight"] = self._model_weight(spec)
+            # ... and on the query text's prompts: its products are the text's.
+            key["writing"] = writing_fingerprint()
         return key
 
     def _model_weight(self, spec: MethodSpec) -> float | None:
@@ -280,6 +282,7 @@ class Evaluator:
         t0 = time.perf_counter()
         valid: list[bool]
         refinements: list[int]
+        texts: list[str | None] = [None] * len(examples)  # a baseline's text is its intent
         if spec.method in BASELINES:
             queries = self._baseline(spec.method)(examples)
             valid, refinements = [True] * len(examples), [0] * len(examples)
@@ -287,22 +290,25 @@ class Evaluator:
             queries, valid = self._llm_direct(spec.model, examples)
             refinements = [0] * len(examples)
         else:
-            queries, valid, refinements = self._agent(spec, examples)
+            queries, valid, refinements, texts = self._agent(spec, examples)
         per_user = (time.perf_counter() - t0) / max(len(examples), 1)
-        retrieved = self.search().search_many([q or "" for q in queries], k=RETRIEVE_K)
+        # The products of the text the shopper sees (the intent's own for a baseline).
+        shown = [t if t is not None else (q or "") for q, t in zip(queries, texts, strict=True)]
+        retrieved = self.search().search_many(shown, k=RETRIEVE_K)
         return [
             UserOutcome(
                 user_id=ex.user_id,
                 target=ex.target,
                 truth=truth,
                 query=q,
-                retrieved=[p.item_id for p in r] if q else [],
+                retrieved=[p.item_id for p in r] if (q or t) else [],
                 format_valid=v,
                 refinements=n,
                 latency_s=per_user,
+                text=t if t != q else None,
             )
-            for (ex, truth), q, r, v, n in zip(
-                chunk, queries, retrieved, valid, refinements, strict=True
+            for (ex, truth), q, t, r, v, n in zip(
+                chunk, queries, texts, retrieved, valid, refinements, strict=True
             )
         ]
 
@@ -361,7 +367,9 @@ class Evaluator:
 
     def _agent(
         self, spec: MethodSpec, examples: Sequence[Example]
-    ) -> tuple[list[str | None], list[bool], list[int]]:
+    ) -> tuple[list[str | None], list[bool], list[int], list[str | None]]:
+        """Each shopper's intent, whether it is a real answer, its refinements and the text
+        the shopper sees (``agent.writing``)."""
         runner = self._runners.get(spec.model)
         if runner is None:
             common = {
@@ -385,4 +393,5 @@ class Evaluator:
             [o.get("query") for o in outputs],
             [o.get("source") not in (None, "fallback") for o in outputs],
             [int(o.get("refinements", 0)) for o in outputs],
+            [o.get("query_text") for o in outputs],
         )

@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from training.evaluation.columns import TABLE_METRICS
+from training.evaluation.columns import TABLE_METRICS, TEXT_METRICS
 
 ROOT = Path(__file__).resolve().parents[2]
 # A marker, the generated table, the closing marker. The table is everything in between.
@@ -46,6 +46,8 @@ HEADERS = {
     "distinct": "distinct queries / users",
     "latency_s": "s / shopper",
     "i_hit@10_right": "I_Hit@10 where Q_EM",
+    "text_words": "text words",
+    "text_differs": "text differs from intent",
     "query_reward": "query reward",
     "item_reward": "item reward",
     "rank_reward": "rank reward",
@@ -85,12 +87,15 @@ def report_table(report: dict[str, Any], options: dict[str, str]) -> str:
             if name == "distinct":
                 cells.append(f"{result['distinct_ratio']:.3f}")
                 continue
+            if name in TEXT_METRICS and name not in result["metrics"]:
+                cells.append("n/a")  # a report from before the query text
+                continue
             if name not in result["metrics"]:
                 raise TableError(f"no metric {name!r} in the report")
             m = result["metrics"][name]
             if name == "latency_s":
                 cells.append(f"{m['mean']:.3f}")
-            elif name == "refinements":
+            elif name in ("refinements", "text_words"):
                 cells.append(f"{m['mean']:.2f}")
             else:
                 cells.append(f"{m['mean']:.3f} [{m['low']:.3f}, {m['high']:.3f}]")
