@@ -79,8 +79,11 @@ class Context:
             "best-fitting attempt is recommended either way."
         },
     )
+    # Off by default until a model is trained for this role: the shipped adapters were trained
+    # to write catalog queries, so they copy the intent (the text step then costs 3-4x a
+    # recommendation's time for the same products; issue 27).
     write_query: bool = field(
-        default=True,
+        default=False,
         metadata={
             "description": "After the check picks the intent (a catalog query), have the model "
             "write the query text the shopper sees (short, natural, with the specifics the "

@@ -40,8 +40,9 @@ def agent_options() -> argparse.ArgumentParser:
     )
     run.add_argument("--seed", type=int, default=None, help="sampling seed")
     run.add_argument(
-        "--no-write",
+        "--write-query",
         action="store_true",
-        help="show the intent (the catalog query) as the query text: no model call to write it",
+        help="have the model write the query text the shopper sees for the intent (experimental: "
+        "the shipped adapters copy the intent; off, the intent is shown and no model call made)",
     )
     return run

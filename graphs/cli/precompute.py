@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     since = parse_since(args.since) if args.since is not None else None
     try:
         context = Context(
-            max_refinements=args.max_refinements, seed=args.seed, write_query=not args.no_write
+            max_refinements=args.max_refinements, seed=args.seed, write_query=args.write_query
         )
     except ValueError as exc:
         raise CliError(str(exc)) from exc

@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         )
     try:
         context = Context(
-            max_refinements=args.max_refinements, seed=args.seed, write_query=not args.no_write
+            max_refinements=args.max_refinements, seed=args.seed, write_query=args.write_query
         )
     except ValueError as exc:
         raise CliError(str(exc)) from exc

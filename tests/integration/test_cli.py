@@ -142,7 +142,7 @@ def test_recommend_shows_the_intent_and_the_written_query(
 
     args = ["recommend", "--user", "A1TINYUSER01", "--model", str(tiny_model_dir)]
     args += ["--home", str(ingested_home), "--max-refinements", "0"]
-    assert main([*args, "--json"]) == 0
+    assert main([*args, "--json", "--write-query"]) == 0
     out = json.loads(capsys.readouterr().out)
     ranking = load_served(ingested_home)
     assert out["query"] in set(ranking.vocab.queries)  # the intent
@@ -161,12 +161,12 @@ def test_recommend_shows_the_intent_and_the_written_query(
     shown = search.search(out["query_text"], k=10)
     assert [p["item_id"] for p in out["products"]] == [p.item_id for p in shown]
 
-    assert main(args) == 0
+    assert main([*args, "--write-query"]) == 0
     text = capsys.readouterr().out
     assert "recommended query: " in text and f"intent: '{out['query']}'" in text
 
-    # --no-write: no model call for the text; the intent is shown.
-    assert main([*args, "--json", "--no-write"]) == 0
+    # By default: no model call for the text; the intent is shown.
+    assert main([*args, "--json"]) == 0
     quiet = json.loads(capsys.readouterr().out)
     assert quiet["query"] == out["query"] and quiet["texts"] == []
     assert quiet["query_text"] == quiet["query"] and quiet["text_source"] == "intent"

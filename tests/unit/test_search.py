@@ -294,5 +294,5 @@ def test_shown_targets_agrees_with_top_k_ties_included() -> None:
     cols = np.tile(np.arange(40), 60)
     for k in (1, 3, 10, 40, 50):
         pages = top_k(scores, k)
-        expected = np.array([c in set(pages[r].tolist()) for r, c in zip(rows, cols)])
+        expected = np.array([c in set(pages[r].tolist()) for r, c in zip(rows, cols, strict=True)])
         assert (shown_targets(scores, rows, cols, k) == expected).all(), k

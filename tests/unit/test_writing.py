@@ -22,7 +22,9 @@ FILAMENT_IDS = {"B000TINY01", "B000TINY02", "B000TINY03"}
 BEAKERS = "lab scientific products glassware labware beakers"
 BEAKER_IDS = {"B000TINY04", "B000TINY05", "B000TINY06"}
 TAPE_IDS = {"B000TINY07", "B000TINY08", "B000TINY09"}
-CTX = Context(fit_threshold=0.0, top_k=3)  # no refinement: the drafter's beams are the intent
+CTX = Context(
+    fit_threshold=0.0, top_k=3, write_query=True
+)  # no refinement: the drafter's beams are the intent
 
 
 def run(tiny_dataset, store, models, drafter, ctx: Context = CTX):  # type: ignore[no-untyped-def]

@@ -259,6 +259,9 @@ def next_item_table(bench: dict[str, Any], options: dict[str, str]) -> str:
                 f"{run['fit_s']:.0f}",
             ]
         )
+    keep = _split(options.get("rows"))  # e.g. rows=before,default
+    if keep:
+        rows = [r for r in rows if r[0] in keep]
     head = ["run", "text start", "epochs (fit + refit)", "batch", "lr", "dim", "HR@10", "NDCG@10"]
     return _table([*head, "fit s"], rows)
 
