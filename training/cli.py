@@ -235,6 +235,12 @@ def _add_eval_parser(sub: Any) -> None:
         "earlier search)",
     )
     ev.add_argument(
+        "--write-query",
+        action="store_true",
+        help="the agent's model writes the query text the shopper sees (I_Hit and Cons@K then "
+        "come from the text's results; off, the text is the intent)",
+    )
+    ev.add_argument(
         "--out",
         type=Path,
         default=Path("report.json"),

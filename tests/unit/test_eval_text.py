@@ -18,7 +18,9 @@ def test_the_agents_metrics_come_from_its_written_text(tiny_dataset, tmp_path: P
         drafters.append(ScriptedWritingDrafter([], ["Query: duct tape"]))
         return drafters[-1]
 
-    config = EvalConfig(data="tiny", split="test", home=str(tmp_path), search="dense")
+    config = EvalConfig(
+        data="tiny", split="test", home=str(tmp_path), search="dense", write_query=True
+    )
     evaluator = Evaluator(
         tiny_dataset,
         config,

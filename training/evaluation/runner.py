@@ -146,8 +146,9 @@ class Evaluator:
         if spec.method in ("agent", "agent-single-turn"):
             # ... and on the model's learned weight in the check (agent.ranking.blend).
             key["model_weight"] = self._model_weight(spec)
-            # ... and on the query text's prompts: its products are the text's.
-            key["writing"] = writing_fingerprint()
+            if self.config.write_query:
+                # ... and on the query text's prompts: its products are the text's.
+                key["writing"] = writing_fingerprint()
         return key
 
     def _model_weight(self, spec: MethodSpec) -> float | None:
@@ -386,7 +387,12 @@ class Evaluator:
                 runner = OfflineRunner(store=self._store, **common)
             self._runners[spec.model] = runner
         refinements = 0 if spec.method == "agent-single-turn" else self.config.max_refinements
-        ctx = Context(max_refinements=refinements, seed=self.config.seed, top_k=RETRIEVE_K)
+        ctx = Context(
+            max_refinements=refinements,
+            seed=self.config.seed,
+            top_k=RETRIEVE_K,
+            write_query=self.config.write_query,
+        )
         inputs = [{"user_id": ex.user_id, "before": self._position(ex)} for ex in examples]
         outputs = runner.run(inputs, context=ctx).outputs
         return (
