@@ -12,16 +12,16 @@ the Cons@K event, which is the check's ``fit`` in [0, 1]. The refinement thresho
 that chance over the rows' best candidates: a shopper whose best candidate falls below it is worse
 off than the average shopper, and the agent asks the model for new candidates.
 
-The order is factorized (``RankerConfig.hit_gain``, g): a second LightGBM model, a binary
-classifier fitted on the candidates that are the shopper's real next query, gives P(the query's
-products hold the next item | it is the right query) from the same features plus
-``mass_hit / mass_category``; a candidate's score is the ranker's raw score plus g times the log
-of that chance, i.e. the ranker's softmax over a shopper's candidates times P^g (the softmax's
-normalizer is the same for all of a shopper's candidates). Measured offline by 5-fold
-cross-validation over the bundled test fit's rows (docs/evaluation.md, "the next lever"): g 0.25
-gave Cons@10 +6% (26 rows better, 6 worse, p 0.001) for a Q_EM change the rows could not tell
-from noise (52 / 67, p 0.20). The calibration and the threshold are fitted on the factorized
-score.
+The order may be factorized (``RankerConfig.hit_gain``, g; off by default): a second LightGBM
+model, a binary classifier fitted on the candidates that are the shopper's real next query,
+gives P(the query's products hold the next item | it is the right query) from the same features
+plus ``mass_hit / mass_category``; a candidate's score is the ranker's raw score plus g times the
+log of that chance, i.e. the ranker's softmax over a shopper's candidates times P^g (the
+softmax's normalizer is the same for all of a shopper's candidates). On the dense search and the
+earlier next-item model, 5-fold cross-validation over the test fit's rows gave g 0.25 Cons@10
++6% (26 rows better, 6 worse); refitted on the fused search and the text-started next-item model
+it moves nothing on `valid` (``bench/factorized_check.py``), hence off. The calibration and the
+threshold are fitted on the (factorized) score.
 """
 
 from __future__ import annotations
@@ -54,7 +54,10 @@ class RankerConfig:
     seed: int = 0
     # The factorized order's exponent g on P(retrieves the next item | right query); 0 turns the
     # second model off. Its classifier is fitted only with enough right-query rows of each kind.
-    hit_gain: float = 0.25
+    # Off by default: refitted on the fused search and the text-started next-item model, no g
+    # moved Cons@10 on `valid` (g 0.25: 23 shoppers better, 22 worse; g 0.5: 38 / 29, p 0.33)
+    # and g >= 0.5 cost Q_EM (bench/factorized_check.py, bench/results/factorized_check.json).
+    hit_gain: float = 0.0
     hit_estimators: int = 200
     hit_min_rows: int = 50
 

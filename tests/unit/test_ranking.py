@@ -222,7 +222,9 @@ def test_the_factorized_check_is_off_with_too_few_right_query_rows() -> None:
     from agent.ranking.ranker import RankerConfig
 
     groups, labels = _synthetic_rows()
-    ranker = Ranker.fit(groups[:60], labels[:60], list(FEATURES), RankerConfig(hit_min_rows=50))
+    ranker = Ranker.fit(
+        groups[:60], labels[:60], list(FEATURES), RankerConfig(hit_gain=0.25, hit_min_rows=50)
+    )
     assert ranker.hit_booster is None and ranker.hit_gain == 0.0
 
 

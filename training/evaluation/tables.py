@@ -266,7 +266,37 @@ def next_item_table(bench: dict[str, Any], options: dict[str, str]) -> str:
     return _table([*head, "fit s"], rows)
 
 
+def factorized_check_table(bench: dict[str, Any], options: dict[str, str]) -> str:
+    """``bench.factorized_check``: per g, Q_EM and Cons@10 with the sign test against g 0, for
+    each split measured (``valid`` chooses g, ``test`` reports)."""
+    runs = [bench[k] for k in ("valid/fused", "test/fused") if k in bench]
+    head = ["g"]
+    for run in runs:
+        name = f"{run['split']} ({run['shoppers']:,})"
+        head += [f"{name} Q_EM", "vs g 0", f"{name} Cons@10", "vs g 0"]
+
+    def versus(entry: dict[str, Any]) -> str:
+        if not entry["better"] and not entry["worse"]:
+            return ""
+        return f"{entry['better']} / {entry['worse']} (p {entry['p']:.2f})"
+
+    rows = []
+    for g in runs[0]["gains"]:
+        cells = [g]
+        for run in runs:
+            e = run["gains"][g]
+            cells += [
+                f"{e['q_em']:.4f}",
+                versus(e["q_em vs g=0"]),
+                f"{e['cons@10']:.4f}",
+                versus(e["cons@10 vs g=0"]),
+            ]
+        rows.append(cells)
+    return _table(head, rows)
+
+
 BENCH_RENDERERS: dict[str, Callable[[dict[str, Any], dict[str, str]], str]] = {
+    "factorized_check.json": factorized_check_table,
     "next_item.json": next_item_table,
     "recommend.json": recommend_table,
     "servers.json": servers_table,
