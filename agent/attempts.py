@@ -22,16 +22,16 @@ from agent.records import QueryAttempt
 __all__ = [
     "beam_attempts",
     "catalog_trie",
+    "complete",
     "free_attempt",
     "grounded_drafter",
     "model_logprobs",
 ]
 
 
-def free_attempt(
-    drafter: Any, turn: int, kind: str, messages: list[dict[str, str]], ctx: Context
-) -> QueryAttempt:
-    """One free completion of ``messages`` (``Context``'s sampling settings), parsed."""
+def complete(drafter: Any, messages: list[dict[str, str]], ctx: Context) -> tuple[Any, Any]:
+    """One free completion of ``messages`` with ``Context``'s sampling settings, and its parse
+    (``agent.parsing.parse_query``): the drafted query's and the written text's model call."""
     gen = drafter.generate(
         [messages],
         max_new_tokens=ctx.max_new_tokens,
@@ -40,7 +40,14 @@ def free_attempt(
         seed=ctx.seed,
         stop=STOP,
     )[0]
-    parsed = parse_query(gen.text)
+    return gen, parse_query(gen.text)
+
+
+def free_attempt(
+    drafter: Any, turn: int, kind: str, messages: list[dict[str, str]], ctx: Context
+) -> QueryAttempt:
+    """One free completion of ``messages`` (``Context``'s sampling settings), parsed."""
+    gen, parsed = complete(drafter, messages, ctx)
     return QueryAttempt(
         turn=turn,
         kind=kind,  # type: ignore[arg-type]

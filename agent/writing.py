@@ -31,11 +31,10 @@ from typing import Any, Literal
 
 from langgraph.runtime import Runtime
 
-from agent.attempts import grounded_drafter
+from agent.attempts import complete, grounded_drafter
 from agent.context import Context
 from agent.drafting.batching import MicroBatchingDrafter
-from agent.parsing import parse_query
-from agent.prompts import STOP, rewrite_messages, write_messages
+from agent.prompts import rewrite_messages, write_messages
 from agent.ranking.fit import CatalogModels
 from agent.records import RetrievedProduct, TextCheck, WrittenText
 from agent.search.protocol import Search
@@ -102,15 +101,7 @@ def _feedback(share: float, mass: float, intent: TextCheck, n: int) -> str:
 
 
 def _generate(drafter: Any, messages: list[dict[str, str]], turn: int, ctx: Context) -> WrittenText:
-    gen = drafter.generate(
-        [messages],
-        max_new_tokens=ctx.max_new_tokens,
-        temperature=ctx.temperature,
-        top_p=ctx.top_p,
-        seed=ctx.seed,
-        stop=STOP,
-    )[0]
-    parsed = parse_query(gen.text)
+    gen, parsed = complete(drafter, messages, ctx)
     return WrittenText(
         turn=turn,
         kind="write" if turn == 0 else "rewrite",
