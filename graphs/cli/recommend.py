@@ -209,15 +209,18 @@ def _print_text(result: dict[str, Any], profile: Any) -> None:
     # The query the shopper sees (the model's text, or the intent's own); results stored before
     # the text existed have the intent alone.
     text = result.get("query_text") or result.get("query")
-    print(
-        f"  recommended query: {safe(repr(text))}  (written by "
-        f"{safe(result.get('text_source') or 'intent')}, "
-        f"{result.get('rewrites', 0)} rewrites, {result['latency_s']:.1f} s)"
+    check = (
+        f"(fit {fit_text}, {result.get('refinements', 0)} refinements, "
+        f"source {safe(result.get('source'))}"
     )
-    print(
-        f"  intent: {safe(repr(result.get('query')))}  (fit {fit_text}, "
-        f"{result.get('refinements', 0)} refinements, source {safe(result.get('source'))})"
-    )
+    if result.get("text_source") == "model":  # the model's text for the intent: both lines
+        print(
+            f"  recommended query: {safe(repr(text))}  (written by the model, "
+            f"{result.get('rewrites', 0)} rewrites, {result['latency_s']:.1f} s)"
+        )
+        print(f"  intent: {safe(repr(result.get('query')))}  {check})")
+    else:  # the intent is what the shopper sees
+        print(f"  recommended query: {safe(repr(text))}  {check}, {result['latency_s']:.1f} s)")
     for p in result.get("products", [])[:5]:
         title, brand = safe(p["title"][:80]), safe(p["brand"] or "-")
         print(f"    {p['rank']:>2}. {title}  [{brand}]  {p['score']:.3f}")

@@ -31,12 +31,13 @@ REPO = Path(__file__).resolve().parents[2]
 # The command as its own process (``training.cli`` from PYTHONPATH, so the old code can be run
 # against this test), each drafter batch preceded by native torch work on the batching thread.
 CHILD = """
-import sys, torch
+import os, pathlib, sys, time, torch
 from agent.drafting import batching
 real = batching.MicroBatchingDrafter._serve
 def serve(self, options, requests):
-    a = torch.ones(1000, 1000)
-    for _ in range(40):
+    pathlib.Path(os.environ["INTERRUPT_MARK"]).touch()  # in torch from now on: press Ctrl-C
+    a, end = torch.ones(1000, 1000), time.monotonic() + 15
+    while time.monotonic() < end:  # long enough that the Ctrl-Cs land inside, on any machine
         a = (a @ a).clamp_(max=1.0)  # the GIL is released inside each op, as in a forward pass
     real(self, options, requests)
 batching.MicroBatchingDrafter._serve = serve
@@ -58,6 +59,8 @@ def test_repeated_ctrl_c_during_eval_agent_is_one_line_130_and_the_cache_stays_w
     out = tmp_path / "report.json"
     env = dict(os.environ, PYTHONPATH=os.environ.get("PYTHONPATH") or str(REPO))
     env["QUERYAGENT_HOME"] = str(tmp_path / "home")
+    mark = tmp_path / "in-torch"
+    env["INTERRUPT_MARK"] = str(mark)
     proc = subprocess.Popen(
         [sys.executable, "-c", CHILD, "eval",
          "--data", str(tiny_recbole_dir), "--methods", f"agent@{tiny_model_dir}",
@@ -70,11 +73,12 @@ def test_repeated_ctrl_c_during_eval_agent_is_one_line_130_and_the_cache_stays_w
     os.set_blocking(proc.stderr.fileno(), False)
     err = b""
     deadline = time.monotonic() + 240
-    while b"agent@" not in err and time.monotonic() < deadline and proc.poll() is None:
+    # Until the batching thread is inside its torch work (the graphs wait on it).
+    while not mark.exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)
         err += proc.stderr.read() or b""
-    assert proc.poll() is None, err.decode(errors="replace")[-2000:]
-    time.sleep(3.0)  # the graphs are running, the batching thread is in torch
+    assert proc.poll() is None and mark.exists(), err.decode(errors="replace")[-2000:]
+    time.sleep(0.5)
     for _ in range(3):  # Ctrl-C, and again while the command waits for its running graphs
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
