@@ -123,7 +123,7 @@ def test_reports_from_before_the_query_text_still_render() -> None:
 
     from training.evaluation.report import markdown_table
 
-    old = json.loads((ROOT / "reports/scientific-test.json").read_text(encoding="utf-8"))
+    old = json.loads((ROOT / "reports/scientific-test-dense.json").read_text(encoding="utf-8"))
     label = next(iter(old["methods"]))
     assert "text_words" not in old["methods"][label]["metrics"]
     assert (
