@@ -34,6 +34,7 @@ from typing import Any
 from agent.catalog import ChromaCatalog
 from agent.context import Context
 from agent.ranking import fit_served, load_served
+from agent.search import DenseSearch
 from bench import machine
 from bench.throwaway_servers import ChromaServer, PostgresCluster
 from graphs.cli import BUNDLED_DATA
@@ -153,7 +154,7 @@ def main() -> None:
                     sequences = {
                         u: [i for i in s if i in products] for u, s in dataset.sequences.items()
                     }
-                    fit_served(products, sequences, catalog.search_many, embedded_home)
+                    fit_served(products, sequences, DenseSearch(catalog), catalog, embedded_home)
                 ranking = load_served(embedded_home)
                 in_catalog = sorted(catalog.get(sorted(load_dataset(BUNDLED_DATA).products)))
                 sqlite = open_store(url=f"sqlite:///{embedded_home / 'memory.sqlite'}")

@@ -16,12 +16,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from agent.catalog import Catalog
 from agent.ranking.fit import CatalogModels, fit_catalog, fit_key
+from agent.search import Search, search_id, text_vectors
 from memory_store.paths import queryagent_home
 
 __all__ = [
     "RANKING_DIR",
     "RankingMissingError",
+    "fit_on_search",
     "fit_served",
     "load_or_fit",
     "load_served",
@@ -95,28 +98,55 @@ def load_or_fit(  # type: ignore[no-untyped-def]
     return models, True
 
 
-def fit_served(  # type: ignore[no-untyped-def]
+def fit_on_search(  # type: ignore[no-untyped-def]
+    folder: str | os.PathLike[str],
     products,
     sequences,
-    search_many,
-    home: str | os.PathLike[str] | None = None,
+    search: Search,
+    catalog: Catalog,
     *,
-    search: str = "dense",
     search_folder: str | os.PathLike[str] | None = None,
     force: bool = False,
     progress: bool = True,
-    item_vectors=None,
 ):
-    """Fit the served catalog's models at ingest into the home (``load_or_fit``: skipped when
-    the stored ones match the data and the search). Returns ``(models, fitted)``."""
+    """``load_or_fit`` on ``search``'s results: its identity in the key (``search_id``), where a
+    fused search is kept (``search_folder``, named in the models' meta), and the catalog's text
+    vectors as the next-item model's start. The one step ingest, the evaluation and the offline
+    runs take after fitting their search. Returns ``(models, fitted)``."""
     return load_or_fit(
+        folder,
+        products,
+        sequences,
+        search.search_many,
+        search=search_id(search),
+        search_folder=None if search.name == "dense" else search_folder,
+        force=force,
+        progress=progress,
+        item_vectors=text_vectors(search, catalog),
+    )
+
+
+def fit_served(  # type: ignore[no-untyped-def]
+    products,
+    sequences,
+    search: Search,
+    catalog: Catalog,
+    home: str | os.PathLike[str] | None = None,
+    *,
+    search_folder: str | os.PathLike[str] | None = None,
+    force: bool = False,
+    progress: bool = True,
+):
+    """Fit the served catalog's models at ingest into the home, on ``search``'s results
+    (``fit_on_search``: skipped when the stored ones match the data and the search). Returns
+    ``(models, fitted)``."""
+    return fit_on_search(
         served_dir(home),
         products,
         sequences,
-        search_many,
-        search=search,
+        search,
+        catalog,
         search_folder=search_folder,
         force=force,
         progress=progress,
-        item_vectors=item_vectors,
     )

@@ -28,7 +28,7 @@ from langgraph.store.base import BaseStore
 from agent.catalog import DEFAULT_COLLECTION
 from agent.nodes import CATALOG_STATS_KEY
 from agent.ranking import fit_served
-from agent.search import DEFAULT_SEARCH, prepare_search, search_dir, search_id, text_vectors
+from agent.search import DEFAULT_SEARCH, prepare_search, search_dir
 from memory_store import Dataset, UserMemory, category_name
 from memory_store.fingerprint import catalog_version
 from memory_store.namespaces import CATALOG_NAMESPACE
@@ -113,11 +113,10 @@ def served_fit(
         return fit_served(  # type: ignore[no-any-return]
             dataset.products,
             dataset.sequences,
-            served_search.search_many,
+            served_search,
+            catalog,
             home,
-            search=search_id(served_search),
-            search_folder=folder if search != "dense" else None,
-            item_vectors=text_vectors(served_search, catalog),
+            search_folder=folder,
             force=force,
             progress=progress,
         )

@@ -39,16 +39,9 @@ from agent.catalog import Catalog
 from agent.context import Context
 from agent.drafting.batching import micro_batched
 from agent.prompts import draft_messages
-from agent.ranking import RANKING_DIR, load_or_fit
+from agent.ranking import RANKING_DIR, fit_on_search
 from agent.ranking.fit import CatalogModels
-from agent.search import (
-    DEFAULT_SEARCH,
-    SEARCH_DIR,
-    Search,
-    prepare_search,
-    search_id,
-    text_vectors,
-)
+from agent.search import DEFAULT_SEARCH, SEARCH_DIR, Search, prepare_search
 from agent.state import output_json
 from graphs.offline.ingest import ingest
 from graphs.query_agent import Deps, build_graph
@@ -129,14 +122,13 @@ def offline_ranking(
     folder = (
         queryagent_home(home) / RANKING_DIR / (name if search == "dense" else f"{name}-{search}")
     )
-    models, _ = load_or_fit(
+    models, _ = fit_on_search(
         folder,
         dataset.products,
         sequences,
-        found.search_many,
-        search=search_id(found),
-        search_folder=search_folder if search != "dense" else None,
-        item_vectors=text_vectors(found, catalog),
+        found,
+        catalog,
+        search_folder=search_folder,
         progress=progress,
     )
     return models
@@ -163,8 +155,8 @@ class OfflineRunner:
             share model calls (free generation and constrained beams alike); ``None`` runs
             recall and the check alone.
         ranking: the catalog's fitted models (``agent.ranking``) the nodes use.
-        search: the search the products come from (``agent.search``; default: the catalog's
-            own dense search). Give the one ``ranking`` was fitted with.
+        search: the search the products come from (``agent.search``; default: the one
+            ``ranking`` names, the search it was fitted with, as ``build_graph`` resolves it).
         context: the default run context (``run`` may pass another).
         model: the model id written into trajectory records (default: the drafter's ``name``).
         batch_size: the most prompts per model call, and the concurrency of ``graph.batch``.

@@ -26,9 +26,9 @@ from agent.model_identity import model_digest
 from agent.nodes import learned_model_weight
 from agent.parsing import parse_query
 from agent.prompts import STOP, prompt_fingerprint, writing_fingerprint
-from agent.ranking import RANKING_DIR, load_or_fit
+from agent.ranking import RANKING_DIR, fit_on_search
 from agent.ranking.fit import fit_key
-from agent.search import SEARCH_DIR, Search, prepare_search, search_key, text_vectors
+from agent.search import SEARCH_DIR, Search, prepare_search, search_key
 from graphs.offline.runner import OfflineRunner, draft_prompt_at, fit_sequences
 from memory_store import Dataset, Example
 from memory_store.paths import queryagent_home
@@ -195,11 +195,17 @@ class Evaluator:
         """The search every method's products come from (``EvalConfig.search``; the fused one
         fitted on the sequences cut before the split's targets, once, kept in the home)."""
         if self._search is None:
-            folder = queryagent_home(self.config.home) / SEARCH_DIR / self._fit_name()
             self._search = prepare_search(
-                self.config.search, self.catalog, folder, self.dataset.products, self._fit_data[0]
+                self.config.search,
+                self.catalog,
+                self._search_folder(),
+                self.dataset.products,
+                self._fit_data[0],
             )
         return self._search
+
+    def _search_folder(self) -> Path:
+        return queryagent_home(self.config.home) / SEARCH_DIR / self._fit_name()
 
     def ranking(self) -> Any:
         """The fitted ``CatalogModels`` for this split, fitted on the search's results (once,
@@ -210,14 +216,15 @@ class Evaluator:
                 / RANKING_DIR
                 / f"{self._fit_name()}-{self._ranking_key()}"
             )
-            search = self.search()
-            self._models, _ = load_or_fit(
+            # Keyed by ``_search_id`` (known before the search is fitted), which is the fitted
+            # search's own ``search_id``.
+            self._models, _ = fit_on_search(
                 folder,
                 self.dataset.products,
                 self._fit_data[0],
-                search.search_many,
-                search=self._search_id(),
-                item_vectors=text_vectors(search, self.catalog),
+                self.search(),
+                self.catalog,
+                search_folder=self._search_folder(),
             )
         return self._models
 
