@@ -148,3 +148,9 @@ class Context:
         if unknown:
             raise ValueError(f"unknown context keys {sorted(unknown)}; valid: {sorted(names)}")
         return cls(**(values or {}))
+
+
+def run_context(runtime: Any) -> Context:
+    """A node's ``Context`` from its LangGraph ``Runtime``: the caller's, or the defaults when the
+    run was given none (a plain dict from an old caller included)."""
+    return runtime.context if isinstance(runtime.context, Context) else Context()

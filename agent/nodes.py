@@ -36,7 +36,7 @@ from agent.attempts import (
     grounded_drafter,
     model_logprobs,
 )
-from agent.context import Context
+from agent.context import Context, run_context
 from agent.drafting.protocol import GroundedDrafter
 from agent.drafting.trie import QueryTrie
 from agent.prompts import (
@@ -62,10 +62,6 @@ def _memory(runtime: Runtime[Context]) -> UserMemory:
     return UserMemory(runtime.store)
 
 
-def _context(runtime: Runtime[Context]) -> Context:
-    return runtime.context if isinstance(runtime.context, Context) else Context()
-
-
 def recall_memory(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     """Fetch_Memory: the shopper's cached profile and purchases (events before ``before``)."""
     memory = _memory(runtime)
@@ -87,7 +83,7 @@ def draft_query(
 ) -> dict[str, Any]:
     """The model's first candidates: constrained beams over the catalog's queries (or one free
     completion when ``Context.grounded`` is off or the catalog has no category queries)."""
-    ctx = _context(runtime)
+    ctx = run_context(runtime)
     profile = _profile(state)
     grounded = grounded_drafter(drafter, ranking, ctx)
     if drafter is None or ctx.beams == 0:
@@ -116,7 +112,7 @@ def recall_candidates(
 
     A query the model also proposed keeps one attempt, listing every source.
     """
-    ctx = _context(runtime)
+    ctx = run_context(runtime)
     pending = list(state.pending)
     if not ctx.recall:
         return {"pending": pending}  # the model's candidates alone (GRPO's group)
@@ -143,7 +139,7 @@ def retrieve_products(
     """What each pending candidate retrieves: the ingest-time cache for vocabulary queries (the
     catalog's search's results, kept by the fit), one batched search for the rest (nothing for a
     completion that did not parse)."""
-    ctx = _context(runtime)
+    ctx = run_context(runtime)
     pending = list(state.pending)
     missing: list[int] = []  # positions of the queries the cache does not hold
     for i, a in enumerate(pending):
@@ -211,7 +207,7 @@ def check_consistency(
     products it retrieves, ranked by the ranker's score plus the model's weighted vote (its
     log-probability of the query after the draft prompt, ``agent.ranking.blend``); the round's
     attempts close with it."""
-    ctx = _context(runtime)
+    ctx = run_context(runtime)
     pending = list(state.pending)
     valid = [i for i, a in enumerate(pending) if a.query]
     for i, a in enumerate(pending):
@@ -272,7 +268,7 @@ def route_after_check(
 ) -> Literal["refine_query", "finalize"]:
     """Refine while the best candidate's chance is below the threshold (recorded by the check)
     and the budget lasts; a run without a model has nothing to refine with."""
-    ctx = _context(runtime)
+    ctx = run_context(runtime)
     best = _best(state.attempts)
     if not state.can_refine or state.refinements >= ctx.max_refinements:
         return "finalize"
@@ -288,7 +284,7 @@ def refine_query(
 ) -> dict[str, Any]:
     """New candidates from the model, after seeing what the best ones retrieve and how well
     they fit; queries already tried are not proposed again."""
-    ctx = _context(runtime)
+    ctx = run_context(runtime)
     turn = state.refinements + 1
     grounded = grounded_drafter(drafter, ranking, ctx)
     profile = _profile(state)
@@ -329,7 +325,7 @@ def finalize(
 ) -> dict[str, Any]:
     """Recommend the best-scored attempt, its products searched in the catalog; with no
     candidate at all, the catalog's most purchased query."""
-    ctx = _context(runtime)
+    ctx = run_context(runtime)
     best = _best(state.attempts)
     fit: float | None
     if best is not None:

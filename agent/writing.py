@@ -32,7 +32,7 @@ from typing import Any, Literal
 from langgraph.runtime import Runtime
 
 from agent.attempts import complete, grounded_drafter
-from agent.context import Context
+from agent.context import Context, run_context
 from agent.drafting.batching import MicroBatchingDrafter
 from agent.prompts import rewrite_messages, write_messages
 from agent.ranking.fit import CatalogModels
@@ -50,10 +50,6 @@ __all__ = [
     "text_fits",
     "write_query",
 ]
-
-
-def _context(runtime: Runtime[Context]) -> Context:
-    return runtime.context if isinstance(runtime.context, Context) else Context()
 
 
 def can_write(drafter: Any, ranking: CatalogModels, ctx: Context) -> bool:
@@ -119,7 +115,7 @@ def write_query(
 ) -> dict[str, Any]:
     """The model's query text for the intent (``state.query``) and the shopper; nothing (and
     no model call) when this run does not write (``can_write``) or there is no intent."""
-    ctx = _context(runtime)
+    ctx = run_context(runtime)
     if not state.query or state.profile is None or not can_write(drafter, ranking, ctx):
         return {"texts": []}  # an update all the same: Studio shows a null one as missing
     share, mass = page_check(state.products, state.query, ranking, state.history)
@@ -133,7 +129,7 @@ def check_text(
 ) -> dict[str, Any]:
     """The last written text through the catalog's search, and the check's verdict on its
     products against the intent's page (``text_fits``)."""
-    ctx = _context(runtime)
+    ctx = run_context(runtime)
     if not state.texts or state.texts[-1].check is not None or state.intent_check is None:
         return {"texts": []}
     last = state.texts[-1]
@@ -158,7 +154,7 @@ def route_after_text_check(
 ) -> Literal["rewrite_query", "choose_text"]:
     """Rewrite only when the last text's products drifted (the check says it does not fit) and
     the budget lasts."""
-    ctx = _context(runtime)
+    ctx = run_context(runtime)
     last = state.texts[-1] if state.texts else None
     if last is None or last.check is None or last.check.fits:
         return "choose_text"
@@ -171,7 +167,7 @@ def rewrite_query(
     state: State, runtime: Runtime[Context], *, drafter: Any, ranking: CatalogModels
 ) -> dict[str, Any]:
     """A new text, after the model sees what its last one retrieved and the check's verdict."""
-    ctx = _context(runtime)
+    ctx = run_context(runtime)
     last = state.texts[-1]
     messages = rewrite_messages(
         last.messages,

@@ -47,8 +47,8 @@ class Deps:
     drafts freely; ``None`` runs recall and the check alone, the ``ranker`` ablation);
     ``ranking`` the catalog's fitted models (``agent.ranking``: ``CatalogModels``, the type the
     nodes take; there is no narrower protocol of it); ``search`` the store's search the
-    products come from (``agent.search``: ``None`` is the catalog's own dense search; use the
-    one the ranking models were fitted with, ``served_search``, which is what ``None`` means).
+    products come from (``agent.search``; ``None``: the one the ranking models were fitted
+    with and name, ``served_search``).
     """
 
     drafter: GroundedDrafter | QueryDrafter | None
