@@ -120,3 +120,16 @@ def chroma_server():
         pytest.skip(reason)
     with ChromaServer() as server:
         yield server
+
+
+@pytest.fixture()
+def no_default_embedder(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chroma's built-in embedder downloads an ONNX model: it must never run (a test module
+    that builds Chroma collections asks for this with ``pytest.mark.usefixtures``)."""
+    from chromadb.utils.embedding_functions import onnx_mini_lm_l6_v2
+
+    def refuse(self: object, input: object) -> None:
+        raise AssertionError("Chroma's default (downloading) embedding function was called")
+
+    monkeypatch.setattr(onnx_mini_lm_l6_v2.ONNXMiniLM_L6_V2, "__call__", refuse)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -17,7 +17,8 @@ from agent.catalog import (
 )
 from memory_store.products import Product
 
-pytestmark = pytest.mark.integration
+# Chroma's built-in (downloading) embedder must never run: tests/conftest.py.
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_default_embedder")]
 
 PRODUCTS = [
     Product(
@@ -38,18 +39,6 @@ PRODUCTS = [
     ),
     Product(item_id="lamp", title="LED desk lamp with dimmer", category="Home Office", brand=""),
 ]
-
-
-@pytest.fixture(autouse=True)
-def _no_default_embedder(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Chroma's built-in embedder downloads an ONNX model: it must never run."""
-    from chromadb.utils.embedding_functions import onnx_mini_lm_l6_v2
-
-    def refuse(self: object, input: object) -> None:
-        raise AssertionError("Chroma's default (downloading) embedding function was called")
-
-    monkeypatch.setattr(onnx_mini_lm_l6_v2.ONNXMiniLM_L6_V2, "__call__", refuse)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,8 @@ from agent.search import (
 )
 from memory_store.products import Product
 
-pytestmark = pytest.mark.integration
+# Chroma's built-in (downloading) embedder must never run: tests/conftest.py.
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_default_embedder")]
 
 ROOT = "Industrial & Scientific"
 MICROSCOPES = f"{ROOT} Lab & Scientific Products Microscopes"
@@ -42,18 +43,6 @@ SEQUENCES = {
     **{f"lab{i}": ["b1", "m1", "b2"] for i in range(15)},
     **{f"glove{i}": ["g1", "g2"] for i in range(5)},
 }
-
-
-@pytest.fixture(autouse=True)
-def _no_default_embedder(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Chroma's built-in embedder downloads an ONNX model: it must never run."""
-    from chromadb.utils.embedding_functions import onnx_mini_lm_l6_v2
-
-    def refuse(self: object, input: object) -> None:
-        raise AssertionError("Chroma's default (downloading) embedding function was called")
-
-    monkeypatch.setattr(onnx_mini_lm_l6_v2.ONNXMiniLM_L6_V2, "__call__", refuse)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture(scope="module")
