@@ -106,6 +106,14 @@ def draft_messages(
     return messages
 
 
+def _retrieved_lines(query: str, products: Sequence[RetrievedProduct]) -> list[str]:
+    """What a query retrieved, as a refinement or a rewrite shows it to the model."""
+    lines = [f'The query "{query}" retrieved:']
+    for product in products[:FEEDBACK_PRODUCTS]:
+        lines.append(f"{product.rank}. {product.title[:TITLE_CHARS]}")
+    return lines
+
+
 def refine_messages(
     previous: Sequence[dict[str, str]],
     completion: str,
@@ -120,10 +128,7 @@ def refine_messages(
             "That reply was not a search query. Reply with one line: Query: <2 to 6 words>"
         )
     else:
-        lines = [f'The query "{query}" retrieved:']
-        for product in products[:FEEDBACK_PRODUCTS]:
-            title = product.title[:TITLE_CHARS]
-            lines.append(f"{product.rank}. {title}")
+        lines = _retrieved_lines(query, products)
         if check is not None and check.feedback:
             lines.append(check.feedback)
         lines.append("Write a better query for this shopper. Reply with one line: Query: <words>")
@@ -244,9 +249,7 @@ def rewrite_messages(
     if text is None:
         lines = ["That reply was not a search query."]
     else:
-        lines = [f'The query "{text}" retrieved:']
-        for product in products[:FEEDBACK_PRODUCTS]:
-            lines.append(f"{product.rank}. {product.title[:TITLE_CHARS]}")
+        lines = _retrieved_lines(text, products)
         if feedback:
             lines.append(feedback)
     lines.append(
