@@ -169,23 +169,23 @@ class Evaluator:
 
     # -- the search and the catalog's fitted models, fitted on what precedes the targets -------
     @functools.cached_property
-    def _fit_data(self) -> tuple[dict[str, list[str]], str]:
+    def _fit_data(self) -> tuple[dict[str, list[str]], str, str]:
         """Every sequence cut before its target in the evaluated split
         (``graphs.offline.runner``), so nothing fitted has seen a target (the fused search's
-        popularity prior included), and the key of a ranking fit on them (computed once)."""
+        popularity prior included); the search's identity (``agent.search.search_id``), known
+        before it is fitted; and the key of a ranking fit on them. Computed once: each digests
+        the whole data set, and every method's cache key asks for them."""
         sequences = fit_sequences(self.dataset, self.config.split)
-        return sequences, fit_key(self.dataset.products, sequences, self._search_id(sequences))
+        search = self.config.search
+        if search != "dense":
+            search = f"{search}:{search_key(self.dataset.products.values(), sequences)}"
+        return sequences, search, fit_key(self.dataset.products, sequences, search)
 
-    def _search_id(self, sequences: dict[str, list[str]] | None = None) -> str:
-        """The search's identity (``agent.search.search_id``), known before it is fitted."""
-        if self.config.search == "dense":
-            return "dense"
-        if sequences is None:
-            sequences = self._fit_data[0]
-        return f"{self.config.search}:{search_key(self.dataset.products.values(), sequences)}"
+    def _search_id(self) -> str:
+        return self._fit_data[1]
 
     def _ranking_key(self) -> str:
-        return self._fit_data[1]
+        return self._fit_data[2]
 
     def _fit_name(self) -> str:
         name = f"eval-{self.dataset.name.lower()}-{self.config.split}"
