@@ -258,11 +258,7 @@ class FusedSearch:
     def save_popularity(self, folder: str | os.PathLike[str]) -> None:
         """Rewrite only the prior's counts and the meta (after ``add_events``), each file
         atomically: cheaper than ``save`` for a stream of events."""
-        folder = Path(folder)
-        state = self._state
-        atomic_write(folder / POPULARITY_FILE, json.dumps(dict(state.popularity.counts)))
-        self.meta = {**self.meta, "purchases": state.popularity.total}
-        atomic_write(folder / META_FILE, json.dumps(self.meta, indent=2, sort_keys=True))
+        self.meta = _write_prior(Path(folder), dict(self._state.popularity.counts), self.meta)
 
     @staticmethod
     def count_purchases(folder: str | os.PathLike[str], item_ids: Iterable[str]) -> int:
@@ -277,10 +273,7 @@ class FusedSearch:
             counts: dict[str, int] = json.loads((folder / POPULARITY_FILE).read_text())
             for item in item_ids:
                 counts[item] = counts.get(item, 0) + 1
-            atomic_write(folder / POPULARITY_FILE, json.dumps(counts))
-            meta = json.loads((folder / META_FILE).read_text())
-            meta["purchases"] = sum(counts.values())
-            atomic_write(folder / META_FILE, json.dumps(meta, indent=2, sort_keys=True))
+            meta = _write_prior(folder, counts, json.loads((folder / META_FILE).read_text()))
             return int(meta["purchases"])
 
     @staticmethod
@@ -306,6 +299,15 @@ class FusedSearch:
             meta=meta,
             _lexical=FieldIndex.load(folder / LEXICAL_DIR),
         )
+
+
+def _write_prior(folder: Path, counts: dict[str, int], meta: Mapping[str, Any]) -> dict[str, Any]:
+    """Write the prior's counts and the meta with their total, each file atomically; returns the
+    meta written."""
+    atomic_write(folder / POPULARITY_FILE, json.dumps(counts))
+    written = {**meta, "purchases": sum(counts.values())}
+    atomic_write(folder / META_FILE, json.dumps(written, indent=2, sort_keys=True))
+    return written
 
 
 def _bm25s_version() -> str:
