@@ -236,16 +236,17 @@ def next_item_table(bench: dict[str, Any], options: dict[str, str]) -> str:
     rows = []
     for label, run in bench["variants"].items():
         cfg = run["config"]
-        name = "before" if label == "before" else ""
-        if (
+        shipped = (
             cfg == default.get("nextitem")
             and run.get("refit_epochs") == default.get("refit_epochs")
             and run.get("text_init")
-            and "(" not in label  # a run of an earlier code state keeps its note in the label
-        ):
-            name = "default"
+        )
         if "(" in label:  # "(<commit>: padding attended, ...)": a run before padding was masked
             name = "padding attended"
+        elif label == "before":
+            name = "before"
+        else:
+            name = "default" if shipped else ""
         rows.append(
             [
                 name,
