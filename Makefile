@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 DEMO_USERS ?= A1SWWHE1L3XR3V A30Y2UTHJDGD62 ABW8NXS7SV55K
 PORT ?= 8123
 
-.PHONY: install demo test test-fast lint bench docs dev clean train train-sft train-sft-grounded train-grpo-grounded eval eval-baselines eval-dense eval-sample
+.PHONY: install demo test test-fast lint bench docs dev clean train train-writer-sft train-writer-grpo eval eval-baselines eval-sample
 
 install: $(STAMP)
 
@@ -57,56 +57,44 @@ bench: $(STAMP)
 docs:
 	$(PYTHON) -m training.evaluation.tables
 
-# The shipped adapters, rebuilt with their recipes in lineage order (each stage starts from the
-# previous one's folder; models/*/README.md give the figures), then the README's table:
-#   train-sft            -> models/smollm2-sft            the SFT cold start (a lineage stage)
-#   train-sft-grounded   -> models/smollm2-sft-grounded   the default drafter
-#   train-grpo-grounded  -> models/smollm2-grpo-grounded  the GRPO-trained drafter
-# Minutes on one GPU for the first; the CPU stages run in sittings of their recipe's max_minutes:
-# one that stops on it says so, and `make <stage> RESUME=1` continues it. Sub-makes keep the
-# order under `make -j`.
+# The shipped writer (agent.writing; issue 27), rebuilt with its recipes in lineage order (the
+# second stage starts from the first's folder; models/smollm2-writer/README.md gives the
+# figures), then the README's table:
+#   train-writer-sft   -> models/smollm2-writer-sft  the writer's SFT cold start (a lineage stage)
+#   train-writer-grpo  -> models/smollm2-writer      the shipped writer (SHIPPED_MODEL_DIR)
+# The CPU stages run in sittings of their recipe's budget: one that stops on it says so, and
+# `make <stage> RESUME=1` continues it. Sub-makes keep the order under `make -j`.
 train:
-	$(MAKE) train-sft
-	$(MAKE) train-sft-grounded
-	$(MAKE) train-grpo-grounded
+	$(MAKE) train-writer-sft
+	$(MAKE) train-writer-grpo
 	$(MAKE) eval
 
-# SFT cold start from the base -> models/smollm2-sft (about 5 minutes on one H200).
-train-sft: $(STAMP)
-	$(BIN)/queryagent-train sft --config recipes/sft.yaml
+# SFT of the base on the writing prompt (--role write) -> models/smollm2-writer-sft.
+train-writer-sft: $(STAMP)
+	$(BIN)/queryagent-train sft --config recipes/writer-sft.yaml
 
-# SFT of models/smollm2-sft on the grounded prompt, on a 2-core CPU in 40-minute sittings
-# -> models/smollm2-sft-grounded.
-train-sft-grounded: $(STAMP)
-	$(BIN)/queryagent-train sft --config recipes/sft-cpu.yaml $(if $(RESUME),--resume)
+# GRPO of models/smollm2-writer-sft on what its text retrieves, on a CPU in sittings
+# -> models/smollm2-writer.
+train-writer-grpo: $(STAMP)
+	$(BIN)/queryagent-train write-grpo --config recipes/writer-grpo-cpu.yaml $(if $(RESUME),--resume)
 
-# GRPO (GDPO aggregation, the dense rank reward on) of models/smollm2-sft-grounded, the graph as
-# the rollout, on a 2-core CPU in 90-minute sittings -> models/smollm2-grpo-grounded.
-train-grpo-grounded: $(STAMP)
-	$(BIN)/queryagent-train grpo --config recipes/grpo-cpu.yaml $(if $(RESUME),--resume)
-
-# The README's table: the search's own row (oracle-query), the baselines, the SFT-only agent, and
-# the GRPO-trained agent with its single turn (the refinement ablation), on the fused search.
-# Per-shopper rows are cached beside the report (reports/*.cache/), so a rerun runs only what is
-# missing; the model rows take hours on a 2-core CPU (`make eval-sample`: 300 shoppers).
-SFT_MODEL := models/smollm2-sft-grounded
-GRPO_MODEL := models/smollm2-grpo-grounded
+# The README's table: the search's own row (oracle-query), the baselines and the default agent
+# (the check's intent, the shipped writer's text), on the fused search. Per-shopper rows are
+# cached beside the report (reports/*.cache/), so a rerun runs only what is missing: the agent
+# row takes about 1.5 hours on a 2-core CPU and can go on in sittings (Ctrl-C keeps what is done;
+# `make eval-sample`: 300 shoppers). reports/scientific-test-dense.json is the record of the
+# earlier search and agent (its adapters left the tree; see CHANGELOG.md).
+WRITER_MODEL := models/smollm2-writer
 EVAL_BASELINES := oracle-query,popular,last-category,swing,dense-query,markov,sasrec,ranker
-EVAL_METHODS := $(EVAL_BASELINES),agent@$(SFT_MODEL),agent-single-turn@$(GRPO_MODEL),agent@$(GRPO_MODEL)
+EVAL_METHODS := $(EVAL_BASELINES),agent@$(WRITER_MODEL)
 eval: $(STAMP)
 	$(BIN)/queryagent-train eval --data data/amazon-scientific --split test \
-		--seed 0 --methods $(EVAL_METHODS) --out reports/scientific-test.json
+		--seed 0 --batch-size 32 --methods $(EVAL_METHODS) --out reports/scientific-test.json
 
 # The baselines and the ranker alone (minutes): the rows that do not need the language model.
 eval-baselines: $(STAMP)
 	$(BIN)/queryagent-train eval --data data/amazon-scientific --split test \
 		--seed 0 --methods $(EVAL_BASELINES) --out reports/scientific-test.json
-
-# The earlier table, on the dense (MiniLM-only) search it was measured on; its model rows are
-# tracked in reports/scientific-test-dense.cache/.
-eval-dense: $(STAMP)
-	$(BIN)/queryagent-train eval --data data/amazon-scientific --split test --search dense \
-		--seed 0 --methods $(EVAL_METHODS) --out reports/scientific-test-dense.json
 
 eval-sample: $(STAMP)
 	$(BIN)/queryagent-train eval --data data/amazon-scientific --split test --limit 300 \

@@ -1,7 +1,7 @@
 """What a drafter *is*, by content: a digest for cache keys, and a check before anything loads.
 
 A path names a model only until someone writes a new one there (``make train-sft`` writes
-``models/smollm2-sft`` in place), so caches of model outputs (the evaluation cache, precomputed
+``models/smollm2-writer`` in place), so caches of model outputs (the evaluation cache, precomputed
 recommendations) key by :func:`model_digest` instead: the SHA-256 of the folder's weight,
 adapter, config and tokenizer files (their bytes, not their size and mtime), plus the base
 model's identity when the folder is an adapter. Hashing the 13 MB shipped adapter folder takes
@@ -9,8 +9,8 @@ model's identity when the folder is an adapter. Hashing the 13 MB shipped adapte
 so calling it again is free.
 
     from agent.model_identity import check_model, model_digest
-    check_model("models/smollm2-sft")       # raises ModelSourceError: one line for a CLI
-    model_digest("models/smollm2-sft")      # '3f1c...' (16 hex digits)
+    check_model("models/smollm2-writer")       # raises ModelSourceError: one line for a CLI
+    model_digest("models/smollm2-writer")      # '3f1c...' (16 hex digits)
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def check_model(model: str | None) -> None:
     )
     if looks_like_path:
         raise ModelSourceError(
-            f"--model {model}: no such folder; pass a model folder, an adapter folder or a "
+            f"--model {model!r}: no such folder; pass a model folder, an adapter folder or a "
             "Hugging Face id such as owner/name"
         )
 

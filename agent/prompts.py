@@ -187,52 +187,53 @@ def grounded_refine_messages(
 # --------------------------------------------------------------------------- the query text
 
 # After the check picks the intent (a catalog query: a category path), the model writes the
-# query text the shopper sees (``agent.writing``): free generation, so two worked turns show the
-# form (as ``FEW_SHOT`` does for free drafting; the shoppers are made up).
-WRITE_SYSTEM_PROMPT = (
-    "You are a shopping assistant. Given the store category a shopper will search next and "
-    "their memory, write the search query they would type for it: 2 to 6 words, natural, with "
-    "the brand, size or material their purchases point to. Reply with one line: Query: <words>"
-)
-WRITE_FEW_SHOT: tuple[tuple[str, str, str], ...] = (
-    (
-        "lab scientific products glassware labware beakers",
-        FEW_SHOT[0][0],
-        "Query: pyrex glass beaker 250 ml",
-    ),
-    (
-        "additive manufacturing products 3d printing supplies filament",
-        FEW_SHOT[1][0],
-        "Query: hatchbox pla filament 1.75 mm",
-    ),
-)
+# query text the shopper sees (``agent.writing``). The writer is trained for this prompt
+# (``training.writer``), so it needs no worked turns, and the memory it sees is only what a
+# query's specifics come from: the shopper's brands and latest titles. Short on purpose: the
+# prompt is most of a recommendation's model time on a CPU.
+WRITE_SYSTEM_PROMPT = "Write the search query this shopper would type for the category."
+WRITE_BRANDS = 3  # the heaviest brand nodes shown
+WRITE_TITLES = 2  # the latest titles shown
+WRITE_TITLE_CHARS = 32
+
+
+def writer_memory(profile: UserProfile) -> str:
+    """The writer's view of the memory: the heaviest brands and the latest titles."""
+    brands = " | ".join(n.name for n in profile.interest_graph.top("brand", WRITE_BRANDS))
+    recent = profile.latest_intent[-WRITE_TITLES:]
+    titles = " | ".join(_short(item.title, WRITE_TITLE_CHARS) for item in recent)
+    return f"Brands: {brands or 'none'}\nRecent: {titles or 'none'}"
+
+
+def _short(text: str, chars: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= chars else text[: chars - 1].rstrip() + "\u2026"
 
 
 def writing_fingerprint() -> str:
     """A short hash of the query text's prompts: an evaluation's cached agent results (whose
     products come from the text) are only reused for the same prompts."""
-    text = repr((WRITE_SYSTEM_PROMPT, WRITE_FEW_SHOT, STOP, FEEDBACK_PRODUCTS, TITLE_CHARS))
+    text = repr(
+        (
+            WRITE_SYSTEM_PROMPT,
+            WRITE_BRANDS,
+            WRITE_TITLES,
+            WRITE_TITLE_CHARS,
+            STOP,
+            FEEDBACK_PRODUCTS,
+            TITLE_CHARS,
+        )
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def _write_turn(intent: str, memory: str) -> str:
-    return f"Category: {intent}\n{memory}"
-
-
-def write_messages(
-    profile: UserProfile, intent: str, popular_categories: Sequence[str] = ()
-) -> list[dict[str, str]]:
+def write_messages(profile: UserProfile, intent: str) -> list[dict[str, str]]:
     """The query text's prompt: the intent (the catalog query the check picked) and the
-    shopper's memory, after two worked turns."""
-    messages = [{"role": "system", "content": WRITE_SYSTEM_PROMPT}]
-    for category, shopper, answer in WRITE_FEW_SHOT:
-        messages += [
-            {"role": "user", "content": _write_turn(category, shopper)},
-            {"role": "assistant", "content": answer},
-        ]
-    memory = memory_text(profile, popular_categories)
-    messages.append({"role": "user", "content": bounded_memory(_write_turn(intent, memory))})
-    return messages
+    writer's view of the shopper's memory (``writer_memory``)."""
+    return [
+        {"role": "system", "content": WRITE_SYSTEM_PROMPT},
+        {"role": "user", "content": f"Category: {intent}\n{writer_memory(profile)}"},
+    ]
 
 
 def rewrite_messages(

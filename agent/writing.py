@@ -120,7 +120,7 @@ def write_query(
         return {"texts": []}  # an update all the same: Studio shows a null one as missing
     share, mass = page_check(state.products, state.query, ranking, state.history)
     intent = TextCheck(share=share, mass=mass)
-    messages = write_messages(state.profile, state.query, state.popular_categories)
+    messages = write_messages(state.profile, state.query)
     return {"intent_check": intent, "texts": [_generate(drafter, messages, 0, ctx)]}
 
 

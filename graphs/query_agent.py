@@ -30,6 +30,7 @@ from agent import nodes, writing
 from agent.catalog import Catalog, ChromaCatalog
 from agent.context import Context
 from agent.drafting import DrafterError, HFDrafter, QueryDrafter
+from agent.drafting.batching import micro_batched
 from agent.drafting.constrained import GroundedDrafter, GroundedHFDrafter
 from agent.ranking import load_served
 from agent.ranking.fit import CatalogModels
@@ -134,10 +135,17 @@ def default_deps(
     """The real drafter (``model`` resolved by ``agent.drafting.resolve_model``: ``None`` is
     ``$QUERYAGENT_MODEL``, else the shipped trained adapter; or the ``drafter`` given), the
     Chroma catalog in the QueryAgent home (or the server named by ``$QUERYAGENT_CHROMA_HOST``),
-    its fitted models and its search."""
+    its fitted models and its search.
+
+    The drafter is behind the micro-batcher (``agent.drafting.batching.micro_batched``; a given
+    one too, unless it already is), so the concurrent runs of ``graph.batch`` share model
+    calls; one run at a time is served at once, without the batching window."""
     # Lazy: the model loads on the first call, the catalog, its models and search on first use.
     if drafter is None:
         drafter = GroundedHFDrafter(HFDrafter(model, home=home))
+    if not isinstance(drafter, _UnavailableDrafter):  # its every attribute raises: kept bare
+        # Eager: ``graph.invoke`` (one shopper) is served at once, never waiting the window.
+        drafter = micro_batched(drafter, eager=True)
     catalog: Catalog = _lazy(lambda: ChromaCatalog.from_env(home=home))
     ranking: CatalogModels = _lazy(lambda: load_served(home))
     search: Search = _lazy(lambda: served_search(catalog, ranking))

@@ -3,8 +3,9 @@
     queryagent-train eval --data data/amazon-scientific --split test --limit 1000 \
         --methods popular,last-category,swing,dense-query,llm-direct,agent-single-turn,agent \
         --out reports/test.json [--model ID_OR_PATH] [--seed 0] [--shard-id K --shard-num N]
-    queryagent-train sft --config recipes/sft.yaml [--any SFTConfig field ...]
-    queryagent-train grpo --config recipes/grpo-cpu.yaml [--any GRPOConfig field ...]
+    queryagent-train sft --config recipes/writer-sft.yaml [--any SFTConfig field ...]
+    queryagent-train write-grpo --config recipes/writer-grpo-cpu.yaml [--any GRPOConfig field ...]
+    queryagent-train grpo --data DIR --model DIR [--any GRPOConfig field ...]   (the drafting role)
     queryagent-train outcomes --from-trajectories runs.jsonl [--home DIR] --out joined.jsonl \
         [--replay-model M ...] [--replay-limit N]
 
@@ -41,7 +42,7 @@ from graphs.validators import (
 )
 from memory_store import DataError, HomeError, StoreError, load_dataset, open_store
 from training.common import TrainingError, update_card_evaluation
-from training.evaluation.report import markdown_table, method_rows, write_report
+from training.evaluation.report import markdown_table, method_rows, paired_reference, write_report
 from training.evaluation.runner import METHODS, EvalConfig, EvalError, Evaluator, parse_methods
 from training.export import add_parser as add_export_parser
 from training.outcomes import (
@@ -55,16 +56,23 @@ from training.outcomes import (
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 # Subcommands whose flags TrlParser reads: the module's main(argv, prog) runs them.
+# Each maps to its module (``training.<module>``, whose ``main(argv, prog)`` runs it).
 TRAINERS = {
-    "sft": "SFT cold start of the drafter (TRL SFTConfig flags; --config recipes/sft.yaml)",
-    "grpo": "GRPO/GDPO, the graph as the rollout (GRPOConfig flags; "
-    "--config recipes/grpo-cpu.yaml)",
+    "sft": "SFT cold start of the writer (--role write, the default) or the drafter "
+    "(--role draft) (TRL SFTConfig flags; --config recipes/writer-sft.yaml)",
+    "write-grpo": "GRPO of the writer on what its text retrieves (GRPOConfig flags; "
+    "--config recipes/writer-grpo-cpu.yaml)",
+    "grpo": "GRPO/GDPO of the drafter, the graph as the rollout (GRPOConfig flags; "
+    "--from_trajectories for logged runs)",
 }
+TRAINER_MODULES = {"sft": "sft", "write-grpo": "writer.grpo", "grpo": "grpo"}
 
 
 def _eval(args: argparse.Namespace) -> int:
     # Fail on a bad name or a model folder that cannot load before loading anything.
-    specs = parse_methods(args.methods, resolve_model(args.model, args.home).name)
+    default_model = resolve_model(args.model, args.home).name
+    specs = parse_methods(args.methods, default_model)
+    reference = paired_reference([s.label for s in specs], args.paired_against, default_model)
     for model in dict.fromkeys(spec.model for spec in specs if spec.model):
         check_model(model)
     if args.limit is not None and args.limit < 1:
@@ -113,7 +121,7 @@ def _eval(args: argparse.Namespace) -> int:
     if in_split is not None:
         # A partial look: the rows cover the users every method has cached so far.
         header["cached_only"] = {"users_in_split": in_split, "cache": str(cache_dir)}
-    paths = write_report(out, header, results)
+    paths = write_report(out, header, results, paired_against=reference)
     print(paths["md"].read_text())
     print(f"wrote {paths['json']}, {paths['md']}, {paths['png']}")
     if args.cards:
@@ -236,9 +244,17 @@ def _add_eval_parser(sub: Any) -> None:
     )
     ev.add_argument(
         "--write-query",
-        action="store_true",
-        help="the agent's model writes the query text the shopper sees (I_Hit and Cons@K then "
-        "come from the text's results; off, the text is the intent)",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the agent's model writes the query text the shopper sees, as in the product (I_Hit "
+        "and Cons@K come from the text's results; --no-write-query: the text is the intent)",
+    )
+    ev.add_argument(
+        "--paired-against",
+        default=None,
+        metavar="METHOD",
+        help="the method every other is paired against in the report's sign tests, as "
+        "--methods names it, or 'none' (default: ranker when it is evaluated)",
     )
     ev.add_argument(
         "--out",
@@ -358,7 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in TRAINERS:
         # By name, when asked for: a trainer's module imports trl (torch, transformers).
-        trainer = importlib.import_module(f"training.{argv[0]}")
+        trainer = importlib.import_module(f"training.{TRAINER_MODULES[argv[0]]}")
         try:
             return int(trainer.main(argv[1:], prog=f"queryagent-train {argv[0]}"))
         except KeyboardInterrupt:

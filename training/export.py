@@ -38,6 +38,8 @@ from training.evaluation.protocol import example_position, open_eval_catalog, se
 from training.evaluation.specs import RETRIEVE_K, EvalConfig, EvalError
 from training.queries import common_root
 
+EXPORT_BEAMS = 4  # the drafting role's candidates per round (its earlier default)
+
 
 @dataclass
 class ExportConfig(EvalConfig):
@@ -117,7 +119,15 @@ def export_trajectories(
         ranking=ranking
         if ranking is not None
         else offline_ranking(dataset, catalog, config.split, config.home),
-        context=Context(max_refinements=config.max_refinements, seed=config.seed, top_k=RETRIEVE_K),
+        # The drafting role, whose turns these trajectories record (the default agent drafts
+        # none: its model writes the query text, ``agent.writing``).
+        context=Context(
+            max_refinements=config.max_refinements,
+            seed=config.seed,
+            top_k=RETRIEVE_K,
+            beams=EXPORT_BEAMS,
+            write_query=False,
+        ),
         model=config.model or getattr(drafter, "name", None),
         batch_size=config.batch_size,
     )

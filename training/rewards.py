@@ -303,10 +303,15 @@ class RankReward(_TrajectoryReward):
 
     __name__ = "rank_reward"
 
-    def __init__(self, catalog: Any, depth: int = 1000, cache_size: int = 4096) -> None:
+    def __init__(
+        self, catalog: Any, depth: int = 1000, cache_size: int = 4096, search: Any = None
+    ) -> None:
         if depth < 1:
             raise ValueError(f"depth (how far the item is looked for) must be >= 1, got {depth}")
         self.catalog = catalog
+        # The search the rollouts' products come from (the fused one the models were fitted
+        # on); None ranks with the catalog's own search.
+        self.search = search
         self.depth = depth
         self.cache_size = cache_size
         self._ranks: OrderedDict[str, dict[str, int]] = OrderedDict()
@@ -322,7 +327,8 @@ class RankReward(_TrajectoryReward):
         if not queries:
             return
         k = min(self.depth, max(1, int(self.catalog.count())))
-        for query, products in zip(queries, self.catalog.search_many(queries, k=k), strict=True):
+        source = self.catalog if self.search is None else self.search
+        for query, products in zip(queries, source.search_many(queries, k=k), strict=True):
             self._ranks[query] = {str(p.item_id): int(p.rank) for p in products}
         while len(self._ranks) > self.cache_size:
             self._ranks.popitem(last=False)
@@ -358,12 +364,15 @@ item_reward = ItemReward()
 REWARD_TERMS: list[RewardFunction] = [format_reward, tool_reward, query_reward, item_reward]
 
 
-def training_rewards(catalog: Any = None, rank_depth: int = 1000) -> list[RewardFunction]:
+def training_rewards(
+    catalog: Any = None, rank_depth: int = 1000, search: Any = None
+) -> list[RewardFunction]:
     """GRPO's reward functions: the paper's four terms, then the dense rank term on ``catalog``
-    (left out without a catalog or with ``rank_depth`` 0)."""
+    ranked by ``search`` (the catalog's own without one; left out without a catalog or with
+    ``rank_depth`` 0)."""
     if catalog is None or rank_depth <= 0:
         return [*REWARD_TERMS]
-    return [*REWARD_TERMS, RankReward(catalog, depth=rank_depth)]
+    return [*REWARD_TERMS, RankReward(catalog, depth=rank_depth, search=search)]
 
 
 def optimiser_kwargs(name: Literal["gdpo", "grpo"] = "gdpo") -> dict[str, Any]:
@@ -384,8 +393,8 @@ def optimiser_kwargs(name: Literal["gdpo", "grpo"] = "gdpo") -> dict[str, Any]:
 # The query text's reward terms (issue 27's first role: the model writes the text the shopper
 # sees for the intent the check picked, ``agent.writing``). Pure functions of what the written
 # text retrieved, for a GRPO group of texts: each in [0, 1], dense and cheap (one search per
-# text). Not wired into ``training.grpo`` yet.
-TEXT_BEST_WORDS = (2, 6)  # the prompt's "2 to 6 words"
+# text). Wired into the writer's GRPO (``training.writer.grpo``) by ``writer_rewards`` below.
+TEXT_BEST_WORDS = (2, 6)  # a few words: a query, not a title
 TEXT_MAX_WORDS = 10  # ``memory_store.queries.MAX_QUERY_WORDS``: longer does not parse
 
 
@@ -421,3 +430,103 @@ def text_brevity(text: str | None) -> float:
     if n <= high:
         return 1.0
     return (TEXT_MAX_WORDS - n) / (TEXT_MAX_WORDS - high)
+
+
+class TextResults:
+    """The written texts' search results, shared by the writer's reward terms (TRL calls each
+    term on the same completions): one batched search per new text. Picklable: the search is
+    opened on first use from ``open`` (a picklable callable) and not pickled with it."""
+
+    def __init__(self, open_search: Any, depth: int = 100, keep: int = 50_000) -> None:
+        self.open_search = open_search
+        self.depth = depth
+        self.keep = keep
+        self._search: Any = None
+        self._cache: OrderedDict[str, list[str]] = OrderedDict()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"open_search": self.open_search, "depth": self.depth, "keep": self.keep}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**state)  # type: ignore[misc]
+
+    def of(self, texts: Sequence[str | None]) -> list[list[str]]:
+        """Each text's top ``depth`` item ids (``[]`` for no text)."""
+        new = sorted({t for t in texts if t and t not in self._cache})
+        if new:
+            if self._search is None:
+                self._search = self.open_search()
+            for text, found in zip(new, self._search.search_many(new, k=self.depth), strict=True):
+                self._cache[text] = [p.item_id for p in found]
+            while len(self._cache) > self.keep:
+                self._cache.popitem(last=False)
+        return [self._cache[t] if t else [] for t in texts]
+
+
+def _completion_text(completion: Any) -> str | None:
+    """The query a writer's completion holds (conversational or plain), or None."""
+    if isinstance(completion, list):
+        completion = completion[-1]["content"] if completion else ""
+    return parse_query(str(completion)).query
+
+
+class _TextReward:
+    """A writer reward term: ``f(completions, target_item=[...], intent=[...])``."""
+
+    __name__ = "text_reward"
+
+    def __init__(self, results: TextResults, item_query: Mapping[str, str] | None = None):
+        self.results = results
+        self.item_query = dict(item_query or {})
+
+    def __call__(self, completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
+        texts = [_completion_text(c) for c in completions]
+        found = self.results.of(texts)
+        return [
+            self.score(text, ids, kwargs, i)
+            for i, (text, ids) in enumerate(zip(texts, found, strict=True))
+        ]
+
+    def score(self, text: str | None, ids: list[str], kwargs: Mapping[str, Any], i: int) -> float:
+        raise NotImplementedError
+
+
+class TextRankReward(_TextReward):
+    """``text_rank_reward`` of the shopper's next item in the written text's results."""
+
+    __name__ = "text_rank_reward"
+
+    def score(self, text: str | None, ids: list[str], kwargs: Mapping[str, Any], i: int) -> float:
+        return text_rank_reward(kwargs["target_item"][i], ids, self.results.depth) if text else 0.0
+
+
+class TextShareReward(_TextReward):
+    """``text_category_share``: the share of the text's top 10 in the intent's category."""
+
+    __name__ = "text_share_reward"
+
+    def score(self, text: str | None, ids: list[str], kwargs: Mapping[str, Any], i: int) -> float:
+        return text_category_share(ids, kwargs["intent"][i], self.item_query) if text else 0.0
+
+
+class TextBrevityReward(_TextReward):
+    """``text_brevity`` of the written text (no search needed, but the same signature)."""
+
+    __name__ = "text_brevity_reward"
+
+    def __call__(self, completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
+        return [text_brevity(_completion_text(c)) for c in completions]
+
+
+# The writer's reward: the rank term carries the signal (which text shows the next purchase);
+# the share keeps the text on the intent (the check's first test), brevity keeps it a query.
+WRITER_REWARD_WEIGHTS = (1.0, 0.5, 0.25)
+
+
+def writer_rewards(results: TextResults, item_query: Mapping[str, str]) -> list[RewardFunction]:
+    """The writer's three terms, in ``WRITER_REWARD_WEIGHTS``' order."""
+    return [
+        TextRankReward(results),
+        TextShareReward(results, item_query),
+        TextBrevityReward(results),
+    ]

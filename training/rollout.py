@@ -258,6 +258,8 @@ class GraphRollout:
             grounded=self.grounded,
             # The policy changes every step: a vote weight learned for it would be stale at once.
             model_vote=False,
+            # This rollout trains the drafting role: its reward scores the intent's own page.
+            write_query=False,
         )
         # One graph.batch over every copy; record i is prompt i's run (input order).
         records = runner.run(

@@ -2,8 +2,17 @@
 
 ``graph.batch`` runs each shopper's graph in its own thread; each node asks the drafter for one
 completion. This wrapper collects the requests that arrive within a short window and sends them
-to the wrapped drafter as one left-padded batch, which on a CPU costs little more than a single
-prompt. Requests with different sampling settings are never mixed.
+to the wrapped drafter as one batch, whose decoding steps on a CPU cost little more than a
+single prompt's (its prompts' prefill does not get cheaper: docs/performance.md). Requests with
+different sampling settings are never mixed.
+
+Waiting for company costs a lone caller that wait. An ``eager`` micro-batcher (``default_deps``
+gives the graph one: the same drafter serves ``graph.invoke`` one shopper at a time and
+``graph.batch``) opens the window only when there is company to wait for
+(``MicroBatchingDrafter._worth_waiting``): a request already queued behind the first, or a last
+call that served more than one. Otherwise the first request goes at once; requests that arrive
+while the model is busy queue up and go together in the next call, so a burst batches without a
+window (its first request goes alone) and one shopper at a time never waits.
 
 ``micro_batched(drafter)`` picks the wrapper: for a ``GroundedDrafter`` it also merges concurrent
 ``beams`` calls (each prompt keeps its own trie, so a refinement's exclusions stay its own):
@@ -25,6 +34,9 @@ from agent.drafting.protocol import GroundedDrafter, QueryDrafter
 from agent.drafting.trie import tries_per_prompt
 from agent.records import Generation
 
+DEFAULT_MAX_BATCH = 16
+DEFAULT_MAX_WAIT_S = 0.05
+
 
 @dataclass
 class _Request:
@@ -43,17 +55,21 @@ class MicroBatchingDrafter:
         drafter: the drafter that does the work.
         max_batch: most prompts sent in one call.
         max_wait_s: how long the first request of a batch waits for company (seconds).
+        eager: wait only when callers are known to be concurrent (``_worth_waiting``), so a lone
+            caller never pays ``max_wait_s``; off, every batch's first request waits it.
     """
 
     def __init__(
         self,
         drafter: QueryDrafter,
         *,
-        max_batch: int = 16,
-        max_wait_s: float = 0.05,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        max_wait_s: float = DEFAULT_MAX_WAIT_S,
         idle_s: float = 2.0,
+        eager: bool = False,
     ):
         self.drafter = drafter
+        self.eager = eager
         self.name = drafter.name
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
@@ -63,9 +79,20 @@ class MicroBatchingDrafter:
         # a step and grew by about 100 MB a step until it was killed for memory).
         self.idle_s = idle_s
         self.batch_sizes: list[int] = []  # prompts per underlying call, for benchmarks
+        self.waits = 0  # batches that waited the window for company, for tests and benchmarks
+        self._company = False  # the last call served held more than one request
         self._queue: queue.Queue[_Request] = queue.Queue()
         self._worker: threading.Thread | None = None
         self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        # Everything else (``prefixes``, ``resolved``, ``from_memory``...) is the wrapped
+        # drafter's, so code that reads a drafter's attributes works on the wrapper too. Only
+        # reached for names the wrapper does not have; ``drafter`` itself is guarded so a
+        # half-built wrapper (copy, unpickling) raises instead of recursing.
+        if name == "drafter" or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.drafter, name)
 
     def generate(self, prompts: Sequence[list[dict[str, str]]], **options: Any) -> list[Generation]:
         return self._submit(
@@ -103,24 +130,49 @@ class MicroBatchingDrafter:
             first = self._next()
             if first is None:
                 return
-            batch = [first]
-            size = len(first.prompts)
-            deadline = time.monotonic() + self.max_wait_s
-            while size < self.max_batch:
-                timeout = deadline - time.monotonic()
-                if timeout <= 0:
-                    break
-                try:
-                    nxt = self._queue.get(timeout=timeout)
-                except queue.Empty:
-                    break
-                batch.append(nxt)
-                size += len(nxt.prompts)
+            batch = self._collect(first)
+            self._company = len(batch) > 1
             groups: dict[tuple[tuple[str, Any], ...], list[_Request]] = {}
             for request in batch:
                 groups.setdefault(request.options, []).append(request)
             for options, requests in groups.items():
                 self._serve(dict(options), requests)
+
+    def _collect(self, first: _Request) -> list[_Request]:
+        """``first`` and the requests that go with it: those already queued, then, when
+        ``_worth_waiting``, those that arrive within ``max_wait_s`` (up to ``max_batch``)."""
+        batch = [first]
+        size = len(first.prompts)
+        while size < self.max_batch:
+            try:
+                nxt = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            batch.append(nxt)
+            size += len(nxt.prompts)
+        if size >= self.max_batch or not self._worth_waiting(batch):
+            return batch
+        self.waits += 1
+        deadline = time.monotonic() + self.max_wait_s
+        while size < self.max_batch:
+            timeout = deadline - time.monotonic()
+            if timeout <= 0:
+                break
+            try:
+                nxt = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                break
+            batch.append(nxt)
+            size += len(nxt.prompts)
+        return batch
+
+    def _worth_waiting(self, batch: list[_Request]) -> bool:
+        """Whether to hold ``batch`` for ``max_wait_s`` for more requests: always, unless
+        ``eager``; then only when callers are known to be concurrent (others were queued with
+        it, or the last call served held more than one). A lone caller (one shopper at a time)
+        is then served at once instead of paying the window on every model call; a burst's
+        first request goes alone, and the rest gather while the model serves it."""
+        return not self.eager or len(batch) > 1 or self._company
 
     def _serve(self, options: dict[str, Any], requests: list[_Request]) -> None:
         prompts = [p for r in requests for p in r.prompts]
@@ -147,10 +199,18 @@ class MicroBatchingGroundedDrafter(MicroBatchingDrafter):
     ``score`` and ``trie`` go straight to the wrapped drafter."""
 
     def __init__(
-        self, drafter: Any, *, max_batch: int = 16, max_wait_s: float = 0.05, idle_s: float = 2.0
+        self,
+        drafter: Any,
+        *,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        max_wait_s: float = DEFAULT_MAX_WAIT_S,
+        idle_s: float = 2.0,
+        eager: bool = False,
     ):
         # A GroundedDrafter need not be a QueryDrafter (no ``generate``): typed loosely here.
-        super().__init__(drafter, max_batch=max_batch, max_wait_s=max_wait_s, idle_s=idle_s)
+        super().__init__(
+            drafter, max_batch=max_batch, max_wait_s=max_wait_s, idle_s=idle_s, eager=eager
+        )
 
     def beams(
         self,
@@ -173,10 +233,30 @@ class MicroBatchingGroundedDrafter(MicroBatchingDrafter):
         return getattr(self.drafter, "identity", None)
 
 
-def micro_batched(drafter: Any, *, max_batch: int = 16, max_wait_s: float = 0.05) -> Any:
-    """``drafter`` behind the right micro-batcher (unchanged when it already is one)."""
+def micro_batched(
+    drafter: Any,
+    *,
+    max_batch: int | None = None,
+    max_wait_s: float | None = None,
+    eager: bool | None = None,
+) -> Any:
+    """``drafter`` behind the right micro-batcher (settings left ``None``: the defaults). A
+    drafter that already is one is returned as it is (never wrapped twice), unless other
+    settings are asked for: then its wrapped drafter gets a new micro-batcher with them, the
+    settings not asked for kept (``OfflineRunner``'s ``batch_size`` over ``default_deps``'
+    drafter); the two share the model and its lock."""
+    asked: dict[str, Any] = {"max_batch": max_batch, "max_wait_s": max_wait_s, "eager": eager}
+    settings: dict[str, Any] = {
+        "max_batch": DEFAULT_MAX_BATCH,
+        "max_wait_s": DEFAULT_MAX_WAIT_S,
+        "eager": False,
+    }
     if isinstance(drafter, MicroBatchingDrafter):
-        return drafter
+        settings = {name: getattr(drafter, name) for name in settings}
+        if all(value is None or value == settings[name] for name, value in asked.items()):
+            return drafter
+        drafter = drafter.drafter
+    settings.update({name: value for name, value in asked.items() if value is not None})
     if isinstance(drafter, GroundedDrafter):
-        return MicroBatchingGroundedDrafter(drafter, max_batch=max_batch, max_wait_s=max_wait_s)
-    return MicroBatchingDrafter(drafter, max_batch=max_batch, max_wait_s=max_wait_s)
+        return MicroBatchingGroundedDrafter(drafter, **settings)
+    return MicroBatchingDrafter(drafter, **settings)

@@ -14,7 +14,7 @@ so anything that asks for ``HuggingFaceTB/SmolLM2-135M-Instruct`` offline finds 
 plain PEFT loading a shipped adapter (whose ``adapter_config.json`` names that id)::
 
     HF_HUB_CACHE=~/.queryagent/hf-hub HF_HUB_OFFLINE=1 python -c \
-        "from peft import AutoPeftModelForCausalLM as M; M.from_pretrained('models/smollm2-sft')"
+        "from peft import AutoPeftModelForCausalLM as M; M.from_pretrained('models/smollm2-writer')"
 
 The hub cache is ``$HF_HUB_CACHE`` (or ``$HF_HOME/hub``) when set, else ``<home>/hf-hub``: the
 project never writes to ``~/.cache`` unless told to. ``<rev>`` is not a hub commit but a digest of

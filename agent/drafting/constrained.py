@@ -24,6 +24,7 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
+from agent.drafting.batched_generate import prefilled_generate
 from agent.drafting.hf import cache_argument
 from agent.drafting.prefill import PromptBatch, prefill, prompt_batch
 from agent.drafting.prefix_cache import RowPrefixes
@@ -31,6 +32,7 @@ from agent.drafting.protocol import Beam, GroundedDrafter, Messages
 from agent.drafting.scoring import score_completions
 from agent.drafting.trie import QueryTrie, tries_per_prompt
 from agent.model_identity import model_digest
+from agent.records import Generation
 
 __all__ = [
     "Beam",
@@ -211,9 +213,48 @@ class GroundedHFDrafter:
         resolved = self.drafter.resolved
         return model_digest(resolved.name, resolved.home)
 
-    def generate(self, prompts: Sequence[Messages], **kwargs: Any) -> Any:
-        """Free generation (``Context(grounded=False)``): the wrapped drafter's."""
-        return self.drafter.generate(prompts, **kwargs)
+    def generate(
+        self,
+        prompts: Sequence[Messages],
+        *,
+        max_new_tokens: int = 32,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        stop: Sequence[str] = (),
+    ) -> list[Generation]:
+        """Free generation (the query text; ``Context(grounded=False)``): one prompt is the
+        wrapped drafter's (its ``PrefixCache``); a batch (the micro-batcher's) is prefilled over
+        the rows kept here (``agent.drafting.batched_generate``), in the wrapped drafter's
+        chunks."""
+        options: dict[str, Any] = {
+            "max_new_tokens": max_new_tokens,
+            "temperature": temperature,
+            "top_p": top_p,
+        }
+        if len(prompts) < 2 or self.prefixes is None:
+            return self.drafter.generate(prompts, seed=seed, stop=stop, **options)  # type: ignore[no-any-return]
+        if max_new_tokens < 1 or temperature < 0:
+            raise ValueError(f"need max_new_tokens >= 1 and temperature >= 0, got {options}")
+        # Local: torch is a heavy optional import; ``agent.drafting`` loads without it.
+        import torch
+
+        model, tokenizer = self.drafter.model, self.drafter.tokenizer
+        size = getattr(self.drafter, "batch_size", len(prompts))
+        with self.drafter._lock, torch.inference_mode():
+            if seed is not None:
+                torch.manual_seed(seed)
+            out: list[Generation] = []
+            for start in range(0, len(prompts), size):
+                out += prefilled_generate(
+                    model,
+                    tokenizer,
+                    prompts[start : start + size],
+                    self.prefixes,
+                    stop=tuple(stop),
+                    **options,
+                )
+            return out
 
     def beams(
         self,

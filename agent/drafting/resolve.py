@@ -2,7 +2,7 @@
 
 ``resolve_model(arg)`` turns a ``--model`` value into a ``ResolvedModel``:
 
-- ``None``: ``$QUERYAGENT_MODEL``, else the shipped adapter ``models/smollm2-sft-grounded``, else (a
+- ``None``: ``$QUERYAGENT_MODEL``, else the shipped writer ``models/smollm2-writer``, else (a
   checkout without it) the untrained base, with a warning;
 - a folder: a full model (``config.json``) or a PEFT adapter (``adapter_config.json``, whose
   ``base_model_name_or_path`` is resolved the same way);
@@ -13,7 +13,7 @@
 
 Resolving reads a few small files and loads nothing; ``load_model`` loads the weights::
 
-    resolved = resolve_model("models/smollm2-sft")
+    resolved = resolve_model("models/smollm2-writer")
     model, tokenizer = load_model(resolved, merge=True)
 """
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,10 +43,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MODEL_ENV = "QUERYAGENT_MODEL"
-# The drafter this project trained and ships: a LoRA adapter on the bundled SmolLM2, trained on
-# the grounded draft prompt (its model card is the folder's README.md; ``models/smollm2-sft`` is
-# its parent, trained on the free-generation prompt).
-SHIPPED_MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "smollm2-sft-grounded"
+# The model this project trained and ships: a LoRA adapter on the bundled SmolLM2 for the writer
+# role (``agent.writing``; ``training.writer``; its model card is the folder's README.md).
+SHIPPED_MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "smollm2-writer"
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 
@@ -55,12 +55,12 @@ def canonical_model_name(name: str) -> str:
 
 
 def default_model() -> str:
-    """The product's default drafter: the shipped adapter's folder when this checkout has it,
+    """The product's default model: the shipped writer's folder when this checkout has it,
     else the untrained base model (``BASE_MODEL_ID``), with a warning."""
     if (SHIPPED_MODEL_DIR / "adapter_config.json").is_file():
         return str(SHIPPED_MODEL_DIR)
     logger.warning(
-        "no trained drafter at %s; using the untrained base SmolLM2 (run `make train`)",
+        "no trained writer at %s; using the untrained base SmolLM2 (run `make train`)",
         SHIPPED_MODEL_DIR,
     )
     return BASE_MODEL_ID
@@ -194,9 +194,13 @@ def load_model(
                     "(`pip install -e '.[train]'`) or pass a merged model"
                 ) from err
             base = AutoModelForCausalLM.from_pretrained(resolved.base_source)
-            model = PeftModel.from_pretrained(base, resolved.name, is_trainable=trainable)
-            if merge:
-                model = model.merge_and_unload()
+            with warnings.catch_warnings():
+                # peft reads transformers' deprecated `is_gradient_checkpointing` while it wraps
+                # the base: a FutureWarning on every load that the user can do nothing about.
+                warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+                model = PeftModel.from_pretrained(base, resolved.name, is_trainable=trainable)
+                if merge:
+                    model = model.merge_and_unload()
         else:
             model = AutoModelForCausalLM.from_pretrained(resolved.source)
         tokenizer = AutoTokenizer.from_pretrained(resolved.tokenizer_source)

@@ -28,8 +28,8 @@ def agent_options() -> argparse.ArgumentParser:
         "--model",
         type=model_arg,
         default=None,
-        help="drafter: Hugging Face id, local folder or adapter (default: $QUERYAGENT_MODEL, else "
-        "the shipped trained adapter models/smollm2-sft-grounded)",
+        help="the language model: Hugging Face id, local folder or adapter (default: "
+        "$QUERYAGENT_MODEL, else the shipped writer adapter models/smollm2-writer)",
     )
     run.add_argument("--home", type=Path, default=None, help="QueryAgent home")
     run.add_argument(
@@ -41,8 +41,9 @@ def agent_options() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=None, help="sampling seed")
     run.add_argument(
         "--write-query",
-        action="store_true",
-        help="have the model write the query text the shopper sees for the intent (experimental: "
-        "the shipped adapters copy the intent; off, the intent is shown and no model call made)",
+        action=argparse.BooleanOptionalAction,
+        default=Context.write_query,
+        help="the model writes the query text the shopper sees for the intent, checked on what "
+        "it retrieves (--no-write-query: the intent is shown and no model call is made)",
     )
     return run

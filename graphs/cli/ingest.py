@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.catalog import ChromaCatalog
+from agent.context import Context
 from agent.model_identity import check_model
 from agent.nodes import learned_model_weight
 from agent.search import DEFAULT_SEARCH, SEARCH_MODES
@@ -87,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         fit=served_fit(args.home, force=args.refit, search=args.search),
     )
     weight_note = ""
-    if not args.no_model:
+    if not args.no_model and Context().model_vote:  # the vote is off by default (issue 27)
         weight_note = _learn_model_weight(args, result.models)
     print(
         f"ingested {dataset.name}: {result.products} products in the catalog "

@@ -221,6 +221,12 @@ def _print_text(result: dict[str, Any], profile: Any) -> None:
         print(f"  intent: {safe(repr(result.get('query')))}  {check})")
     else:  # the intent is what the shopper sees
         print(f"  recommended query: {safe(repr(text))}  {check}, {result['latency_s']:.1f} s)")
+        written = [t.get("text") for t in result.get("texts") or [] if t.get("text")]
+        if written:  # the model wrote, and the check kept the intent's own page
+            print(
+                f"  model's text: {safe(repr(written[-1]))}  (not kept: its products fit the "
+                "intent and the shopper worse than the intent's own)"
+            )
     for p in result.get("products", [])[:5]:
         title, brand = safe(p["title"][:80]), safe(p["brand"] or "-")
         print(f"    {p['rank']:>2}. {title}  [{brand}]  {p['score']:.3f}")

@@ -85,3 +85,23 @@ def build_tiny_causal_lm(path: str | Path, *, seed: int = 0) -> Path:
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def stand_in_adapter(folder: str | Path, seed: int = 0) -> Path:
+    """A PEFT adapter folder of the bundled SmolLM2 as model identity and resolution see it (its
+    config, weights' bytes, a tokenizer config and a model card), not loadable: for tests that
+    identify or name a model but load none, so they do not depend on the adapters the tree
+    ships."""
+    import json
+    import random
+
+    from agent.drafting import BASE_MODEL_ID
+
+    folder = Path(folder)
+    folder.mkdir(parents=True)
+    config = {"base_model_name_or_path": BASE_MODEL_ID, "peft_type": "LORA", "r": 16}
+    (folder / "adapter_config.json").write_text(json.dumps(config, indent=2))
+    (folder / "adapter_model.safetensors").write_bytes(random.Random(seed).randbytes(4096))
+    (folder / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 8192}))
+    (folder / "README.md").write_text(f"stand-in adapter {seed}")
+    return folder

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -47,16 +48,17 @@ def test_recommend_json(ingested_home: Path, tiny_model_dir: Path, capsys) -> No
     assert code == 0
     out = json.loads(capsys.readouterr().out)
     assert out["user_id"] == "A1TINYUSER01"
-    # Every candidate, whichever source proposed it, is a query of the ingested catalog (the
-    # tiny random LM is constrained to its query trie); the best-scored one is recommended.
+    # Every candidate is a query of the ingested catalog; the best-scored one is recommended.
+    # By default (issue 27) they come from recall, and the model's call is the query text.
     from agent.ranking import load_served
 
     vocabulary = set(load_served(ingested_home).vocab.queries)
     assert out["query"] in vocabulary
-    assert out["source"] in {"model", "memory", "transition", "next-item", "popular"}
+    assert out["source"] in {"memory", "transition", "next-item", "popular"}
     assert {a["query"] for a in out["attempts"]} <= vocabulary
-    model = [a for a in out["attempts"] if "model" in a["sources"]]
-    assert model and model[0]["prompt_token_ids"] and model[0]["completion_token_ids"]
+    assert all("model" not in a["sources"] for a in out["attempts"])
+    assert out["texts"] and out["texts"][0]["kind"] == "write"
+    assert out["texts"][0]["prompt_token_ids"] and out["texts"][0]["completion_token_ids"]
     assert out["refinements"] <= 1
     assert len(out["products"]) == 10 and out["products"][0]["rank"] == 1
     assert {"item_id", "title", "category", "brand", "score"} <= set(out["products"][0])
@@ -79,21 +81,30 @@ def test_recommend_cold_start_user(ingested_home: Path, tiny_model_dir: Path, ca
     assert "New shopper" in text and "recommended query" in text
 
 
-def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+def _run_cli(*args: str, model: Path) -> subprocess.CompletedProcess[str]:
+    # The model named: a checkout without the shipped writer would add its warning line
+    # (every command imports graphs.query_agent, whose Studio graph resolves the default).
+    env = {**os.environ, "QUERYAGENT_MODEL": str(model)}
     return subprocess.run(
-        [sys.executable, "-m", "graphs.cli", *args], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "graphs.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
     )
 
 
-def test_unknown_user_is_one_line_exit_2(ingested_home: Path) -> None:
-    proc = _run_cli("recommend", "--user", "NOBODY", "--home", str(ingested_home))
+def test_unknown_user_is_one_line_exit_2(ingested_home: Path, tiny_model_dir: Path) -> None:
+    proc = _run_cli(
+        "recommend", "--user", "NOBODY", "--home", str(ingested_home), model=tiny_model_dir
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0
     assert "unknown user 'NOBODY'" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_bad_data_is_one_line_exit_2_and_stores_nothing(
-    tmp_path: Path, tiny_recbole_dir: Path
+    tmp_path: Path, tiny_recbole_dir: Path, tiny_model_dir: Path
 ) -> None:
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -103,14 +114,14 @@ def test_bad_data_is_one_line_exit_2_and_stores_nothing(
     lines[3] = "2\t6 8 x\t4"
     (bad / "Tiny.test.inter").write_text("\n".join(lines) + "\n")
     home = tmp_path / "home"
-    proc = _run_cli("ingest", "--data", str(bad), "--home", str(home))
+    proc = _run_cli("ingest", "--data", str(bad), "--home", str(home), model=tiny_model_dir)
     assert proc.returncode == 2
     assert "Tiny.test.inter:4" in proc.stderr and "Traceback" not in proc.stderr
     assert proc.stderr.strip().count("\n") == 0
     assert not (home / "chroma").exists() and not (home / "memory.sqlite").exists()
 
     missing = tmp_path / "missing"
-    proc = _run_cli("ingest", "--data", str(missing), "--home", str(home))
+    proc = _run_cli("ingest", "--data", str(missing), "--home", str(home), model=tiny_model_dir)
     assert proc.returncode == 2 and "missing" in proc.stderr
 
 
@@ -167,8 +178,12 @@ def test_recommend_shows_the_intent_and_the_written_query(
     intent = out["query"]
     assert f"intent: '{intent}'" in text or f"recommended query: '{intent}'" in text
 
-    # By default: no model call for the text; the intent is shown.
+    # By default the model writes too (issue 27); --no-write-query: no model call for the
+    # text, the intent is shown.
     assert main([*args, "--json"]) == 0
+    default = json.loads(capsys.readouterr().out)
+    assert default["query"] == out["query"] and default["texts"][0]["kind"] == "write"
+    assert main([*args, "--json", "--no-write-query"]) == 0
     quiet = json.loads(capsys.readouterr().out)
     assert quiet["query"] == out["query"] and quiet["texts"] == []
     assert quiet["query_text"] == quiet["query"] and quiet["text_source"] == "intent"

@@ -12,6 +12,7 @@ import pytest
 import agent.drafting
 import training.evaluation.runner
 from agent.drafting import ScriptedDrafter, default_model
+from tests.helpers.tiny_models import stand_in_adapter
 from training.cli import main
 from training.evaluation.metrics import UserOutcome, score_outcomes
 from training.evaluation.runner import METHODS, MODEL_METHODS
@@ -119,27 +120,31 @@ def test_interrupted_run_resumes_from_cache(
 
 
 def test_the_cache_resumes_when_the_model_folder_has_another_path(
-    tmp_path: Path, tiny_recbole_dir: Path, scripted
+    tmp_path: Path, tiny_recbole_dir: Path, scripted, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The whole-split cache is tracked in git: a clone elsewhere (or `make eval` naming the
     # folder relatively) must resume it, not start over. Same folder content, another path.
-    elsewhere = tmp_path / "clone" / "models" / SHIPPED
+    # The default model is an adapter folder (a stand-in: the scripted drafter loads nothing).
+    shipped = stand_in_adapter(tmp_path / "repo" / "models" / "smollm2-writer")
+    monkeypatch.setenv("QUERYAGENT_MODEL", str(shipped))
+    name = shipped.name
+    elsewhere = tmp_path / "clone" / "models" / name
     elsewhere.parent.mkdir(parents=True)
-    elsewhere.symlink_to(Path(default_model()).resolve(), target_is_directory=True)
+    elsewhere.symlink_to(shipped.resolve(), target_is_directory=True)
     out = tmp_path / "r.json"
     common = ["eval", "--data", str(tiny_recbole_dir), "--home", str(tmp_path / "home")]
     common += ["--batch-size", "2", "--out", str(out)]
     assert main([*common, "--methods", "llm-direct"]) == 0
     prompts = sum(len(d.calls) for d in scripted)
     assert prompts == 6
-    cache = out.with_suffix(".cache") / f"llm-direct@{SHIPPED}.jsonl"
+    cache = out.with_suffix(".cache") / f"llm-direct@{name}.jsonl"
     rows = cache.read_text().splitlines()[1:]
     assert main([*common, "--methods", f"llm-direct@{elsewhere}"]) == 0
     assert sum(len(d.calls) for d in scripted) == prompts  # resumed: nothing ran again
     assert cache.read_text().splitlines()[1:] == rows
     # another model's content is another configuration: its cache starts over
-    (other := tmp_path / "other" / SHIPPED).mkdir(parents=True)
-    for f in Path(default_model()).iterdir():
+    (other := tmp_path / "other" / name).mkdir(parents=True)
+    for f in shipped.iterdir():
         if f.is_file():
             (other / f.name).write_bytes(f.read_bytes())
     with (other / "adapter_config.json").open("a") as f:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -66,16 +67,31 @@ def test_recommend_log_appends_one_record_per_call(
     assert cold.profile["n_events"] == 0
 
 
-def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+def _run_cli(*args: str, model: Path) -> subprocess.CompletedProcess[str]:
+    # The model named: a checkout without the shipped writer would add its warning line
+    # (every command imports graphs.query_agent, whose Studio graph resolves the default).
     return subprocess.run(
-        [sys.executable, "-m", "graphs.cli", *args], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "graphs.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "QUERYAGENT_MODEL": str(model)},
     )
 
 
-def test_recommend_log_user_errors_are_one_line(ingested_home: Path, tmp_path: Path) -> None:
+def test_recommend_log_user_errors_are_one_line(
+    ingested_home: Path, tmp_path: Path, tiny_model_dir: Path
+) -> None:
     missing = tmp_path / "no-such-folder" / "log.jsonl"
     proc = _run_cli(
-        "recommend", "--user", "A1TINYUSER01", "--home", str(ingested_home), "--log", str(missing)
+        "recommend",
+        "--user",
+        "A1TINYUSER01",
+        "--home",
+        str(ingested_home),
+        "--log",
+        str(missing),
+        model=tiny_model_dir,
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().count("\n") == 0 and "does not exist" in proc.stderr
@@ -83,7 +99,14 @@ def test_recommend_log_user_errors_are_one_line(ingested_home: Path, tmp_path: P
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"schema": "queryagent.trajectory/v1"}\n')
     proc = _run_cli(
-        "recommend", "--user", "A1TINYUSER01", "--home", str(ingested_home), "--log", str(bad)
+        "recommend",
+        "--user",
+        "A1TINYUSER01",
+        "--home",
+        str(ingested_home),
+        "--log",
+        str(bad),
+        model=tiny_model_dir,
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().count("\n") == 0 and "bad.jsonl:1:" in proc.stderr

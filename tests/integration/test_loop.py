@@ -5,6 +5,7 @@ each shopper's last purchase, runs logged by precompute, the held-back purchases
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -32,9 +33,15 @@ def loop(tmp_path_factory, tiny_recbole_dir):
     return SimpleNamespace(root=root, home=home, runs=runs, events=events)
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+def _cli(*args: str, model: Path) -> subprocess.CompletedProcess[str]:
+    # The model named: a checkout without the shipped writer would add its warning line
+    # (every command imports graphs.query_agent, whose Studio graph resolves the default).
     return subprocess.run(
-        [sys.executable, "-m", "graphs.cli", *args], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "graphs.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "QUERYAGENT_MODEL": str(model)},
     )
 
 
@@ -59,7 +66,9 @@ def test_recommend_log_stamps_the_run(loop, tiny_model_dir: Path, tmp_path: Path
     assert record.run["memory"]["digest"] and record.run["catalog"]["generation"] == 1
 
 
-def test_events_add_bad_input_is_one_line_and_writes_nothing(loop, tmp_path: Path) -> None:
+def test_events_add_bad_input_is_one_line_and_writes_nothing(
+    loop, tmp_path: Path, tiny_model_dir: Path
+) -> None:
     memory = UserMemory(open_store(loop.home))
     before = memory.n_events("A1TINYUSER02")
     bad = tmp_path / "bad.jsonl"
@@ -72,7 +81,7 @@ def test_events_add_bad_input_is_one_line_and_writes_nothing(loop, tmp_path: Pat
         ["events", "add", "--user", "A1TINYUSER02", "--item", "B000NOPE"],
         ["events", "add", "--user", "A1TINYUSER02"],
     ):
-        result = _cli(*args, "--home", str(loop.home))
+        result = _cli(*args, "--home", str(loop.home), model=tiny_model_dir)
         assert result.returncode == 2, result.stderr
         assert result.stderr.startswith("queryagent: error: ")
         assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
@@ -92,8 +101,8 @@ def test_trainers_refuse_bad_logs_in_one_line(loop, tmp_path: Path, capsys) -> N
     for trainer in ("grpo", "sft"):
         for log, message in ((tmp_path / "missing.jsonl", "no such"), (other, "catalog version")):
             args = [trainer, "--from_trajectories", str(log), "--home", str(loop.home)]
-            if trainer == "sft":
-                args += ["--data", str(loop.root / "cut")]
+            if trainer == "sft":  # the logged runs' drafts: the draft role
+                args += ["--data", str(loop.root / "cut"), "--role", "draft"]
             assert train_main(args) == 2
             err = capsys.readouterr().err.strip()
             assert err.startswith(f"{trainer}: error: ") and message in err and "\n" not in err

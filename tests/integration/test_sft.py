@@ -19,6 +19,7 @@ from agent.drafting import BASE_MODEL_ID, HFDrafter, resolve_model
 from agent.parsing import parse_query
 from graphs.query_agent import Deps, build_graph
 from memory_store import UserMemory
+from tests.helpers.contexts import drafting
 from tests.helpers.fakes import FakeCatalog
 from tests.helpers.tiny_models import build_tiny_causal_lm
 from training.cli import main
@@ -66,12 +67,13 @@ def test_pairs_are_the_graphs_draft_prompt_and_the_truth(tiny_dataset, tiny_mode
     UserMemory(store).ingest_dataset(tiny_dataset, progress=False)
     for pair in pairs[:4]:
         # the graph's own (grounded) draft prompt for this shopper, memory cut before the target
+        # (the drafting role, which `--role draft` trains: asked for since issue 27)
         drafter = ScriptedGroundedDrafter([[]])
         catalog = FakeCatalog(tiny_dataset.products.values())
         graph = build_graph(Deps(drafter=drafter, catalog=catalog, ranking=tiny_models)).compile(
             store=store
         )
-        graph.invoke({"user_id": pair.user_id, "before": pair.before})
+        graph.invoke({"user_id": pair.user_id, "before": pair.before}, context=drafting())
         assert drafter.calls[0] == pair.prompt
         assert tiny_dataset.sequences[pair.user_id][pair.before] == pair.target
         truth = oracle.of_item(pair.target)
@@ -117,7 +119,8 @@ def test_sft_lora_on_the_default_model_writes_a_portable_adapter(
     from safetensors.torch import load_file
 
     home, out = tmp_path / "home", tmp_path / "sft"
-    argv = ["sft", "--data", str(tiny_recbole_dir), "--home", str(home), "--out", str(out)]
+    argv = ["sft", "--role", "draft", "--data", str(tiny_recbole_dir), "--home", str(home)]
+    argv += ["--out", str(out)]
     flags = ["--max_steps", "2", "--per_device_train_batch_size", "4", "--learning_rate", "1e-2"]
     assert main([*argv, *flags]) == 0
     assert fake_conversion == [snapshot_dir(home)]
@@ -161,7 +164,15 @@ def test_sft_full_changes_the_weights(
     from safetensors.torch import load_file
 
     out = tmp_path / "full"
-    argv = ["sft", "--data", str(tiny_recbole_dir), "--model", str(tiny_model_dir)]
+    argv = [
+        "sft",
+        "--role",
+        "draft",
+        "--data",
+        str(tiny_recbole_dir),
+        "--model",
+        str(tiny_model_dir),
+    ]
     assert (
         main([*argv, "--out", str(out), "--full", "--max_steps", "1", "--learning_rate", "1e-2"])
         == 0
@@ -183,6 +194,8 @@ def test_sft_full_changes_the_weights(
         (["--limit", "-3"], "--limit must be >= 1"),
         (["--learning_rate", "nan"], "--learning_rate must be a positive number"),
         (["--resume"], "no checkpoint"),
+        (["--role", "rewrite"], "--role must be one of write, draft"),
+        (["--from_trajectories", "runs.jsonl"], "--from_trajectories trains the draft role"),
     ],
 )
 def test_sft_user_errors_are_one_line(
@@ -206,7 +219,15 @@ def test_sft_resume_continues_from_the_last_checkpoint(
     import training.sft.script as sft  # where run_sft looks remove_work_dir up
 
     out = tmp_path / "lora"
-    argv = ["sft", "--data", str(tiny_recbole_dir), "--model", str(tiny_model_dir)]
+    argv = [
+        "sft",
+        "--role",
+        "draft",
+        "--data",
+        str(tiny_recbole_dir),
+        "--model",
+        str(tiny_model_dir),
+    ]
     argv += ["--out", str(out), "--per_device_train_batch_size", "4", "--save_steps", "1"]
     # An interrupted run: its checkpoints stay in <out>.work/ (a finished run deletes them).
     real_remove = sft.remove_work_dir
@@ -226,7 +247,15 @@ def test_sft_stopped_on_its_time_budget_keeps_a_checkpoint_and_resumes(
     """A CPU run in sittings: --max_minutes ends the first with a checkpoint kept in
     <out>.work/, and --resume finishes the run from it (then the checkpoints go)."""
     out = tmp_path / "lora"
-    argv = ["sft", "--data", str(tiny_recbole_dir), "--model", str(tiny_model_dir)]
+    argv = [
+        "sft",
+        "--role",
+        "draft",
+        "--data",
+        str(tiny_recbole_dir),
+        "--model",
+        str(tiny_model_dir),
+    ]
     argv += ["--out", str(out), "--per_device_train_batch_size", "4", "--max_steps", "3"]
     assert main([*argv, "--max_minutes", "1e-6"]) == 0
     assert "add --resume to continue" in capsys.readouterr().out
@@ -266,7 +295,15 @@ def test_sft_ctrl_c_saves_the_step_and_resume_finishes(
 
     monkeypatch.setattr(GracefulStop, "on_step_end", press_ctrl_c_once)
     out = tmp_path / "lora"
-    argv = ["sft", "--data", str(tiny_recbole_dir), "--model", str(tiny_model_dir)]
+    argv = [
+        "sft",
+        "--role",
+        "draft",
+        "--data",
+        str(tiny_recbole_dir),
+        "--model",
+        str(tiny_model_dir),
+    ]
     argv += ["--out", str(out), "--per_device_train_batch_size", "4", "--max_steps", "3"]
     assert main(argv) == 0
     assert "stopped on Ctrl-C at step 1: add --resume to continue" in capsys.readouterr().out
@@ -286,36 +323,40 @@ def test_sft_ctrl_c_saves_the_step_and_resume_finishes(
 
 def test_shipped_recipes_parse_with_trl_parser() -> None:
     from training.common import parse_command_line
-    from training.grpo import GRPOArguments, QueryAgentGRPOConfig
     from training.sft import QueryAgentSFTConfig, SFTArguments
+    from training.writer.grpo import WriterGRPOArguments, WriterGRPOConfig
 
     repo = Path(__file__).resolve().parents[2]
     args, config = parse_command_line(
         (SFTArguments, QueryAgentSFTConfig),
-        ["--config", str(repo / "recipes" / "sft.yaml"), "--gradient_accumulation_steps", "2"],
+        [
+            "--config",
+            str(repo / "recipes" / "writer-sft.yaml"),
+            "--gradient_accumulation_steps",
+            "2",
+        ],
         "sft",
     )
-    assert args.data == "data/amazon-scientific" and args.out == "models/smollm2-sft"
-    assert args.model == BASE_MODEL_ID and not args.full
-    assert config.per_device_train_batch_size == 32 and config.learning_rate == 2e-4
+    assert args.data == "data/amazon-scientific" and args.out == "models/smollm2-writer-sft"
+    assert args.model == BASE_MODEL_ID and args.role == "write" and not args.full
+    assert config.per_device_train_batch_size == 16 and config.learning_rate == 5e-4
     assert config.gradient_accumulation_steps == 2  # any SFTConfig field is a flag
     args, config = parse_command_line(
-        (SFTArguments, QueryAgentSFTConfig),
-        ["--config", str(repo / "recipes" / "sft-cpu.yaml")],
-        "sft",
+        (WriterGRPOArguments, WriterGRPOConfig),
+        [
+            "--config",
+            str(repo / "recipes" / "writer-grpo-cpu.yaml"),
+            "--resume",
+            "--max_steps",
+            "3",
+        ],
+        "write-grpo",
     )
-    assert args.model == "models/smollm2-sft" and args.max_minutes == 40
-    assert config.per_device_train_batch_size * config.gradient_accumulation_steps == 16
-    args, config = parse_command_line(
-        (GRPOArguments, QueryAgentGRPOConfig),
-        ["--config", str(repo / "recipes" / "grpo-cpu.yaml"), "--resume", "--max_steps", "3"],
-        "grpo",
-    )
-    assert args.model == "models/smollm2-sft-grounded" and args.resume and args.single_turn
-    assert args.rank_depth == 1000 and args.max_minutes == 90
-    assert config.per_device_train_batch_size == 2 * config.num_generations
+    assert args.model == "models/smollm2-writer-sft" and args.out == "models/smollm2-writer"
+    assert args.resume and args.heldout == 500 and args.heldout_every == 50
+    assert config.per_device_train_batch_size == 4 * config.num_generations
     assert config.num_generations == 4 and config.max_steps == 3  # the flag wins
-    assert config.multi_objective_aggregation == "normalize_then_sum"
+    assert config.loss_type == "dapo" and config.scale_rewards == "batch"
 
 
 def test_help_shows_every_config_field_with_its_default(capsys) -> None:
@@ -335,7 +376,8 @@ def test_sft_from_a_yaml_recipe_reports_to_tensorboard(
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(
         f"data: {tiny_recbole_dir}\nmodel: {tiny_model_dir}\nout: {out}\nmax_steps: 5\n"
-        "per_device_train_batch_size: 2\ngradient_accumulation_steps: 2\nlogging_steps: 1\n"
+        "role: draft\nper_device_train_batch_size: 2\ngradient_accumulation_steps: 2\n"
+        "logging_steps: 1\n"
     )
     assert not main(
         ["sft", "--config", str(recipe), "--max_steps", "1", "--report_to", "tensorboard"]

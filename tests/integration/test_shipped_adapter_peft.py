@@ -2,8 +2,9 @@
 
 The project's converter fills a temporary Hugging Face hub cache with the bundled SmolLM2 under
 its hub id; then a fresh Python process that imports only peft and transformers loads
-``models/smollm2-sft`` with ``AutoPeftModelForCausalLM.from_pretrained`` (``HF_HUB_OFFLINE=1``)
-and generates what the project's drafter generates.
+the shipped writer ``models/smollm2-writer`` (``SHIPPED_MODEL_DIR``) with
+``AutoPeftModelForCausalLM.from_pretrained`` (``HF_HUB_OFFLINE=1``) and generates what the
+project's loader generates.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from agent.drafting import BASE_MODEL_ID, DrafterError, HFDrafter, bundled_model_dir
+from agent.drafting.resolve import SHIPPED_MODEL_DIR
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -50,6 +52,10 @@ def test_shipped_adapter_loads_with_plain_peft_offline(
 ) -> None:
     pytest.importorskip("peft")
     pytest.importorskip("gguf")
+    adapter = SHIPPED_MODEL_DIR
+    assert adapter == REPO / "models" / "smollm2-writer"
+    if not (adapter / "adapter_config.json").is_file():
+        pytest.skip(f"no shipped writer at {adapter} in this checkout (`make train` builds it)")
     hub = tmp_path / "hub"
     monkeypatch.setenv("HF_HUB_CACHE", str(hub))
     try:
@@ -59,7 +65,6 @@ def test_shipped_adapter_loads_with_plain_peft_offline(
     assert snapshot.parent.parent.parent == hub  # the variable is honoured
     assert not (tmp_path / "home" / "hf-hub").exists()
 
-    adapter = REPO / "models" / "smollm2-sft"
     env = {
         **os.environ,
         "HF_HUB_CACHE": str(hub),
@@ -83,7 +88,7 @@ def test_shipped_adapter_loads_with_plain_peft_offline(
     assert plain["project_modules"] == []
     assert plain["ids"]
 
-    # The project's drafter (adapter merged into the base) generates the same tokens.
+    # The project's loader (adapter merged into the base) generates the same tokens.
     ours = HFDrafter(str(adapter), home=tmp_path / "home", device="cpu")
     assert ours.resolved.base_source == str(snapshot)
     [g] = ours.generate([PROMPT], max_new_tokens=8)

@@ -13,7 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.test_ingest_reliability import REPO, assert_one_line, run_cli
+from tests.reliability.test_ingest_reliability import (
+    QUIET_MODEL_ENV,
+    REPO,
+    assert_one_line,
+    run_cli,
+)
 
 USER = "A1TINYUSER01"
 
@@ -76,6 +81,7 @@ def test_train_cli_with_a_bad_model_is_one_line(
         proc = subprocess.run(
             [sys.executable, "-m", "training.cli", *args, "--out", str(tmp_path / "out.json")],
             capture_output=True, text=True, timeout=300, cwd=REPO,
+            env={**QUIET_MODEL_ENV, **os.environ},
         )  # fmt: skip
         assert_one_line(proc, "model")
         assert not (tmp_path / "out.json").exists() and not (tmp_path / "out.cache").exists()

@@ -14,10 +14,18 @@ import pytest
 from agent.drafting import ScriptedDrafter
 from agent.model_identity import model_digest
 from tests.helpers.fakes import FakeCatalog
+from tests.helpers.tiny_models import stand_in_adapter
 from training.evaluation.runner import EvalConfig, Evaluator, MethodSpec
 
 REPO = Path(__file__).resolve().parents[2]
-SFT, GRPO = REPO / "models" / "smollm2-sft", REPO / "models" / "smollm2-grpo-grounded"
+
+
+@pytest.fixture(scope="module")
+def adapters(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two adapters of the same base: one, and the same one retrained (other weights). These
+    tests identify models and load none: stand-ins, whatever adapters the tree ships."""
+    root = tmp_path_factory.mktemp("adapters")
+    return stand_in_adapter(root / "sft", 0), stand_in_adapter(root / "grpo", 1)
 
 
 def mode(path: Path) -> int:
@@ -58,7 +66,8 @@ def evaluate(tiny_dataset, model: Path, cache_dir: Path, factory: CountingFactor
     evaluator.run(MethodSpec("llm-direct", str(model)), progress=False)
 
 
-def test_eval_cache_follows_the_model_not_its_path(tiny_dataset, tmp_path: Path) -> None:
+def test_eval_cache_follows_the_model_not_its_path(tiny_dataset, tmp_path: Path, adapters) -> None:
+    SFT, GRPO = adapters
     model, cache = tmp_path / "model", tmp_path / "report.cache"
     shutil.copytree(SFT, model)
     factory = CountingFactory()
@@ -72,7 +81,8 @@ def test_eval_cache_follows_the_model_not_its_path(tiny_dataset, tmp_path: Path)
     assert len(factory.loaded) == 2  # a different model at the same path: evaluated again
 
 
-def test_model_digest_hashes_contents(tmp_path: Path) -> None:
+def test_model_digest_hashes_contents(tmp_path: Path, adapters) -> None:
+    SFT, GRPO = adapters
     a, b = tmp_path / "a", tmp_path / "b"
     shutil.copytree(SFT, a)
     shutil.copytree(SFT, b)
@@ -118,7 +128,8 @@ def test_new_home_and_its_files_are_private(tmp_path: Path, usual_umask: None) -
             assert mode(home / sidecar) == 0o600
 
 
-def test_eval_cache_is_private(tiny_dataset, tmp_path: Path, usual_umask: None) -> None:
+def test_eval_cache_is_private(tiny_dataset, tmp_path: Path, usual_umask: None, adapters) -> None:
+    SFT, _ = adapters
     cache = tmp_path / "report.cache"
     evaluate(tiny_dataset, SFT, cache, CountingFactory())
     files = list(cache.iterdir())

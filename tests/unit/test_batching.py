@@ -99,3 +99,39 @@ def test_an_idle_worker_leaves_and_lets_the_wrapper_go() -> None:
         gc.collect()
         time.sleep(0.01)
     assert gone() is None
+
+
+def test_a_batch_of_free_generations_over_kept_prefixes_equals_one_at_a_time(
+    tiny_model_dir,
+) -> None:
+    """``GroundedHFDrafter.generate`` of several prompts prefills them over the rows it keeps
+    (the batch's shared start once, a prompt that extends a kept one over its new tokens only)
+    and writes, token for token, what each prompt gets alone."""
+    from agent.drafting import HFDrafter
+    from agent.drafting.constrained import GroundedHFDrafter
+
+    system = {"role": "system", "content": "write a short search query for the shopper " * 3}
+    prompts = [
+        [system, {"role": "user", "content": "a shopper who buys tape"}],
+        [system, {"role": "user", "content": "someone else entirely, with a longer memory"}],
+        [system, {"role": "user", "content": "a third shopper"}],
+    ]
+    alone = HFDrafter(str(tiny_model_dir), prefix_cache=False, dtype="float32")
+    grounded = GroundedHFDrafter(HFDrafter(str(tiny_model_dir), dtype="float32"))
+    assert grounded.prefixes is not None
+    options = {"max_new_tokens": 6, "temperature": 0.0}
+    together = grounded.generate(prompts, **options)
+    assert together == [alone.generate([p], **options)[0] for p in prompts]
+    assert grounded.prefixes.hits == 3  # every row ran after the shared start, kept once
+    # A rewrite extends its write prompt: its kept row is reused.
+    rewrites = [
+        [*p, {"role": "assistant", "content": g.text}, {"role": "user", "content": "again"}]
+        for p, g in zip(prompts[:2], together[:2], strict=True)
+    ]
+    before = grounded.prefixes.reused_tokens
+    again = grounded.generate(rewrites, **options)
+    assert again == [alone.generate([p], **options)[0] for p in rewrites]
+    # (a row is kept without its last token, which ``generate`` runs)
+    assert grounded.prefixes.reused_tokens - before == sum(
+        len(g.prompt_token_ids) - 1 for g in together[:2]
+    )

@@ -4,6 +4,7 @@ on, and the check node ranking by ranker score + weight x log-probability."""
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -273,8 +274,9 @@ def _run(models: CatalogModels, drafter, ctx: Context, tmp_path):  # type: ignor
 def test_check_ranks_by_ranker_score_plus_weighted_log_probability(fitted_dir, tmp_path) -> None:
     models = _models_with_holdout(fitted_dir, tmp_path)
     models.model_weights["digest-test"] = ModelWeight("digest-test", 1.0, 20, {})
-    drafter = _NamedDrafter([[]])  # no beams: the model only votes
-    out = _run(models, drafter, Context(beams=0, max_refinements=0), tmp_path)
+    drafter = _NamedDrafter([[]])  # no beams: the model only votes (asked for: off by default)
+    vote = Context(beams=0, max_refinements=0, model_vote=True, write_query=False)
+    out = _run(models, drafter, vote, tmp_path)
     first = [a for a in out["attempts"] if a.turn == 0]
     assert first and all(a.logprob is not None for a in first)
     # the fake scores -(number of tokens); the rank score is the ranker's plus 1.0 x that
@@ -289,11 +291,11 @@ def test_check_ranks_by_ranker_score_plus_weighted_log_probability(fitted_dir, t
     # weight 0 (a model that does not help on this catalog): no scoring, the ranker's order
     models.model_weights["digest-test"] = ModelWeight("digest-test", 0.0, 20, {})
     drafter = _NamedDrafter([[]])
-    out = _run(models, drafter, Context(beams=0, max_refinements=0), tmp_path)
+    out = _run(models, drafter, vote, tmp_path)
     assert not drafter.scored
     assert all(a.logprob is None for a in out["attempts"])
     # and Context(model_vote=False) leaves it out whatever the weight
     models.model_weights["digest-test"] = ModelWeight("digest-test", 1.0, 20, {})
     drafter = _NamedDrafter([[]])
-    _run(models, drafter, Context(beams=0, max_refinements=0, model_vote=False), tmp_path)
+    _run(models, drafter, replace(vote, model_vote=False), tmp_path)
     assert not drafter.scored

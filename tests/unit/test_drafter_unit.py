@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+from pathlib import Path
 
 import pytest
 from huggingface_hub import ModelCard
@@ -40,7 +41,16 @@ def test_scripted_cycles_through_completions_and_records_calls() -> None:
 def test_product_default_is_the_shipped_adapter(monkeypatch, tmp_path, caplog) -> None:
     monkeypatch.delenv("QUERYAGENT_MODEL", raising=False)
     shipped = resolve_module.SHIPPED_MODEL_DIR
-    assert (shipped / "adapter_config.json").is_file()  # committed with the repository
+    # The shipped model is the writer (issue 27), in the repository's models/ folder.
+    assert shipped == Path(__file__).resolve().parents[2] / "models" / "smollm2-writer"
+    if not (shipped / "adapter_config.json").is_file():
+        # A checkout without the trained writer yet (tests/integration/
+        # test_shipped_adapter_peft.py loads the real one): resolve a stand-in adapter there.
+        shipped = tmp_path / "smollm2-writer"
+        shipped.mkdir()
+        config = {"base_model_name_or_path": BASE_MODEL_ID, "peft_type": "LORA"}
+        (shipped / "adapter_config.json").write_text(json.dumps(config))
+        monkeypatch.setattr(resolve_module, "SHIPPED_MODEL_DIR", shipped)
     assert default_model() == str(shipped)
     resolved = resolve_model(None, home=tmp_path)
     assert resolved == ResolvedModel(str(shipped), adapter=True, base=BASE_MODEL_ID)
@@ -67,8 +77,13 @@ def test_old_base_name_is_an_alias_of_the_hub_id() -> None:
 
 
 def test_shipped_adapters_name_their_base_by_hub_id() -> None:
-    for name in ("smollm2-sft", "smollm2-sft-grounded", "smollm2-grpo-grounded"):
-        folder = resolve_module.SHIPPED_MODEL_DIR.parent / name
+    shipped = resolve_module.SHIPPED_MODEL_DIR
+    if not (shipped / "adapter_config.json").is_file():
+        pytest.skip(f"no shipped writer at {shipped} in this checkout (`make train` builds it)")
+    folders = sorted(p for p in shipped.parent.iterdir() if p.is_dir())
+    assert shipped in folders
+    for folder in folders:  # the shipped writer, and any other adapter the tree holds
+        name = folder.name
         config = json.loads((folder / "adapter_config.json").read_text())
         assert config["base_model_name_or_path"] == BASE_MODEL_ID, name  # plain PEFT reads it
         resolved = resolve_model(str(folder))

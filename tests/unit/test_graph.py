@@ -11,6 +11,7 @@ from agent.drafting import ScriptedDrafter
 from agent.records import FitCheck, QueryAttempt, RetrievedProduct
 from graphs.query_agent import Deps, build_graph
 from memory_store import UnknownUserError, UserProfile
+from tests.helpers.contexts import drafting
 from tests.helpers.fakes import FakeCatalog, ScriptedGroundedDrafter
 
 FILAMENT_USER = "A1TINYUSER01"  # bought filament (x3) then beakers
@@ -32,7 +33,7 @@ def test_candidates_name_their_sources_and_every_query_is_the_catalogs(
 ) -> None:
     drafter = ScriptedGroundedDrafter([[TAPE, "not a catalog query", BEAKERS]])
     graph, _ = compile_graph(tiny_dataset, store, tiny_models, drafter)
-    out = graph.invoke({"user_id": FILAMENT_USER, "before": 3}, context=Context(fit_threshold=0))
+    out = graph.invoke({"user_id": FILAMENT_USER, "before": 3}, context=drafting(fit_threshold=0))
     attempts = out["attempts"]
     assert all(isinstance(a, QueryAttempt) for a in attempts)  # typed state, not dicts
     queries = [a.query for a in attempts]
@@ -64,7 +65,7 @@ def test_refinement_sees_the_verdict_and_proposes_new_queries(
     unfit = CatalogModels(tiny_models.vocab, None, None)
     drafter = ScriptedGroundedDrafter([[TAPE], [TAPE, METERS], [BEAKERS]])
     graph, _ = compile_graph(tiny_dataset, store, unfit, drafter)
-    ctx = Context(max_refinements=2, fit_threshold=0.5, max_candidates=2)
+    ctx = drafting(max_refinements=2, fit_threshold=0.5, max_candidates=2)
     out = graph.invoke({"user_id": FILAMENT_USER, "before": 3}, context=ctx)
     assert out["refinements"] == 2  # the budget is spent
     turns = [(a.turn, a.kind, a.query) for a in out["attempts"]]
@@ -80,7 +81,7 @@ def test_accepts_without_refining_when_the_best_clears_the_threshold(
 ) -> None:
     drafter = ScriptedGroundedDrafter([[TAPE]])
     graph, _ = compile_graph(tiny_dataset, store, tiny_models, drafter)
-    out = graph.invoke({"user_id": FILAMENT_USER}, context=Context(fit_threshold=0.0))
+    out = graph.invoke({"user_id": FILAMENT_USER}, context=drafting(fit_threshold=0.0))
     assert out["refinements"] == 0 and len(drafter.calls) == 1
 
 
@@ -96,7 +97,7 @@ def test_without_a_model_recall_and_the_check_still_answer(
 def test_free_generation_remains_an_option(tiny_dataset, store, tiny_models) -> None:
     drafter = ScriptedDrafter(["Query: glass beaker set"])
     graph, catalog = compile_graph(tiny_dataset, store, tiny_models, drafter)
-    out = graph.invoke({"user_id": FILAMENT_USER}, context=Context(grounded=False))
+    out = graph.invoke({"user_id": FILAMENT_USER}, context=drafting(grounded=False))
     model = [a for a in out["attempts"] if a.sources == ["model"]]
     assert model and model[0].query == "glass beaker set"
     assert "glass beaker set" in catalog.queries  # not a vocabulary query: searched for real
@@ -106,7 +107,7 @@ def test_free_generation_remains_an_option(tiny_dataset, store, tiny_models) -> 
 def test_cold_start_user_gets_a_catalog_query(tiny_dataset, store, tiny_models) -> None:
     drafter = ScriptedGroundedDrafter([[TAPE]])
     graph, _ = compile_graph(tiny_dataset, store, tiny_models, drafter)
-    out = graph.invoke({"user_id": COLD_USER}, context=Context())
+    out = graph.invoke({"user_id": COLD_USER}, context=drafting())
     assert out["query"] in tiny_models.vocab.queries
     assert "New shopper" in drafter.calls[0][-1]["content"]
     assert out["refinements"] == 0

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from langgraph.store.memory import InMemoryStore
 
-from agent.context import Context
 from agent.drafting import ScriptedDrafter
 from graphs.offline.ingest import ingest
 from graphs.query_agent import Deps
@@ -27,6 +26,7 @@ from graphs.serving.results import (
     get_recommendation,
 )
 from memory_store import BehaviorEvent, UserMemory
+from tests.helpers.contexts import drafting
 from tests.helpers.fakes import FakeCatalog
 
 USERS = [f"A1TINYUSER0{n}" for n in range(1, 8)]  # the tiny data set's 7 shoppers
@@ -77,7 +77,9 @@ def stored(store) -> dict[str, dict]:
     return {i.key: i.value for i in store.search(RECOMMENDATIONS_NAMESPACE, limit=100)}
 
 
-CTX = Context(max_refinements=0)  # one model call per shopper: prompts == shoppers
+# The (free) drafting role, asked for since issue 27 (by default a free drafter makes no call):
+# one model call per shopper, so prompts == shoppers.
+CTX = drafting(max_refinements=0)
 
 
 def test_computes_every_shopper_with_versions_then_nothing(tiny_dataset, home_store) -> None:

@@ -1,5 +1,5 @@
-"""The tree holds what ships: ``make train`` rebuilds exactly the adapters in ``models/``, each
-with its recipe, every stage after the first starting from the one before it."""
+"""The tree holds what ships: ``make train`` rebuilds the shipped writer and every adapter in
+``models/``, each with its recipe, every stage after the first starting from the one before it."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from agent.drafting import BASE_MODEL_ID
+from agent.drafting.resolve import SHIPPED_MODEL_DIR
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -39,15 +40,15 @@ def stages() -> list[tuple[str, Path]]:
 
 def test_make_train_rebuilds_exactly_the_adapters_in_the_tree() -> None:
     recipes = [yaml.safe_load(path.read_text()) for _, path in stages()]
-    assert [target for target, _ in stages()] == [
-        "train-sft",
-        "train-sft-grounded",
-        "train-grpo-grounded",
-    ]
+    assert [target for target, _ in stages()] == ["train-writer-sft", "train-writer-grpo"]
     assert make_recipe("train")[-1] == "$(MAKE) eval"
+    assert recipes[0].get("role", "write") == "write"  # the writer's SFT, not the drafter's
     outs = [recipe["out"] for recipe in recipes]
+    # The last stage is the shipped writer; every adapter in the tree is a stage's (the SFT
+    # cold start is a lineage stage, which the tree may hold or not).
+    assert REPO / outs[-1] == SHIPPED_MODEL_DIR
     shipped = sorted(f"models/{p.name}" for p in (REPO / "models").iterdir() if p.is_dir())
-    assert sorted(outs) == shipped
+    assert set(shipped) <= set(outs), "adapters in models/ that no `make train` stage rebuilds"
     # Lineage: the first stage starts from the base, each next one from the stage before it.
     assert recipes[0]["model"] == BASE_MODEL_ID
     for before, after in zip(recipes, recipes[1:], strict=False):

@@ -425,3 +425,28 @@ def test_text_brevity_prefers_two_to_six_words() -> None:
     assert text_brevity("a b c d e f g h") == pytest.approx(0.5)
     assert text_brevity(" ".join("w" * 11)) == 0.0
     assert text_brevity(None) == 0.0 and text_brevity("") == 0.0
+
+
+def test_rank_reward_ranks_with_the_search_it_is_given() -> None:
+    catalog = _rank_catalog()
+
+    class TargetFirst:
+        """A search that ranks the target above the catalog's own order."""
+
+        def __init__(self) -> None:
+            self.queries: list[str] = []
+
+        def search_many(self, queries, k=10):  # type: ignore[no-untyped-def]
+            self.queries += queries
+            out = []
+            for found in catalog.search_many(queries, k=k):
+                ordered = sorted(found, key=lambda p: p.item_id != TARGET_ID)
+                out.append([p.model_copy(update={"rank": i + 1}) for i, p in enumerate(ordered)])
+            return out
+
+    search = TargetFirst()
+    beaker = trajectory([step("Query: glass beaker", "glass beaker")], final_query="glass beaker")
+    plain = call(RankReward(catalog), [beaker], target_item=[TARGET_ID])[0]
+    searched = call(RankReward(catalog, search=search), [beaker], target_item=[TARGET_ID])[0]
+    assert search.queries == ["glass beaker"] and searched == 1.0 > plain
+    assert [f.__name__ for f in training_rewards(catalog, search=search)][-1] == "rank_reward"

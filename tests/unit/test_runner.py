@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 from langgraph.store.memory import InMemoryStore
 
-from agent.context import Context
 from agent.drafting import ScriptedDrafter
 from agent.nodes import CATALOG_NAMESPACE, CATALOG_STATS_KEY
 from agent.state import output_json
@@ -14,6 +13,7 @@ from graphs.offline.runner import OfflineRunner, draft_prompt_at, profile_at
 from graphs.query_agent import Deps, build_graph
 from graphs.record import Target
 from memory_store import UserMemory
+from tests.helpers.contexts import drafting
 from tests.helpers.fakes import FakeCatalog
 from tests.helpers.precompute import reply
 
@@ -25,6 +25,9 @@ INPUTS = [
     {"user_id": "A1TINYUSER01", "before": 0},
     {"user_id": "A1TINYUSER03"},
 ]
+# The runs draft (the scripted free drafter's calls are what is batched and recorded): the
+# drafting role, asked for since issue 27.
+CTX = drafting(max_refinements=1)
 
 
 @pytest.fixture()
@@ -34,7 +37,7 @@ def runner(tiny_dataset, tiny_models) -> OfflineRunner:
         catalog=FakeCatalog(tiny_dataset.products.values()),
         drafter=ScriptedDrafter(reply),
         ranking=tiny_models,
-        context=Context(max_refinements=1),
+        context=CTX,
         batch_size=2,
     )
 
@@ -51,9 +54,7 @@ def test_runner_equals_one_invoke_per_input(
             ranking=tiny_models,
         )
     ).compile(store=runner.store)
-    expected = [
-        output_json(plain.invoke(dict(i), context=Context(max_refinements=1))) for i in INPUTS
-    ]
+    expected = [output_json(plain.invoke(dict(i), context=CTX)) for i in INPUTS]
     assert result.outputs == expected
     assert [(r.user_id, r.before) for r in result.records] == [
         (i["user_id"], i.get("before")) for i in INPUTS

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from agent.context import Context
 from agent.drafting import MicroBatchingDrafter, ScriptedDrafter
 from graphs.query_agent import Deps, build_graph
 from graphs.record import (
@@ -24,6 +23,7 @@ from graphs.record import (
     record_from_output,
     write_trajectories,
 )
+from tests.helpers.contexts import drafting
 from tests.helpers.fakes import FakeCatalog
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "trajectories-v1.jsonl"
@@ -44,14 +44,14 @@ def compile_graph(tiny_models):
 @pytest.fixture()
 def refined(tiny_dataset, store, compile_graph) -> tuple[TrajectoryRecord, dict]:
     """A run whose draft does not fit ("duct tape" for a filament and beaker buyer) and whose
-    refinement does, recorded from its output."""
+    refinement does, recorded from its output (the drafting role, asked for since issue 27)."""
     drafter = ScriptedDrafter(["Query: duct tape", "Query: glass beaker set"])
     graph = compile_graph(tiny_dataset, store, drafter)
     inputs = {"user_id": FILAMENT_USER, "before": 5}
     out = graph.invoke(
         inputs,
         {"run_id": "0190e6d2-0000-7000-8000-000000000001"},
-        context=Context(max_refinements=2),
+        context=drafting(max_refinements=2),
     )
     record = record_from_output(
         out,
@@ -114,7 +114,7 @@ def test_new_attempt_fields_flow_through(refined) -> None:
 def test_unparsed_draft_is_a_step_with_its_error(tiny_dataset, store, compile_graph) -> None:
     graph = compile_graph(tiny_dataset, store, ScriptedDrafter(["..."]))
     inputs = {"user_id": FILAMENT_USER}
-    out = graph.invoke(inputs, context=Context(max_refinements=0))
+    out = graph.invoke(inputs, context=drafting(max_refinements=0))
     record = record_from_output(out, inputs)
     [step] = [s for s in record.steps if s.messages]  # the model's one (unparsed) draft
     assert step.query is None and step.error and step.products == []
@@ -135,7 +135,7 @@ def test_batch_outputs_are_in_input_order(tiny_dataset, store, compile_graph) ->
         {"user_id": u, "before": b}
         for u, b in [("A1TINYUSER01", 5), ("A1TINYUSER02", None), ("A1TINYUSER01", 2)]
     ]
-    outs = graph.batch(inputs, config={"max_concurrency": 3}, context=Context(max_refinements=1))
+    outs = graph.batch(inputs, config={"max_concurrency": 3}, context=drafting(max_refinements=1))
     records = [record_from_output(o, i) for o, i in zip(outs, inputs, strict=True)]
     assert [(r.user_id, r.before) for r in records] == [
         ("A1TINYUSER01", 5),

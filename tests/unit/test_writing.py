@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from agent.context import Context
+from agent.prompts import WRITE_SYSTEM_PROMPT
 from agent.records import RetrievedProduct, TextCheck, WrittenText
 from agent.writing import page_check, text_fits
 from graphs.query_agent import Deps, build_graph
@@ -22,9 +23,10 @@ FILAMENT_IDS = {"B000TINY01", "B000TINY02", "B000TINY03"}
 BEAKERS = "lab scientific products glassware labware beakers"
 BEAKER_IDS = {"B000TINY04", "B000TINY05", "B000TINY06"}
 TAPE_IDS = {"B000TINY07", "B000TINY08", "B000TINY09"}
-CTX = Context(
-    fit_threshold=0.0, top_k=3, write_query=True
-)  # no refinement: the drafter's beams are the intent
+TAPE = "tapes adhesives sealants adhesive duct tape"
+# The default roles (issue 27): recall's candidates, the check picks the intent, the model
+# writes its text; no refinement of the intent.
+CTX = Context(fit_threshold=0.0, top_k=3, max_rewrites=1)  # one rewrite: the tests follow it
 
 
 def run(tiny_dataset, store, models, drafter, ctx: Context = CTX):  # type: ignore[no-untyped-def]
@@ -34,8 +36,8 @@ def run(tiny_dataset, store, models, drafter, ctx: Context = CTX):  # type: igno
 
 
 def filament_intent(tiny_dataset, store, models, texts):  # type: ignore[no-untyped-def]
-    """A run whose intent is the filament query (the check's pick for this shopper among the
-    model's and recall's candidates, asserted), with the model writing ``texts`` in turn."""
+    """A run whose intent is the filament query (the check's pick for this shopper among
+    recall's candidates, asserted), with the model writing ``texts`` in turn."""
     drafter = ScriptedWritingDrafter([[BEAKERS]], texts)
     out = run(tiny_dataset, store, models, drafter)
     assert out["query"] == FILAMENT  # the intent: the catalog query the check picked
@@ -58,10 +60,15 @@ def test_the_output_splits_intent_and_the_text_the_shopper_sees(
     assert isinstance(text, WrittenText) and text.kind == "write" and text.check is not None
     assert text.check.share == 1.0 and text.check.fits
     assert out["intent_check"].share == 1.0 and out["rewrites"] == 0
-    # The prompt names the intent and the shopper's memory, after the worked turns.
+    # The compact prompt: the system line and one user turn naming the intent, the shopper's
+    # brands and its two latest titles (no worked turns).
     [prompt] = drafter.written
-    assert prompt[-1]["content"].startswith(f"Category: {FILAMENT}\n")
-    assert "Beaker" in prompt[-1]["content"] and len(prompt) == 6
+    assert [m["role"] for m in prompt] == ["system", "user"]
+    assert prompt[0]["content"] == WRITE_SYSTEM_PROMPT
+    category, brands, recent = prompt[1]["content"].split("\n")
+    assert category == f"Category: {FILAMENT}"
+    assert brands.startswith("Brands: ") and "HATCHBOX" in brands
+    assert recent.startswith("Recent: ") and "Glass Beake" in recent and "PETG" in recent
 
 
 def test_a_drifting_text_is_rewritten_and_the_rewrite_is_shown_when_it_fits(
@@ -155,6 +162,62 @@ def test_no_model_call_without_a_writer_or_with_writing_off(
     # A grounded drafter that cannot generate freely writes nothing either.
     out = run(tiny_dataset, store, tiny_models, ScriptedGroundedDrafter([[BEAKERS]]))
     assert out["query_text"] == out["query"] and out["texts"] == []
+
+
+class CountingWritingDrafter(ScriptedWritingDrafter):
+    """A ``ScriptedWritingDrafter`` that counts each kind of model call."""
+
+    def __init__(self, script, texts) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(script, texts)
+        self.counts = {"beams": 0, "score": 0, "generate": 0}
+
+    def beams(self, *args, **kw):  # type: ignore[no-untyped-def]
+        self.counts["beams"] += 1
+        return super().beams(*args, **kw)
+
+    def score(self, *args, **kw):  # type: ignore[no-untyped-def]
+        self.counts["score"] += 1
+        return super().score(*args, **kw)
+
+    def generate(self, *args, **kw):  # type: ignore[no-untyped-def]
+        self.counts["generate"] += 1
+        return super().generate(*args, **kw)
+
+
+def test_by_default_the_model_only_writes_the_text_of_the_rankers_intent(
+    tiny_dataset, store, tiny_models
+) -> None:
+    """The default ``Context`` (issue 27): the check's candidates come from recall, so the
+    intent is the ``ranker`` ablation's (no model) query, and the model's one call per run is
+    the write: one free generation, no beams, no scoring (no vote)."""
+    catalog = FakeCatalog(tiny_dataset.products.values())
+
+    def graph(drafter):  # type: ignore[no-untyped-def]
+        deps = Deps(drafter=drafter, catalog=catalog, ranking=tiny_models)
+        return build_graph(deps).compile(store=store)
+
+    ranker = graph(None)
+    shoppers = [
+        {"user_id": FILAMENT_USER, "before": 3},
+        {"user_id": FILAMENT_USER, "before": 4},
+        {"user_id": "A1TINYUSER03"},
+        {"user_id": "A1TINYUSER05"},
+        {"user_id": "A1TINYUSER07"},
+    ]
+    intents = set()
+    for shopper in shoppers:
+        expected = ranker.invoke(shopper, context=Context())
+        assert expected["texts"] == [] and expected["query"] in tiny_models.vocab.queries
+        # Beams that would change the pick if they were asked for; the text is the intent's,
+        # which retrieves the intent's own page, so it fits and is not rewritten.
+        drafter = CountingWritingDrafter([[TAPE, BEAKERS]], [f"Query: {expected['query']}"])
+        out = graph(drafter).invoke(shopper, context=Context())
+        assert drafter.counts == {"beams": 0, "score": 0, "generate": 1}, shopper
+        assert out["query"] == expected["query"], shopper
+        assert all("model" not in a.sources for a in out["attempts"])
+        assert [t.kind for t in out["texts"]] == ["write"] and out["text_source"] == "model"
+        intents.add(out["query"])
+    assert len(intents) > 1  # the shoppers' intents differ: not one query for everyone
 
 
 def test_the_studio_output_schema_has_both() -> None:

@@ -7,14 +7,14 @@ numbers match what other papers compute.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import ir_measures
 import numpy as np
 from ir_measures import Success, nDCG
 from rouge_score import rouge_scorer
-from scipy.stats import bootstrap
+from scipy.stats import binomtest, bootstrap
 
 from training.queries import normalize_query
 
@@ -40,6 +40,10 @@ METRICS = (
     "refinements",
     "latency_s",
 )
+# The paired sign tests' metrics (``paired_tests``), per shopper 0 or 1, and the test of
+# I_Hit@10 over the shoppers whose Q_EM outcome the two methods share.
+PAIRED_METRICS = ("q_em", "i_hit@10", "cons@10")
+HIT_AT_EQUAL_Q_EM = "i_hit@10_equal_q_em"
 _MEASURES = [Success @ k for k in HIT_KS] + [nDCG @ 10]
 _ROUGE = rouge_scorer.RougeScorer(["rougeL"])
 
@@ -153,3 +157,58 @@ def aggregate(
             low = high = mean
         summary[name] = {"mean": mean, "low": low, "high": high}
     return summary
+
+
+def sign_test(better: int, worse: int) -> float:
+    """Two-sided sign test of ``better`` against ``worse`` shoppers (ties left out): SciPy's
+    exact binomial test at 1/2; 1.0 when no shopper differs."""
+    return float(binomtest(better, better + worse).pvalue) if better + worse else 1.0
+
+
+def _sign_counts(pairs: Sequence[tuple[float, float]]) -> dict[str, float]:
+    """``better`` (the method 1, the reference 0), ``worse``, ``ties`` and the sign test's p."""
+    better = sum(1 for mine, ref in pairs if mine > ref)
+    worse = sum(1 for mine, ref in pairs if mine < ref)
+    return {
+        "better": better,
+        "worse": worse,
+        "ties": len(pairs) - better - worse,
+        "p": sign_test(better, worse),
+    }
+
+
+def paired_tests(
+    outcomes: Mapping[str, Sequence[UserOutcome]], reference: str
+) -> dict[str, dict[str, object]]:
+    """Each method against ``reference`` (both keys of ``outcomes``, by label), over the
+    shoppers both scored (same user ids): for Q_EM, I_Hit@10 (the per-shopper hit) and Cons@10,
+    the shoppers where the method is better, worse or tied and the two-sided sign test's p;
+    the same on I_Hit@10 over the shoppers whose Q_EM outcome is the same
+    (``HIT_AT_EQUAL_Q_EM``); ``shoppers`` compared; and ``differs``, the shoppers whose
+    recommended query (the intent, normalized) is not the reference's. Counts only: no
+    per-shopper row."""
+    scored: dict[str, dict[str, tuple[str, dict[str, float]]]] = {}
+    for label, outs in outcomes.items():  # each method scored once, by user id
+        rows = score_outcomes(outs)
+        scored[label] = {
+            o.user_id: (normalize_query(o.query or ""), row)
+            for o, row in zip(outs, rows, strict=True)
+        }
+    ref = scored[reference]
+    tests: dict[str, dict[str, object]] = {}
+    for label, mine in scored.items():
+        if label == reference:
+            continue
+        users = [u for u in mine if u in ref]
+        entry: dict[str, object] = {
+            "shoppers": len(users),
+            "differs": sum(1 for u in users if mine[u][0] != ref[u][0]),
+        }
+        for name in PAIRED_METRICS:
+            entry[name] = _sign_counts([(mine[u][1][name], ref[u][1][name]) for u in users])
+        equal = [u for u in users if mine[u][1]["q_em"] == ref[u][1]["q_em"]]
+        entry[HIT_AT_EQUAL_Q_EM] = _sign_counts(
+            [(mine[u][1]["i_hit@10"], ref[u][1]["i_hit@10"]) for u in equal]
+        )
+        tests[label] = entry
+    return tests

@@ -11,7 +11,13 @@ import numpy as np
 
 from memory_store.files import atomic_path, atomic_write
 from training.evaluation.columns import TABLE_METRICS, TEXT_METRICS
-from training.evaluation.metrics import METRICS
+from training.evaluation.metrics import METRICS, paired_tests
+from training.evaluation.specs import EvalError, parse_methods
+from training.evaluation.tables import PAIRED_HEADERS, paired_table
+
+# The reference of the paired tests when ``eval`` is asked for none (``--paired-against``) and it
+# is among the methods: the agent's own ranking without the model (the README's headline test).
+DEFAULT_PAIRED_REFERENCE = "ranker"
 
 CHART_METRICS = ("q_em", "rouge_l", "i_hit@1", "i_hit@10", "ndcg@10", "cons@1", "cons@10")
 
@@ -97,10 +103,57 @@ def method_rows(results: Sequence[Any]) -> dict[str, dict[str, Any]]:
     }
 
 
-def write_report(out: Path, header: dict[str, Any], results: Sequence[Any]) -> dict[str, Path]:
-    """Write ``out`` (JSON), ``out`` with .md and .png beside it; returns the three paths."""
+def paired_reference(
+    labels: Sequence[str], requested: str | None, default_model: str | None = None
+) -> str | None:
+    """The label of the method the others are paired against: ``requested`` (a method as
+    ``--methods`` names it, ``agent@PATH`` included; ``none``: no paired tests), else ``ranker``
+    when it is among ``labels``. Raises EvalError (one line) when the request names no
+    evaluated method."""
+    if requested is None:
+        return DEFAULT_PAIRED_REFERENCE if DEFAULT_PAIRED_REFERENCE in labels else None
+    if requested.strip().lower() == "none":
+        return None
+    try:
+        specs = parse_methods(requested, default_model)
+    except EvalError as exc:
+        raise EvalError(f"--paired-against {requested!r}: {exc}") from None
+    if len(specs) != 1:
+        raise EvalError(f"--paired-against {requested!r}: name one method, or none")
+    if specs[0].label not in labels:
+        raise EvalError(
+            f"--paired-against {requested!r}: not one of the evaluated methods "
+            f"({', '.join(labels)}), or none"
+        )
+    return specs[0].label
+
+
+def paired_section(results: Sequence[Any], reference: str | None) -> dict[str, Any] | None:
+    """The report's ``paired`` field: every other method's sign tests against ``reference``
+    (``metrics.paired_tests``, counts only); None without a reference or another method."""
+    labels = {r.spec.label for r in results}
+    if reference is None or reference not in labels or len(labels) < 2:
+        return None
+    outcomes = {r.spec.label: r.outcomes for r in results}
+    return {
+        "reference": reference,
+        "test": "two-sided sign test (scipy.stats.binomtest) over the shoppers both scored",
+        "methods": paired_tests(outcomes, reference),
+    }
+
+
+def write_report(
+    out: Path,
+    header: dict[str, Any],
+    results: Sequence[Any],
+    paired_against: str | None = DEFAULT_PAIRED_REFERENCE,
+) -> dict[str, Path]:
+    """Write ``out`` (JSON), ``out`` with .md and .png beside it; returns the three paths.
+    ``paired_against``: the label of the paired tests' reference (``paired_reference``); the
+    ``paired`` field is null without one among the results."""
     methods = method_rows(results)
-    report = {**header, "methods": methods}
+    paired = paired_section(results, paired_against)
+    report = {**header, "methods": methods, "paired": paired}
     paths = {"json": out, "md": out.with_suffix(".md"), "png": out.with_suffix(".png")}
     atomic_write(paths["json"], json.dumps(report, indent=2))
     title = (
@@ -108,6 +161,13 @@ def write_report(out: Path, header: dict[str, Any], results: Sequence[Any]) -> d
     )
     if partial := header.get("cached_only"):
         title += f" of {partial['users_in_split']} (cached so far; a partial look)"
-    atomic_write(paths["md"], f"{title}\n\n" + markdown_table(methods))
+    text = f"{title}\n\n" + markdown_table(methods)
+    if paired:
+        text += (
+            f"\nPaired against {paired['reference']} over the shoppers both scored: better / worse "
+            "(two-sided sign test p); other query: the shoppers whose query is not the "
+            "reference's.\n\n" + paired_table(report, {"columns": ",".join(PAIRED_HEADERS)})
+        )
+    atomic_write(paths["md"], text)
     bar_chart(methods, paths["png"], title)
     return paths

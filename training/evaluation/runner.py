@@ -143,12 +143,20 @@ class Evaluator:
         if model_methods:
             # ... and on the dtype the model runs in (bfloat16 scores differ from float32's).
             key["dtype"] = inference_dtype_name()
-        if spec.method in ("agent", "agent-single-turn"):
+        if spec.method in ("agent", "agent-single-turn") and Context().model_vote:
             # ... and on the model's learned weight in the check (agent.ranking.blend).
             key["model_weight"] = self._model_weight(spec)
+        if spec.method in ("agent", "agent-single-turn"):
+            # ... and on whether the model drafts and votes (off by default since issue 27).
+            key["drafting"] = {"beams": Context().beams, "model_vote": Context().model_vote}
             if self.config.write_query:
                 # ... and on the query text's prompts: its products are the text's.
-                key["writing"] = writing_fingerprint()
+                ctx = Context()
+                key["writing"] = {
+                    "prompt": writing_fingerprint(),
+                    "max_rewrites": ctx.max_rewrites,
+                    "text_min_share": ctx.text_min_share,
+                }
         return key
 
     def _model_weight(self, spec: MethodSpec) -> float | None:

@@ -78,9 +78,9 @@ class EvalConfig:
     max_refinements: int = Context.max_refinements
     home: str | None = None
     search: str = "fused"  # agent.search.SEARCH_MODES: every method's products come from it
-    # The agent's model writes the query text the shopper sees (Context.write_query; opt-in as
-    # in the product): its I_Hit/Cons then come from the text's results.
-    write_query: bool = False
+    # The agent's model writes the query text the shopper sees (Context.write_query, on as in
+    # the product): its I_Hit/Cons then come from the text's results.
+    write_query: bool = Context.write_query
 
     @classmethod
     def from_args(cls, args: Any) -> Self:
@@ -95,7 +95,7 @@ class EvalConfig:
             max_refinements=args.max_refinements,
             home=str(args.home) if args.home else None,
             search=getattr(args, "search", None) or "fused",
-            write_query=bool(getattr(args, "write_query", False)),
+            write_query=bool(getattr(args, "write_query", Context.write_query)),
         )
 
 

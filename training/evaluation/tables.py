@@ -11,9 +11,24 @@ that differs from its report. A marker names its source and options::
 
 Sources, by shape: an evaluation report (``reports/*.json``, written by
 ``training.evaluation.report``: one row per method, cells as the report's own markdown table
-formats them), a training run's ``metrics.jsonl`` (its held-out rows, ``steps=0,10,...``, or its
-per-step rows in blocks, ``blocks=1-25,51-75``), and
-the bench's ``recommend.json`` and ``servers.json``. Paths are relative to the repository root.
+formats them; with ``kind=paired``, its paired sign tests instead, below), a training run's
+``metrics.jsonl`` (its held-out rows, ``steps=0,10,...``, or its per-step rows in blocks,
+``blocks=1-25,51-75``), and the bench's ``recommend.json`` and ``servers.json``. Paths are
+relative to the repository root.
+
+The paired tests of an evaluation report (its ``paired`` field: each method against one
+reference, ``ranker`` by default, over the shoppers both scored)::
+
+    <!-- table: reports/scientific-test.json kind=paired rows=agent@smollm2-writer -->
+    | against ranker | other query | Q_EM better / worse (p) | I_Hit@10 better / worse (p) | ...
+    ...
+    <!-- /table -->
+
+``rows=`` picks methods (default: all), ``columns=`` the tests among ``q_em``, ``i_hit@10``,
+``cons@10`` (the default three) and ``i_hit@10_equal_q_em`` (I_Hit@10 over the shoppers whose
+Q_EM is the same). A cell is better / worse (the two-sided sign test's p); "other query" counts
+the shoppers whose query is not the reference's. A report without the field (written before
+it, or with ``--paired-against none``) renders one line saying so.
 
 Standard library only, so the docs can be regenerated and checked without the project's
 dependencies (importing ``training.evaluation.report`` would pull in scipy and ir-measures).
@@ -103,6 +118,52 @@ def report_table(report: dict[str, Any], options: dict[str, str]) -> str:
     return _table(["method"] + [HEADERS.get(c, c) for c in columns], rows)
 
 
+PAIRED_COLUMNS = ("q_em", "i_hit@10", "cons@10")
+PAIRED_HEADERS = {
+    "q_em": "Q_EM better / worse (p)",
+    "i_hit@10": "I_Hit@10 better / worse (p)",
+    "cons@10": "Cons@10 better / worse (p)",
+    # training.evaluation.metrics.HIT_AT_EQUAL_Q_EM
+    "i_hit@10_equal_q_em": "I_Hit@10 at equal Q_EM better / worse (p)",
+}
+NO_PAIRED = (
+    "This report has no paired tests (written before they were a report field, or run without a "
+    "reference).\n"
+)
+
+
+def _p(value: float) -> str:
+    return "< 0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def paired_table(report: dict[str, Any], options: dict[str, str]) -> str:
+    """The report's paired sign tests (``training.evaluation.metrics.paired_tests``), one row per
+    method: the shoppers whose query differs from the reference's, then better / worse (p)."""
+    paired = report.get("paired")
+    if not paired or not paired.get("methods"):
+        return NO_PAIRED
+    columns = _split(options.get("columns")) or list(PAIRED_COLUMNS)
+    for name in columns:
+        if name not in PAIRED_HEADERS:
+            raise TableError(f"no paired test {name!r} (tests: {', '.join(PAIRED_HEADERS)})")
+    methods: dict[str, Any] = paired["methods"]
+    labels = _split(options.get("rows")) or list(methods)
+    rows = []
+    for label in labels:
+        if label not in methods:
+            raise TableError(
+                f"no paired test of {label!r} in the report (it has {', '.join(methods)})"
+            )
+        entry = methods[label]
+        cells = [label, f"{entry['differs']:,}"]
+        for name in columns:
+            test = entry[name]
+            cells.append(f"{test['better']:,} / {test['worse']:,} ({_p(test['p'])})")
+        rows.append(cells)
+    head = [f"against {paired['reference']}", "other query"]
+    return _table(head + [PAIRED_HEADERS[c] for c in columns], rows)
+
+
 def heldout_table(lines: list[dict[str, Any]], options: dict[str, str]) -> str:
     """The held-out curve of a training run's ``metrics.jsonl``, one row per scored step."""
     columns = _split(options.get("columns")) or list(HELDOUT_COLUMNS)
@@ -166,8 +227,13 @@ def recommend_table(bench: dict[str, Any], options: dict[str, str]) -> str:
         [
             "where a run's time goes (per run)",
             f"inside the language model {prof['per_run_s']['model_s']:.2f} s "
-            f"({100 * prof['share']['model']:.1f}%): `draft_query` {nodes['draft_query']:.2f} s, "
-            f"`refine_query` {nodes['refine_query']:.2f} s; the check "
+            f"({100 * prof['share']['model']:.1f}%): "
+            + ", ".join(
+                f"`{name}` {nodes[name]:.2f} s"
+                for name in ("draft_query", "refine_query", "write_query", "rewrite_query")
+                if nodes.get(name, 0.0) >= 0.005
+            )
+            + "; the check "
             f"{prof['per_run_s']['check_s']:.3f} s, other node work "
             f"{prof['per_run_s']['other_node_work_s']:.3f} s, graph overhead "
             f"{prof['per_run_s']['graph_overhead_s']:.3f} s",
@@ -296,7 +362,39 @@ def factorized_check_table(bench: dict[str, Any], options: dict[str, str]) -> st
     return _table(head, rows)
 
 
+def graph_batch_table(bench: dict[str, Any], options: dict[str, str]) -> str:
+    """``bench.recommend --sections graph_batch``: one at a time against one ``graph.batch``."""
+    gb = bench["graph_batch"]
+    one, batch = gb["one_at_a_time"], gb["batch"]
+    split = gb.get("model_split") or {}
+    rows = [
+        [
+            f"one at a time (`graph.invoke` x {gb['users']})",
+            f"{one['wall_s']:.2f} s; p50 {one['p50_s']:.3f} s, p95 {one['p95_s']:.3f} s; "
+            f"{one['model_calls']} model calls",
+        ],
+        [
+            f"`graph.batch` of {gb['users']}",
+            f"{batch['wall_s']:.2f} s; {batch['model_calls']} model calls "
+            f"({', '.join(str(n) for n in batch['prompts_per_call'])} prompts)",
+        ],
+        ["batch against one at a time", f"{gb['ratio']:.2f}x"],
+        [
+            "1-minute load average before / after",
+            f"{gb['load_avg_before'][0]:.1f} / {gb['load_avg_after'][0]:.1f}",
+        ],
+    ]
+    for name, label in (("one_at_a_time_s", "alone"), ("one_batch_s", "as one batch")):
+        if name in split:
+            times = " / ".join(f"{v:.2f} s" for v in split[name].values())
+            rows.append(
+                [f"model split: {split['prompts']} write prompts {label}, 1 / 16 tokens", times]
+            )
+    return _table(["what", f"{bench.get('dtype', '')} on {bench.get('machine', '')}"], rows)
+
+
 BENCH_RENDERERS: dict[str, Callable[[dict[str, Any], dict[str, str]], str]] = {
+    "recommend_graph_batch.json": graph_batch_table,
     "factorized_check.json": factorized_check_table,
     "next_item.json": next_item_table,
     "recommend.json": recommend_table,
@@ -316,8 +414,13 @@ def render(source: str, options: dict[str, str], root: Path = ROOT) -> str:
     if path.suffix == ".jsonl":
         return heldout_table([json.loads(line) for line in text.splitlines() if line], options)
     data = json.loads(text)
+    kind = options.get("kind")
+    if kind not in (None, "paired"):
+        raise TableError(f"unknown table kind {kind!r} (kinds: paired)")
     if "methods" in data:
-        return report_table(data, options)
+        return paired_table(data, options) if kind == "paired" else report_table(data, options)
+    if kind:
+        raise TableError(f"{source}: kind={kind} needs an evaluation report")
     if path.name in BENCH_RENDERERS:
         return BENCH_RENDERERS[path.name](data, options)
     raise TableError(f"{source}: not an evaluation report, a metrics.jsonl or a bench result")

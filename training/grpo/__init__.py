@@ -1,6 +1,6 @@
 """GRPO (or GDPO) of the drafter on the training reward, the agent graph as the rollout.
 
-    queryagent-train grpo --config recipes/grpo-cpu.yaml   # the shipped adapter's recipe
+    queryagent-train grpo --data data/amazon-scientific --model DIR   # the drafting role
     python -m training.grpo --help                         # every flag, with its default
 
 Read ``script`` first (the command: ``run_grpo`` and ``main``); the rest are the library it runs:

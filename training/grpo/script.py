@@ -1,7 +1,6 @@
 """GRPO (or GDPO) on the training reward (``training.rewards``), the agent graph as the rollout.
 
-    queryagent-train grpo --config recipes/grpo-cpu.yaml            # the shipped adapter's recipe
-    queryagent-train grpo --data data/amazon-scientific --model models/smollm2-sft \
+    queryagent-train grpo --data data/amazon-scientific --model DRAFTER_ADAPTER \
         --max_steps 50 --num_generations 4 [--single_turn] \
         [--multi_objective_aggregation normalize_then_sum|sum_then_normalize] \
         [--from_trajectories logged.jsonl] [--resume] [--out DIR]
@@ -39,6 +38,7 @@ from typing import Any
 
 from agent.catalog import CatalogError
 from agent.ranking import RankingMissingError
+from graphs.query_agent import served_search
 from graphs.record import TrajectoryError, code_version
 from memory_store import DataError, Dataset, HomeError, StoreError, load_dataset
 from training.common import (
@@ -87,7 +87,10 @@ def run_grpo(
         metrics_path.unlink(missing_ok=True)
     elif checkpoint is not None:
         keep_metrics_until(metrics_path, int(Path(checkpoint).name.rsplit("-", 1)[-1]))
-    rewards = training_rewards(rollout.catalog, args.rank_depth)
+    # The rank term ranks with the search the rollouts' products come from (the one the
+    # catalog's models were fitted on: the fused search by default).
+    search = served_search(rollout.catalog, rollout.ranking)
+    rewards = training_rewards(rollout.catalog, args.rank_depth, search=search)
     heldout = heldout_rows(dataset, args, seed=config.seed)
     trainer, resolved, tokenizer, budget = build_trainer(
         args, config, rows, rollout, rewards, metrics_path, heldout

@@ -1,6 +1,6 @@
 """SFT of the drafter: answer the graph's grounded draft prompt with the shopper's real next query.
 
-    queryagent-train sft --config recipes/sft.yaml   # the first stage of `make train`
+    queryagent-train sft --config recipes/writer-sft.yaml   # the first stage of `make train`
     python -m training.sft --help                    # every flag, with its default
 
 Read ``script`` first (the command: ``run_sft`` and ``main``); the rest are the library it runs:

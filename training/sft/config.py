@@ -17,6 +17,10 @@ from training.common import TrainingError, bf16_default
 LORA_R = 16
 LORA_ALPHA = 32
 LORA_DROPOUT = 0.05
+ROLES = ("write", "draft")
+WRITER_LORA_LAYERS = 10  # the writer adapts the top 10 of the 30 decoder layers
+# Every linear layer of a Llama-style decoder layer (SmolLM2's), as "all-linear" picks them.
+WRITER_LORA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 class SFTError(TrainingError):
@@ -34,6 +38,13 @@ class SFTArguments:
     )
     out: str | None = field(
         default=None, metadata={"help": "output folder (default: <home>/checkpoints/sft)"}
+    )
+    role: str = field(
+        default="write",
+        metadata={
+            "help": "what the model learns: 'write' (the query text for the check's intent, "
+            "training.writer) or 'draft' (the catalog query itself, the graph's draft prompt)"
+        },
     )
     limit: int | None = field(default=None, metadata={"help": "train on this many shuffled pairs"})
     full: bool = field(
@@ -60,6 +71,10 @@ class SFTArguments:
     )
 
     def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise SFTError(f"--role must be one of {', '.join(ROLES)}, got {self.role!r}")
+        if self.role == "write" and self.from_trajectories:
+            raise SFTError("--from_trajectories trains the draft role: add --role draft")
         if self.limit is not None and self.limit < 1:
             raise SFTError(f"--limit must be >= 1, got {self.limit}")
         if self.max_minutes is not None and not (

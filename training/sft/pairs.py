@@ -12,6 +12,8 @@ from graphs.offline.runner import profile_at
 from memory_store import Dataset, Example, UserProfile, target_position
 from training.outcomes import load_joined
 from training.queries import QueryOracle, common_root
+from training.writer.heldout import writer_search
+from training.writer.rows import label_rows, writer_rows
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,27 @@ def build_pairs(
             )
         )
     return pairs, skipped
+
+
+def writer_pairs(
+    dataset: Dataset, home: str | None, *, seed: int = 0, limit: int | None = None
+) -> tuple[list[SFTPair], int]:
+    """The writer's SFT pairs (``training.writer.rows``): the graph's writing prompt for the next
+    purchase's intent -> the history-supported text that retrieved that purchase best, searched
+    with the fused search fitted before the ``valid`` targets (kept in ``home``)."""
+    rows, skipped = writer_rows(dataset, "train", limit=limit, seed=seed)
+    rows = label_rows(rows, writer_search(dataset, home))
+    return [
+        SFTPair(
+            user_id=r.user_id,
+            target=r.target,
+            before=r.before,
+            truth=r.label or r.intent,
+            prompt=r.prompt,
+            completion=completion_messages(r.label or r.intent),
+        )
+        for r in rows
+    ], skipped
 
 
 def trajectory_pairs(

@@ -1,6 +1,7 @@
-"""SFT cold start: teach the drafter to answer the graph's draft prompt with the real next query.
+"""SFT cold start of the model's role: the writer (``--role write``, the default; the pairs are
+``training.writer``'s, see ``writer_pairs``) or the drafter (``--role draft``, described below).
 
-    queryagent-train sft --config recipes/sft.yaml                 # stage 1 of `make train`
+    queryagent-train sft --config recipes/writer-sft.yaml          # stage 1 of `make train`
     queryagent-train sft --data data/amazon-scientific --max_steps 3 --limit 24 --out /tmp/sft
     python -m training.sft --help                                  # every flag, with its default
 
@@ -44,7 +45,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agent.drafting import ResolvedModel
+from agent.drafting import DrafterError, ResolvedModel, resolve_model
 from graphs.record import TrajectoryError, code_version
 from memory_store import DataError, Dataset, HomeError, StoreError, load_dataset
 from training.callbacks import GracefulStop
@@ -65,11 +66,13 @@ from training.sft.config import (
     LORA_ALPHA,
     LORA_DROPOUT,
     LORA_R,
+    WRITER_LORA_LAYERS,
+    WRITER_LORA_MODULES,
     QueryAgentSFTConfig,
     SFTArguments,
     SFTError,
 )
-from training.sft.pairs import SFTPair, build_pairs, trajectory_pairs
+from training.sft.pairs import SFTPair, build_pairs, trajectory_pairs, writer_pairs
 
 
 def _check_lengths(pairs: list[SFTPair], tokenizer: Any, max_length: int | None) -> int:
@@ -86,17 +89,23 @@ def _check_lengths(pairs: list[SFTPair], tokenizer: Any, max_length: int | None)
     return longest
 
 
-def _lora_config(args: SFTArguments, continuing: bool) -> Any:
-    """A fresh LoRA adapter, unless training full weights or an adapter given as ``--model``."""
+def _lora_config(args: SFTArguments, continuing: bool, layers: int) -> Any:
+    """A fresh LoRA adapter, unless training full weights or an adapter given as ``--model``.
+    The writer's adapts only the top ``WRITER_LORA_LAYERS`` of the ``layers`` decoder layers:
+    the backward pass then stops there, which halves a CPU step (its completions are a few
+    words; the drafter's role adapts every layer)."""
     if args.full or continuing:
         return None
     from peft import LoraConfig  # peft is heavy (torch): loaded when a run starts
 
+    top = list(range(max(0, layers - WRITER_LORA_LAYERS), layers)) if args.role == "write" else None
     return LoraConfig(
         r=LORA_R,
         lora_alpha=LORA_ALPHA,
         lora_dropout=LORA_DROPOUT,
-        target_modules="all-linear",
+        # "all-linear" by name: PEFT takes a layer range only with a list of module names.
+        target_modules="all-linear" if top is None else list(WRITER_LORA_MODULES),
+        layers_to_transform=top,
         task_type="CAUSAL_LM",
     )
 
@@ -123,6 +132,10 @@ def _train(
     from datasets import Dataset as HFDataset  # heavy (pyarrow): loaded when a run starts
     from trl import SFTTrainer  # trl's trainer modules are heavy: loaded when a run starts
 
+    try:  # a model that cannot load is one line before any pair is built
+        resolve_model(args.model, args.home)
+    except DrafterError as err:
+        raise SFTError(str(err)) from None
     if args.from_trajectories:
         pairs, skipped = trajectory_pairs(
             args.from_trajectories, args.home, seed=config.seed, limit=args.limit
@@ -132,6 +145,8 @@ def _train(
                 f"{args.from_trajectories}: no run has a target (or a later purchase) with a "
                 "category; see `queryagent-train outcomes`"
             )
+    elif args.role == "write":
+        pairs, skipped = writer_pairs(dataset, args.home, seed=config.seed, limit=args.limit)
     else:
         pairs, skipped = build_pairs(dataset, seed=config.seed, limit=args.limit)
     if not pairs:
@@ -145,7 +160,9 @@ def _train(
         args=config,
         train_dataset=train,
         processing_class=tokenizer,
-        peft_config=_lora_config(args, continuing=resolved.adapter),
+        peft_config=_lora_config(
+            args, continuing=resolved.adapter, layers=model.config.num_hidden_layers
+        ),
         callbacks=[budget],
     )
     assert trainer.model is not None
@@ -166,12 +183,15 @@ def _meta(
     lora = {"r": LORA_R, "alpha": LORA_ALPHA, "dropout": LORA_DROPOUT}
     return {
         "made_by": "training.sft",
+        "role": args.role,
         "command": command,
         "settings": settings_dict(args, config),
         "training": {
             "method": "full" if args.full else "lora",
             "learning_rate": config.learning_rate,
-            "lora": lora | {"target_modules": "all-linear"}
+            "lora": lora
+            | {"target_modules": "all-linear"}
+            | ({"top_layers": WRITER_LORA_LAYERS} if args.role == "write" else {})
             if not args.full and not resolved.adapter
             else None,
             "continued_adapter": resolved.name if resolved.adapter else None,
@@ -207,6 +227,30 @@ def _meta(
 
 def _card(run: _Run, args: SFTArguments, dataset: Dataset, meta: dict[str, Any], out: str) -> Any:
     adapter = not args.full
+    if args.role == "write":
+        return model_card(
+            resolved=run.resolved,
+            adapter=adapter,
+            title=f"{out}: SFT cold start of QueryAgent's writer",
+            summary=(
+                f"{'A LoRA adapter' if adapter else 'A fully fine-tuned model'} on "
+                f"`{run.resolved.base_name}`, trained with TRL's `SFTTrainer` for the writer role "
+                "(`agent.writing`): it writes the query text the shopper sees for the intent the "
+                f"check picked. {meta['steps']} steps on {meta['training']['device']}, "
+                f"{meta['train_s']} s, train loss {meta['train_loss']} (last logged "
+                f"{meta['final_loss']})."
+            ),
+            data=(
+                f"The training split of `{dataset.root}` ({dataset.name}): {run.pairs:,} (writing "
+                "prompt -> `Query: <text>`) pairs; the intent is the next purchase's category "
+                "query, the text the history-supported one (the intent's last words, alone or "
+                "led by one of the shopper's brands) whose fused-search results rank the real "
+                f"next purchase highest (`training.writer.rows`). {run.skipped:,} rows without "
+                f"a category skipped. Longest pair: {run.longest} tokens."
+            ),
+            command=meta["command"],
+            tags=["sft", "writer"],
+        )
     return model_card(
         resolved=run.resolved,
         adapter=adapter,
