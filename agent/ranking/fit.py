@@ -211,7 +211,8 @@ class CatalogModels:
         """
         if self.ranker is None:
             mass = x[:, FEATURES.index("mass_hit")] if len(x) else np.zeros(0)
-            return mass, mass
+            # A float32 sum of every product's probability can round to just above 1.
+            return mass, np.clip(mass, 0.0, 1.0)
         return self.ranker.score(x), self.ranker.fit_probability(x)
 
     @property

@@ -244,3 +244,16 @@ def test_the_checks_features_come_from_the_history_before_the_target(
         assert np.array_equal(x, groups[0])
     assert labels[0].max() >= 1
     assert any(not np.array_equal(y, labels[0]) for y in labels[1:])
+
+
+def test_without_a_ranker_the_fit_is_a_probability_even_when_the_mass_rounds_above_one() -> None:
+    """A catalog too small for a ranker scores a candidate by its next-item mass; a float32 sum
+    of every product's probability can come out just above 1, and the check's fit must not."""
+    from agent.ranking.fit import CatalogModels
+
+    models = CatalogModels(QueryVocabulary(item_query={"i1": "q"}), None, None)
+    x = np.zeros((2, len(FEATURES)))
+    x[:, FEATURES.index("mass_hit")] = [np.float32(1.0000001), 0.25]
+    raw, fit = models.score(x)
+    assert raw[0] > 1.0  # the order keeps the raw mass
+    assert fit.tolist() == [1.0, 0.25]
