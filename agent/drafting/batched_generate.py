@@ -19,22 +19,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from agent.drafting.hf import _completion_ids, _cut_at_stop, _stop_on_text, cache_argument
+from agent.drafting.hf import (
+    _completion_ids,
+    _cut_at_stop,
+    _stop_on_text,
+    cache_argument,
+    completion_eos_ids,
+    generate_kwargs,
+)
 from agent.drafting.prefill import prefill, prompt_batch
 from agent.drafting.prefix_cache import RowPrefixes
 from agent.drafting.protocol import Messages
 from agent.records import Generation
 
 __all__ = ["prefilled_generate"]
-
-
-def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
-    """The ids that end a completion, as ``HFDrafter`` takes them (generation config, else the
-    tokenizer's eos)."""
-    eos = model.generation_config.to_dict().get("eos_token_id")
-    if eos is None:
-        eos = tokenizer.eos_token_id
-    return {int(e) for e in (eos if isinstance(eos, list) else [eos]) if e is not None}
 
 
 def prefilled_generate(
@@ -51,18 +49,10 @@ def prefilled_generate(
     """One ``Generation`` per prompt, as ``HFDrafter.generate`` returns them (same token ids,
     same eos and stop cuts), with the prompts prefilled over ``prefixes``. Call under the
     drafter's lock, in ``torch.inference_mode()``, seeded by the caller."""
-    eos_ids = _eos_ids(model, tokenizer)
+    eos_ids = completion_eos_ids(model, tokenizer)
     batch = prompt_batch(model, tokenizer, prompts, min(eos_ids) if eos_ids else 0)
     cache = prefill(model, batch, prefixes)
-    kwargs: dict[str, Any] = {
-        "max_new_tokens": max_new_tokens,
-        "pad_token_id": batch.pad,
-        "eos_token_id": sorted(eos_ids) or None,
-    }
-    if temperature > 0:
-        kwargs.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
-    else:
-        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    kwargs = generate_kwargs(max_new_tokens, batch.pad, eos_ids, temperature, top_p)
     if stop:
         kwargs["stopping_criteria"] = _stop_on_text(tokenizer, stop, batch.width)
     output = model.generate(

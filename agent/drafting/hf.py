@@ -34,6 +34,31 @@ __all__ = ["HFDrafter"]
 logger = logging.getLogger(__name__)
 
 
+def completion_eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    """The ids that end a completion: the generation config's, else the tokenizer's eos."""
+    eos = model.generation_config.to_dict().get("eos_token_id")
+    if eos is None:
+        eos = tokenizer.eos_token_id
+    return {int(e) for e in (eos if isinstance(eos, list) else [eos]) if e is not None}
+
+
+def generate_kwargs(
+    max_new_tokens: int, pad: int | None, eos_ids: set[int], temperature: float, top_p: float
+) -> dict[str, Any]:
+    """``model.generate``'s settings for one call: greedy at temperature 0, else sampled
+    (``top_k`` 0: nucleus sampling alone)."""
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": max_new_tokens,
+        "pad_token_id": pad,
+        "eos_token_id": sorted(eos_ids) or None,
+    }
+    if temperature > 0:
+        kwargs.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
+    else:
+        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    return kwargs
+
+
 def _stop_on_text(tokenizer: Any, stop: tuple[str, ...], prompt_len: int) -> Any:
     """A stopping criterion that ends each row once its decoded completion holds a stop string.
 
@@ -297,20 +322,10 @@ class HFDrafter:
         batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(
             model.device
         )
-        generation_config = model.generation_config.to_dict()
-        eos = generation_config.get("eos_token_id")
-        if eos is None:
-            eos = tokenizer.eos_token_id
-        eos_ids = {int(e) for e in (eos if isinstance(eos, list) else [eos]) if e is not None}
-        kwargs: dict[str, Any] = {
-            "max_new_tokens": max_new_tokens,
-            "pad_token_id": tokenizer.pad_token_id,
-            "eos_token_id": sorted(eos_ids) or None,
-        }
-        if temperature > 0:
-            kwargs.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
-        else:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        eos_ids = completion_eos_ids(model, tokenizer)
+        kwargs = generate_kwargs(
+            max_new_tokens, tokenizer.pad_token_id, eos_ids, temperature, top_p
+        )
         if stop:
             kwargs["stopping_criteria"] = _stop_on_text(
                 tokenizer, stop, batch["input_ids"].shape[1]
