@@ -52,6 +52,14 @@ def select_examples(
     return pairs, skipped
 
 
+def fit_name(dataset: Dataset, split: str, search: str) -> str:
+    """The folder name (under the home's search and ranking folders) of what the evaluation fits
+    for ``dataset``'s ``split`` with ``search``; the writer's trainers read the same ``valid``
+    search, so both fit it once."""
+    name = f"eval-{dataset.name.lower()}-{split}"
+    return name if search == "dense" else f"{name}-{search}"
+
+
 def open_eval_catalog(dataset: Dataset, home: str | Path | None) -> ChromaCatalog:
     """The data set's catalog in its own collection (embedded once, reused by later runs)."""
     collection = f"eval-{dataset.name.lower()}-{dataset_fingerprint(dataset.products)}"

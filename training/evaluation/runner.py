@@ -48,6 +48,7 @@ from training.evaluation.metrics import UserOutcome, aggregate, distinct_ratio, 
 from training.evaluation.protocol import (
     dataset_fingerprint,
     example_position,
+    fit_name,
     open_eval_catalog,
     select_examples,
 )
@@ -196,8 +197,7 @@ class Evaluator:
         return self._fit_data[2]
 
     def _fit_name(self) -> str:
-        name = f"eval-{self.dataset.name.lower()}-{self.config.split}"
-        return name if self.config.search == "dense" else f"{name}-{self.config.search}"
+        return fit_name(self.dataset, self.config.split, self.config.search)
 
     def search(self) -> Search:
         """The search every method's products come from (``EvalConfig.search``; the fused one

@@ -18,7 +18,7 @@ from agent.search import SEARCH_DIR, Search, prepare_search
 from graphs.offline.runner import fit_sequences
 from memory_store import Dataset, load_dataset
 from memory_store.paths import queryagent_home
-from training.evaluation.protocol import open_eval_catalog
+from training.evaluation.protocol import fit_name, open_eval_catalog
 from training.rewards import (
     WRITER_REWARD_WEIGHTS,
     TextResults,
@@ -35,7 +35,7 @@ def writer_search(dataset: Dataset, home: str | Path | None) -> Search:
     """The fused search the writer's rewards read: fitted on the sequences cut before the
     ``valid`` targets (the evaluation's ``valid`` search, so both fit it once)."""
     catalog = open_eval_catalog(dataset, home)
-    folder = queryagent_home(home) / SEARCH_DIR / f"eval-{dataset.name.lower()}-valid-fused"
+    folder = queryagent_home(home) / SEARCH_DIR / fit_name(dataset, "valid", "fused")
     return prepare_search(
         "fused", catalog, folder, dataset.products, fit_sequences(dataset, "valid")
     )
