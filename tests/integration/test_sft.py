@@ -354,7 +354,7 @@ def test_shipped_recipes_parse_with_trl_parser() -> None:
     )
     assert args.model == "models/smollm2-writer-sft" and args.out == "models/smollm2-writer"
     assert args.resume and args.heldout == 500 and args.heldout_every == 50
-    assert config.per_device_train_batch_size == 4 * config.num_generations
+    assert config.per_device_train_batch_size == 2 * config.num_generations
     assert config.num_generations == 4 and config.max_steps == 3  # the flag wins
     assert config.loss_type == "dapo" and config.scale_rewards == "batch"
 
